@@ -1,0 +1,93 @@
+"""The ``spikewire`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from spikewire import __version__
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def cmd_check(args) -> int:
+    from spikewire.launch.network import NetworkError, load_network
+
+    try:
+        net = load_network(args.network)
+    except NetworkError as e:
+        print(f"{args.network}: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.network}: ok: network {net.name!r}, {len(net.nodes)} nodes, {len(net.links)} links")
+    for spec in net.nodes.values():
+        print(f"  {spec.name} ({spec.kind}): in {', '.join(spec.inputs) or '-'}; out {', '.join(spec.outputs) or '-'}")
+    for link in net.links:
+        print(f"  link {link.label}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    from spikewire.launch.network import NetworkError, load_network
+    from spikewire.launch.supervisor import Supervisor
+
+    try:
+        net = load_network(args.network)
+    except NetworkError as e:
+        print(f"{args.network}: {e}", file=sys.stderr)
+        return 2
+    sup = Supervisor(net, duration=args.duration, json_path=args.json, ready_timeout=args.ready_timeout,
+                     status_every=args.status_every)
+    return sup.run()
+
+
+def cmd_bench_hop(args) -> int:
+    from spikewire.bench.hop_latency import main as hop_main
+
+    return hop_main(["--count", str(args.count), "--rate", str(args.rate)] + (["--json", args.json] if args.json else []))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="spikewire", description="Run hybrid spiking networks (biological, memristive, "
+                                 "silicon nodes) in real time over ZeroMQ and LSL.")
+    ap.add_argument("--version", action="version", version=f"spikewire {__version__}")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run a network file until --duration or Ctrl-C, then print a summary")
+    p.add_argument("network", help="network file (TOML)")
+    p.add_argument("--duration", type=_positive, help="seconds to run (default: until Ctrl-C / SIGTERM)")
+    p.add_argument("--json", metavar="PATH", help="also write the summary as JSON to PATH")
+    p.add_argument("--ready-timeout", type=_positive, default=60.0,
+                   help="seconds every node has to start, compile and connect (default 60)")
+    p.add_argument("--status-every", type=_positive, default=None,
+                   help="seconds between live status updates (default 1 on a terminal, 5 otherwise)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check", help="validate a network file without starting anything")
+    p.add_argument("network", help="network file (TOML)")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("bench", help="benchmarks that compare against a baseline in the same run")
+    bsub = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
+    h = bsub.add_parser("hop", help="one-way latency of one spikewire link vs raw pyzmq PUB->SUB")
+    h.add_argument("--count", type=int, default=5000, help="messages per measurement (default 5000)")
+    h.add_argument("--rate", type=float, default=1000.0, help="messages per second (default 1000)")
+    h.add_argument("--json", metavar="PATH", help="write the figures as JSON")
+    h.set_defaults(func=cmd_bench_hop)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""Network files: TOML that names every node, its kind and parameters, and every link.
+
+A file is validated completely before anything starts. The first problem raises ``NetworkError`` with
+one line naming the key and the reason (``nodes.zurich.dt: must be > 0, got -0.0001``). A valid file
+becomes a ``Network``: node specs with typed ports and settings, and links with their source ids.
+
+Layout::
+
+    [network]                  name and description
+    [nodes.<name>]             kind = "silicon" | "memristor" | "biological" | ...; then the kind's keys
+    [[links]]                  from = "<node>.<output port>", to = "<node>.<input port>"
+                               (or endpoint = "tcp://host:port" and source = <id >= 1000> for a publisher
+                                outside this network)
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from spikewire.launch.settings import Settings, SettingsError, parse, positive, setting
+from spikewire.nodes.base import InPort, Node, OutPort
+
+NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+EXTERNAL_SOURCE_MIN = 1000
+
+
+class NetworkError(SettingsError):
+    """A network file that must not start. ``str()`` is the one-line message for the user."""
+
+
+def node_kinds() -> dict[str, type[Node]]:
+    from spikewire.nodes.biological import BiologicalNode
+    from spikewire.nodes.memristor import MemristorNode
+    from spikewire.nodes.probe import PulseSource, LatencySink
+    from spikewire.nodes.silicon import SiliconNode
+
+    return {c.kind: c for c in (SiliconNode, MemristorNode, BiologicalNode, PulseSource, LatencySink)}
+
+
+@dataclass(frozen=True)
+class NetworkInfo(Settings):
+    name: str = setting("", "Network name (defaults to the file name).")
+    description: str = setting("", "What this network is for.")
+
+
+@dataclass(frozen=True)
+class LinkSettings(Settings):
+    from_: str = setting("", "Output port '<node>.<port>' (leave out for an external publisher).", key="from")
+    to: str = setting("", "Input port '<node>.<port>'.")
+    endpoint: str = setting("", "External publisher's ZeroMQ endpoint (instead of 'from').")
+    source: int = setting(0, "Source id an external publisher stamps on its packets (>= 1000).")
+    hwm: int = setting(100_000, "High-water mark (packets queued) at each end.", check=positive)
+
+    def validate(self, key: str) -> None:
+        if not self.to:
+            raise SettingsError(f"{key}.to", "required: the input port '<node>.<port>' this link feeds")
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    kind: str
+    cls: type[Node]
+    settings: Settings
+    inputs: dict[str, InPort]
+    outputs: dict[str, OutPort]
+
+
+@dataclass(frozen=True)
+class Link:
+    index: int
+    src_node: str  # "" for an external publisher
+    src_port: str
+    dst_node: str
+    dst_port: str
+    source_id: int
+    endpoint: str  # fixed endpoint of an external publisher, else ""
+    hwm: int
+
+    @property
+    def label(self) -> str:
+        src = f"{self.src_node}.{self.src_port}" if self.src_node else self.endpoint
+        return f"{src} -> {self.dst_node}.{self.dst_port}"
+
+
+@dataclass(frozen=True)
+class Network:
+    name: str
+    description: str
+    path: Path | None
+    nodes: dict[str, NodeSpec]
+    links: tuple[Link, ...]
+    source_ids: dict[tuple[str, str], int]
+
+    def links_from(self, node: str) -> list[Link]:
+        return [ln for ln in self.links if ln.src_node == node]
+
+    def links_into(self, node: str) -> list[Link]:
+        return [ln for ln in self.links if ln.dst_node == node]
+
+
+def load_network(path: str | Path) -> Network:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise NetworkError(str(path), f"cannot read: {e.strerror or e}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise NetworkError(str(path), f"not valid TOML: {_toml_reason(str(e))}") from None
+    return build_network(data, default_name=path.stem, path=path)
+
+
+def _toml_reason(msg: str) -> str:
+    m = re.match(r"Cannot (?:declare|overwrite a value) \(?(.*?)\)? (?:twice )?\(at (.*)\)", msg)
+    if m:
+        key = ".".join(part.strip().strip("'\"") for part in m.group(1).split(","))
+        return f"{key} is declared twice ({m.group(2)})"
+    return msg
+
+
+def build_network(data: dict, default_name: str = "network", path: Path | None = None) -> Network:
+    for key in data:
+        if key not in ("network", "nodes", "links"):
+            raise NetworkError(key, "unknown top-level key; expected network, nodes, links")
+    info = parse(NetworkInfo, data.get("network", {}), "network")
+    nodes_table = data.get("nodes")
+    if not isinstance(nodes_table, dict) or not nodes_table:
+        raise NetworkError("nodes", "at least one node is required ([nodes.<name>] with a kind)")
+    kinds = node_kinds()
+    nodes: dict[str, NodeSpec] = {}
+    for name, table in nodes_table.items():
+        key = f"nodes.{name}"
+        if not NAME.match(name):
+            raise NetworkError(key, "a node name is letters, digits, '_' or '-', starting with a letter")
+        if not isinstance(table, dict):
+            raise NetworkError(key, "must be a table")
+        kind = table.get("kind")
+        if kind is None:
+            raise NetworkError(f"{key}.kind", f"required; one of: {', '.join(sorted(kinds))}")
+        if kind not in kinds:
+            raise NetworkError(f"{key}.kind", f"unknown node kind {kind!r}; expected one of: {', '.join(sorted(kinds))}")
+        cls = kinds[kind]
+        try:
+            settings = parse(cls.Settings, table, key)
+        except SettingsError as e:
+            raise NetworkError(e.key, e.reason) from None
+        inputs, outputs = cls.ports(settings)
+        nodes[name] = NodeSpec(name, kind, cls, settings, inputs, outputs)
+
+    source_ids = {}
+    for node in sorted(nodes):
+        for port in sorted(nodes[node].outputs):
+            source_ids[(node, port)] = len(source_ids) + 1
+
+    raw_links = data.get("links", [])
+    if not isinstance(raw_links, list):
+        raise NetworkError("links", "must be an array of tables ([[links]])")
+    links: list[Link] = []
+    seen: dict[tuple, int] = {}
+    for i, raw in enumerate(raw_links):
+        key = f"links[{i}]"
+        try:
+            ls = parse(LinkSettings, raw, key)
+        except SettingsError as e:
+            raise NetworkError(e.key, e.reason) from None
+        dst_node, dst_port = _port(nodes, ls.to, f"{key}.to", "input")
+        accepts = nodes[dst_node].inputs[dst_port].accepts
+        if ls.from_ and ls.endpoint:
+            raise NetworkError(f"{key}.endpoint", "give either 'from' (a node's port) or 'endpoint' (an external publisher), not both")
+        if ls.from_:
+            src_node, src_port = _port(nodes, ls.from_, f"{key}.from", "output")
+            out_kind = nodes[src_node].outputs[src_port].kind
+            if out_kind not in accepts:
+                raise NetworkError(key, f"{ls.from_} sends {out_kind.name} events but {ls.to} accepts "
+                                        f"{', '.join(k.name for k in sorted(accepts))}")
+            source_id = source_ids[(src_node, src_port)]
+            ident = (src_node, src_port, dst_node, dst_port)
+        elif ls.endpoint:
+            if not ls.endpoint.startswith(("tcp://", "ipc://", "inproc://")):
+                raise NetworkError(f"{key}.endpoint", f"must be a ZeroMQ endpoint like tcp://127.0.0.1:5555, got {ls.endpoint!r}")
+            if ls.source < EXTERNAL_SOURCE_MIN:
+                raise NetworkError(f"{key}.source", f"an external publisher needs a source id >= {EXTERNAL_SOURCE_MIN}, got {ls.source}")
+            src_node, src_port, source_id = "", "", ls.source
+            ident = (ls.endpoint, dst_node, dst_port)
+        else:
+            raise NetworkError(f"{key}.from", "required (or endpoint = ... for an external publisher)")
+        if ident in seen:
+            raise NetworkError(key, f"duplicates links[{seen[ident]}] ({ls.from_ or ls.endpoint} -> {ls.to})")
+        seen[ident] = i
+        links.append(Link(i, src_node, src_port, dst_node, dst_port, source_id, ls.endpoint, ls.hwm))
+    return Network(info.name or default_name, info.description, path, nodes, tuple(links), source_ids)
+
+
+def _port(nodes: dict[str, NodeSpec], ref: str, key: str, direction: str) -> tuple[str, str]:
+    node, dot, port = ref.partition(".")
+    if not dot or not port:
+        raise NetworkError(key, f"must be '<node>.<port>', got {ref!r}")
+    if node not in nodes:
+        raise NetworkError(key, f"no node named {node!r}; nodes are: {', '.join(nodes)}")
+    ports = nodes[node].inputs if direction == "input" else nodes[node].outputs
+    if port not in ports:
+        listing = ", ".join(ports) or "(none)"
+        raise NetworkError(key, f"node {node!r} has no {direction} port {port!r}; its {direction}s are: {listing}")
+    return node, port

@@ -1,0 +1,97 @@
+"""Entry point of one node process: ``python -m spikewire.launch.node_main --network F --node N --control E``.
+
+The node validates the network file itself (the same code the supervisor ran), binds its output ports,
+tells the supervisor where, connects its inputs where the supervisor says, compiles its kernels, waits for
+every downstream link to join, reports ready, runs from the common start time until told to stop (or
+SIGTERM, or its parent dies), then sends its final summary and exits 0. Any failure is reported to the
+supervisor as an error message and the process exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import logging
+import os
+import signal
+import sys
+import traceback
+
+import zmq
+
+from spikewire.launch.control import ControlClient
+from spikewire.launch.network import load_network
+from spikewire.nodes.runtime import InputPlan, Runtime
+from spikewire.streams.clock import local_clock
+
+log = logging.getLogger("spikewire.node")
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGTERM this process if the supervisor dies, so no node outlives a crashed run."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        log.debug("prctl unavailable; relying on the parent check in the loop")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="spikewire-node")
+    ap.add_argument("--network", required=True)
+    ap.add_argument("--node", required=True)
+    ap.add_argument("--control", required=True)
+    ap.add_argument("--timeout", type=float, default=60.0, help="setup handshake timeout [s]")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=f"[{args.node}] %(levelname)s %(message)s", stream=sys.stderr)
+    _die_with_parent()
+
+    ctx = zmq.Context()
+    control = ControlClient(ctx, args.control, args.node)
+    runtime = None
+    try:
+        network = load_network(args.network)
+        spec = network.nodes[args.node]
+        node = spec.cls(spec.name, spec.settings)
+        source_ids = {port: network.source_ids[(spec.name, port)] for port in spec.outputs}
+        expected = {}
+        for link in network.links_from(spec.name):
+            expected[link.src_port] = expected.get(link.src_port, 0) + 1
+        runtime = Runtime(node, ctx, source_ids, expected, bind_host=spec.settings.bind)
+        runtime.control = control
+        stop = lambda *_: setattr(runtime, "stop_requested", True)  # noqa: E731
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+
+        control.send({"type": "bound", "outputs": runtime.endpoints, "pid": os.getpid()})
+        msg = control.wait("connect", args.timeout)
+        plans = []
+        for port, sources in msg["inputs"].items():
+            hwm = max((ln.hwm for ln in network.links_into(spec.name) if ln.dst_port == port), default=None)
+            plans.append(InputPlan(port, tuple((int(s), str(e), str(label)) for s, e, label in sources),
+                                   hwm or 100_000))
+        runtime.connect(plans)
+        t_warm = local_clock()
+        node.warm_up()
+        warm_up_s = local_clock() - t_warm
+        runtime.wait_for_subscribers(args.timeout)
+        control.send({"type": "ready", "warm_up_s": warm_up_s})
+        start = control.wait("start", args.timeout)
+        runtime.run(float(start["t0"]), start.get("duration"))
+        control.send({"type": "final", "summary": runtime.summary(local_clock())})
+        return 0
+    except InterruptedError:
+        return 0
+    except Exception as e:  # report, then fail loudly: the supervisor stops the run and names this node
+        traceback.print_exc()
+        control.send({"type": "error", "message": f"{type(e).__name__}: {e}"})
+        return 1
+    finally:
+        if runtime is not None:
+            runtime.close()
+        control.close()
+        ctx.term()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

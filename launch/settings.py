@@ -1,0 +1,169 @@
+"""Frozen, documented settings parsed from TOML tables, with errors that name the key.
+
+A settings class is a frozen dataclass whose fields are declared with ``setting(default, doc, check)``.
+``parse(cls, table, key)`` checks every value's type strictly (a string is never a number, a bool is
+never an int), rejects unknown keys (a typo is an error, not a silently ignored key), runs each field's
+check and then the class's cross-field ``validate``. The first problem raises ``SettingsError`` whose
+message is one line: ``nodes.mr1.pulse_width: must be > 0, got -0.0001``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from typing import Any, Callable, Literal, get_args, get_origin, get_type_hints
+
+Check = Callable[[Any], "str | None"]
+
+
+class SettingsError(ValueError):
+    """A network file value that cannot be used. ``key`` is the dotted path, ``reason`` the why."""
+
+    def __init__(self, key: str, reason: str):
+        self.key = key
+        self.reason = reason
+        super().__init__(f"{key}: {reason}")
+
+
+class Settings:
+    """Base of all settings classes; subclasses are ``@dataclass(frozen=True)``."""
+
+    def validate(self, key: str) -> None:
+        """Cross-field checks; raise SettingsError naming the offending key."""
+
+
+def setting(default: Any = dataclasses.MISSING, doc: str = "", *, check: Check | None = None,
+            key: str | None = None, factory: Callable[[], Any] | None = None) -> Any:
+    """Declare a settings field. ``key`` is the TOML name when it differs (``from`` is a keyword)."""
+    meta = {"doc": doc, "check": check, "key": key}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def join(key: str, name: str | int) -> str:
+    if isinstance(name, int):
+        return f"{key}[{name}]"
+    return f"{key}.{name}" if key else name
+
+
+def describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return f"boolean {str(value).lower()}"
+    if isinstance(value, str):
+        return f"string {value!r}"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return repr(value)
+
+
+# Checks: each returns None when fine, else the reason.
+def positive(v: float) -> str | None:
+    return None if v > 0 else f"must be > 0, got {v!r}"
+
+
+def non_negative(v: float) -> str | None:
+    return None if v >= 0 else f"must be >= 0, got {v!r}"
+
+
+def in_range(lo: float, hi: float) -> Check:
+    def check(v: float) -> str | None:
+        return None if lo <= v <= hi else f"must be between {lo!r} and {hi!r}, got {v!r}"
+    return check
+
+
+def non_empty(v: Any) -> str | None:
+    return None if len(v) else "must not be empty"
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    origin = get_origin(tp)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SettingsError(key, f"must be a number, got {describe(value)}")
+        if not math.isfinite(value):
+            raise SettingsError(key, f"must be a finite number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SettingsError(key, f"must be an integer, got {describe(value)}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise SettingsError(key, f"must be true or false, got {describe(value)}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise SettingsError(key, f"must be a string, got {describe(value)}")
+        return value
+    if origin is Literal:
+        choices = get_args(tp)
+        if value not in choices or isinstance(value, bool):
+            raise SettingsError(key, f"must be one of {', '.join(map(repr, choices))}, got {describe(value)}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in get_args(tp) if a is not type(None)]
+        if len(inner) == 1:
+            return _coerce(inner[0], value, key)
+        raise TypeError(f"unsupported union {tp}")
+    if origin is tuple:
+        args = get_args(tp)
+        if not isinstance(value, list):
+            raise SettingsError(key, f"must be an array, got {describe(value)}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v, join(key, i)) for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise SettingsError(key, f"must have {len(args)} elements, got {len(value)}")
+        return tuple(_coerce(a, v, join(key, i)) for i, (a, v) in enumerate(zip(args, value)))
+    if origin is dict:
+        _, vt = get_args(tp)
+        if not isinstance(value, dict):
+            raise SettingsError(key, f"must be a table, got {describe(value)}")
+        return {k: _coerce(vt, v, join(key, k)) for k, v in value.items()}
+    if isinstance(tp, type) and issubclass(tp, Settings):
+        return parse(tp, value, key)
+    raise TypeError(f"unsupported settings type {tp!r} at {key}")
+
+
+def parse(cls: type, table: Any, key: str = "") -> Any:
+    """Build ``cls`` from a TOML table, or raise SettingsError naming the first bad key."""
+    if not isinstance(table, dict):
+        raise SettingsError(key or "(top level)", f"must be a table, got {describe(table)}")
+    hints = get_type_hints(cls)
+    fields = dataclasses.fields(cls)
+    toml_names = {f.metadata.get("key") or f.name: f for f in fields}
+    for name in table:
+        if name not in toml_names:
+            raise SettingsError(join(key, name), f"unknown key; expected one of: {', '.join(sorted(toml_names))}")
+    values = {}
+    for toml_name, f in toml_names.items():
+        sub = join(key, toml_name)
+        if toml_name in table:
+            value = _coerce(hints[f.name], table[toml_name], sub)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise SettingsError(sub, "required")
+        else:
+            continue
+        check = f.metadata.get("check")
+        if check is not None:
+            reason = check(value)
+            if reason:
+                raise SettingsError(sub, reason)
+        values[f.name] = value
+    obj = cls(**values)
+    obj.validate(key)
+    return obj
+
+
+def docs(cls: type) -> list[tuple[str, str, Any]]:
+    """(toml key, doc, default) of each field, for help text and the README."""
+    out = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else (
+            "(table)" if f.default_factory is not dataclasses.MISSING else "(required)")
+        out.append((f.metadata.get("key") or f.name, f.metadata.get("doc", ""), default))
+    return out

@@ -1,0 +1,229 @@
+"""Runs a network: one OS process per node, a handshake to a common start, a live status, a clean stop.
+
+Startup: spawn every node (own session, so a terminal's Ctrl-C reaches only the supervisor, which then
+stops the nodes in order); collect each node's bound output endpoints; send each node where to connect
+its inputs; wait until every node is ready (kernels compiled, every downstream link joined); send one
+common start time. Running: relay status lines; watch every child so a node that dies is noticed within
+0.1 s, named with its exit status, and the rest stopped (exit code 1). Stopping (duration, Ctrl-C,
+SIGTERM): ask every node to stop, collect the final summaries, reap every process (SIGTERM then SIGKILL
+for any that do not exit in time), print the summary.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import zmq
+
+from spikewire.launch.control import ControlServer
+from spikewire.launch.network import Network
+from spikewire.monitor.report import build_report, render_status, render_text
+from spikewire.streams.clock import MACHINE_SCOPED_LSL_CONFIG, local_clock
+
+START_MARGIN = 0.2
+STOP_GRACE = 5.0
+
+
+class RunFailed(RuntimeError):
+    pass
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen
+    endpoints: dict[str, str] = field(default_factory=dict)
+    bound: bool = False
+    ready: bool = False
+    final: dict | None = None
+    error: str | None = None
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+class Supervisor:
+    def __init__(self, network: Network, duration: float | None = None, json_path: str | None = None,
+                 out: TextIO = sys.stdout, ready_timeout: float = 60.0, status_every: float | None = None):
+        if network.path is None:
+            raise ValueError("the supervisor needs a network loaded from a file (nodes read it themselves)")
+        self.network = network
+        self.duration = duration
+        self.json_path = json_path
+        self.out = out
+        self.ready_timeout = ready_timeout
+        self.tty = out.isatty()
+        self.status_every = status_every if status_every is not None else (1.0 if self.tty else 5.0)
+        self.children: dict[str, Child] = {}
+        self.statuses: dict[str, dict] = {}
+        self.prev_statuses: dict[str, dict] = {}
+        self.stop_reason: str | None = None
+        self._drawn = 0
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    def run(self) -> int:
+        ctx = zmq.Context()
+        self.control = ControlServer(ctx)
+        old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        code, outcome, t_start = 1, "failed", local_clock()
+        try:
+            self._spawn()
+            self._setup()
+            t_start = self._start()
+            outcome = self._supervise(t_start)
+            code = 0
+        except RunFailed as e:
+            outcome = f"failed: {e}"
+            self.say(f"spikewire: {e}")
+        finally:
+            self._stop_all()
+            for s, h in old.items():
+                signal.signal(s, h)
+            self.control.close()
+            ctx.term()
+        elapsed = max(0.0, local_clock() - t_start)
+        report = build_report(self.network, {n: c.final for n, c in self.children.items() if c.final}, elapsed, outcome)
+        self.say("")
+        self.say(render_text(report))
+        if self.json_path:
+            Path(self.json_path).write_text(json.dumps(report, indent=2, default=float))
+            self.say(f"\nsummary written to {self.json_path}")
+        return code
+
+    def _on_signal(self, signum, _frame) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = f"stopped by {signal.Signals(signum).name}"
+
+    def _spawn(self) -> None:
+        env = dict(os.environ)
+        env.setdefault("LSLAPICFG", MACHINE_SCOPED_LSL_CONFIG)
+        for name in self.network.nodes:
+            cmd = [sys.executable, "-m", "spikewire.launch.node_main", "--network", str(self.network.path),
+                   "--node", name, "--control", self.control.endpoint, "--timeout", str(self.ready_timeout)]
+            proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdin=subprocess.DEVNULL)
+            self.children[name] = Child(name, proc)
+        self.say(f"spikewire: started {len(self.children)} nodes: "
+                 + ", ".join(f"{n} (pid {c.proc.pid})" for n, c in self.children.items()))
+
+    def _pump(self, timeout: float, strict: bool = True) -> None:
+        """Handle control messages for up to ``timeout`` s; if ``strict``, raise RunFailed when a node
+        died or reported an error."""
+        got = self.control.recv(timeout)
+        while got is not None:
+            name, msg = got
+            child = self.children.get(name)
+            if child is not None:
+                self._on_message(child, msg)
+            got = self.control.recv(0)
+        if not strict:
+            return
+        for child in self.children.values():
+            if child.error:
+                raise RunFailed(f"node {child.name!r} failed: {child.error}")
+            code = child.proc.poll()
+            if code is not None and child.final is None:
+                raise RunFailed(f"node {child.name!r} died ({describe_exit(code)}); stopped the others")
+
+    def _on_message(self, child: Child, msg: dict) -> None:
+        kind = msg["type"]
+        if kind == "bound":
+            child.endpoints = dict(msg.get("outputs", {}))
+            child.bound = True
+        elif kind == "ready":
+            child.ready = True
+        elif kind == "status":
+            self.prev_statuses.setdefault(child.name, msg)
+            self.statuses[child.name] = msg
+        elif kind == "final":
+            child.final = msg.get("summary", {})
+        elif kind == "error":
+            child.error = str(msg.get("message", "unknown error"))
+
+    def _wait_all(self, what: str, done) -> None:
+        deadline = time.monotonic() + self.ready_timeout
+        while not all(done(c) for c in self.children.values()):
+            if self.stop_reason:
+                raise RunFailed(f"{self.stop_reason} during startup")
+            if time.monotonic() > deadline:
+                late = [c.name for c in self.children.values() if not done(c)]
+                raise RunFailed(f"node(s) {', '.join(late)} not {what} within {self.ready_timeout} s")
+            self._pump(0.1)
+
+    def _setup(self) -> None:
+        self._wait_all("bound", lambda c: c.bound)
+        for name, child in self.children.items():
+            inputs: dict[str, list] = {}
+            for link in self.network.links_into(name):
+                endpoint = link.endpoint or self.children[link.src_node].endpoints[link.src_port]
+                inputs.setdefault(link.dst_port, []).append([link.source_id, endpoint, link.label])
+            self.control.send(name, {"type": "connect", "inputs": inputs})
+        self._wait_all("ready", lambda c: c.ready)
+
+    def _start(self) -> float:
+        t0 = local_clock() + START_MARGIN
+        for name in self.children:
+            self.control.send(name, {"type": "start", "t0": t0, "duration": None})
+        self.say("spikewire: all nodes ready; running" + (f" for {self.duration:g} s" if self.duration else
+                                                             " until Ctrl-C"))
+        return t0
+
+    def _supervise(self, t0: float) -> str:
+        end = t0 + self.duration if self.duration else float("inf")
+        next_draw = t0 + self.status_every
+        while True:
+            if self.stop_reason:
+                return self.stop_reason
+            now = local_clock()
+            if now >= end:
+                return "completed"
+            self._pump(min(0.1, max(0.0, end - now)))
+            if now >= next_draw and self.statuses:
+                next_draw = now + self.status_every
+                self._draw()
+
+    def _draw(self) -> None:
+        lines = render_status(self.network, self.statuses, self.prev_statuses)
+        self.prev_statuses = dict(self.statuses)
+        if self.tty and self._drawn:
+            self.out.write(f"\x1b[{self._drawn}F\x1b[J")
+        self.out.write("\n".join(lines) + "\n")
+        self.out.flush()
+        self._drawn = len(lines)
+
+    def _stop_all(self) -> None:
+        for name, child in self.children.items():
+            if child.proc.poll() is None:
+                try:
+                    self.control.send(name, {"type": "stop"})
+                except zmq.ZMQError as e:
+                    self.say(f"spikewire: could not ask {name} to stop ({e}); terminating it")
+                    child.proc.terminate()
+        deadline = time.monotonic() + STOP_GRACE
+        while time.monotonic() < deadline and any(c.proc.poll() is None for c in self.children.values()):
+            self._pump(0.05, strict=False)
+        self._pump(0.0, strict=False)  # finals that arrived just before their processes exited
+        for child in self.children.values():
+            if child.proc.poll() is None:
+                child.proc.terminate()
+                try:
+                    child.proc.wait(2.0)
+                except subprocess.TimeoutExpired:
+                    child.proc.kill()
+                    child.proc.wait(2.0)

@@ -1,0 +1,1 @@
+"""Measurements of a live network and the reports made from them."""

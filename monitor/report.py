@@ -1,0 +1,118 @@
+"""The run summary: joins every node's final figures with the network's links, as JSON and as tables."""
+
+from __future__ import annotations
+
+import math
+
+from spikewire.launch.network import Network
+
+
+def _us(x: float | None) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return f"{x * 1e6:,.0f}"
+
+
+def build_report(network: Network, finals: dict[str, dict], duration: float, outcome: str) -> dict:
+    neurons, memristors, links, nodes = [], [], [], {}
+    for name in network.nodes:
+        f = finals.get(name)
+        if f is None:
+            nodes[name] = {"final": False}
+            continue
+        model = f.get("model", {})
+        neurons += [{"node": name, **n} for n in model.get("neurons", [])]
+        memristors += [{"node": name, **m} for m in model.get("memristors", [])]
+        nodes[name] = {"final": True, "kind": f.get("kind"), "loop": f.get("loop"), "process": f.get("process"),
+                       "rejected": model.get("rejected", {}),
+                       "malformed": sum(sum(p["malformed"].values()) for p in f.get("inputs", {}).values())}
+    for link in network.links:
+        src = finals.get(link.src_node, {}).get("outputs", {}).get(link.src_port, {}) if link.src_node else {}
+        port = finals.get(link.dst_node, {}).get("inputs", {}).get(link.dst_port, {})
+        rx = port.get("links", {}).get(str(link.source_id), {})
+        lat = rx.get("latency_s", {})
+        sent = src.get("sent")
+        links.append({
+            "link": link.label, "sent": sent, "received": rx.get("received"), "events": rx.get("events"),
+            "dropped": (src.get("dropped", 0) or 0) + (rx.get("gaps", 0) or 0),
+            "send_queue_drops": src.get("dropped", 0), "gaps": rx.get("gaps"),
+            "out_of_order": rx.get("out_of_order"), "malformed": sum(port.get("malformed", {}).values()),
+            "malformed_by_reason": port.get("malformed", {}),
+            "latency_p50_s": lat.get("p50"), "latency_p99_s": lat.get("p99"), "latency_max_s": lat.get("max"),
+        })
+    return {"network": network.name, "outcome": outcome, "duration_s": duration, "neurons": neurons,
+            "memristors": memristors, "links": links, "nodes": nodes}
+
+
+def _table(headers: list[str], rows: list[list], right: set[int]) -> list[str]:
+    cells = [[str(c) for c in r] for r in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    fmt = lambda r: "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    return [fmt(headers), fmt(["-" * w for w in widths]), *(fmt(r) for r in cells)]
+
+
+def render_text(report: dict) -> str:
+    out = [f"spikewire run of {report['network']!r}: {report['outcome']} after {report['duration_s']:.1f} s", ""]
+    if report["neurons"]:
+        out += ["Neurons"] + _table(
+            ["node", "population", "neuron", "spikes", "rate Hz", "detail"],
+            [[n["node"], n["population"], n["neuron"], n["spikes"], f"{n['rate_hz']:.2f}",
+              ", ".join(f"{k}={n[k]}" for k in ("stimuli", "psp", "stimulated_ap", "spontaneous_ap") if k in n)]
+             for n in report["neurons"]], {3, 4}) + [""]
+    if report["memristors"]:
+        out += ["Memristors"] + _table(
+            ["node", "device", "R start kOhm", "R end kOhm", "LTP", "LTD"],
+            [[m["node"], m["name"], f"{m['r_start'] / 1e3:.3f}", f"{m['r_end'] / 1e3:.3f}", m["ltp_pulses"],
+              m["ltd_pulses"]] for m in report["memristors"]], {2, 3, 4, 5}) + [""]
+    if report["links"]:
+        out += ["Links (latency = receive time - send time, us)"] + _table(
+            ["link", "sent", "received", "dropped", "malformed", "p50", "p99", "max"],
+            [[ln["link"], ln["sent"] if ln["sent"] is not None else "-", ln["received"] if ln["received"] is not None else "-",
+              ln["dropped"], ln["malformed"], _us(ln["latency_p50_s"]), _us(ln["latency_p99_s"]), _us(ln["latency_max_s"])]
+             for ln in report["links"]], {1, 2, 3, 4, 5, 6, 7}) + [""]
+    rows = []
+    for name, n in report["nodes"].items():
+        if not n.get("final"):
+            rows.append([name, "-", "-", "-", "-", "-", "no final report"])
+            continue
+        loop, proc = n["loop"], n["process"]
+        tc = loop["tick_compute_s"]
+        rows.append([name, loop["ticks"], _us(tc.get("p50")), _us(tc.get("p99")), loop["overruns"],
+                     f"{proc['max_rss_mb']:.0f}", f"cpu {proc['cpu_s']:.1f} s"
+                     + (f", rejected {n['rejected']}" if n["rejected"] else "")])
+    out += ["Nodes"] + _table(["node", "ticks", "tick p50 us", "tick p99 us", "overruns", "peak MB", "notes"],
+                              rows, {1, 2, 3, 4, 5})
+    return "\n".join(out)
+
+
+def render_status(network: Network, statuses: dict[str, dict], previous: dict[str, dict]) -> list[str]:
+    """One line per node for the live view: rates, resistances, input links' latency and drops."""
+    lines = []
+    for name in network.nodes:
+        st = statuses.get(name)
+        if st is None:
+            lines.append(f"{name:<12} (waiting)")
+            continue
+        model = st.get("model", {})
+        parts = [f"t={st['elapsed']:6.1f}s"]
+        prev = previous.get(name)
+        dt = st["t"] - prev["t"] if prev else 0.0
+        if "spikes" in model:
+            for pop, n in model["spikes"].items():
+                before = prev["model"]["spikes"].get(pop, 0) if prev else n
+                parts.append(f"{pop} {((n - before) / dt) if dt > 0 else 0.0:5.1f} Hz")
+        if "resistance" in model:
+            parts += [f"{dev} {r / 1e3:.3f} kOhm" for dev, r in model["resistance"].items()]
+        if "stimulated_ap" in model:
+            parts.append(f"AP stim/spont {model['stimulated_ap']}/{model['spontaneous_ap']} PSP {model['psp']}")
+        for port in st.get("inputs", {}).values():
+            for ln in port["links"].values():
+                lat = ln["latency_s"]
+                if lat.get("count"):
+                    parts.append(f"<- {ln['label'].split(' -> ')[0]} p50/p99 {_us(lat['p50'])}/{_us(lat['p99'])} us"
+                                 f" drops {ln['gaps']}")
+            bad = sum(port["malformed"].values())
+            if bad:
+                parts.append(f"malformed {bad}")
+        lines.append(f"{name:<12} " + "  ".join(parts))
+    return lines

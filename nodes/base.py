@@ -1,0 +1,133 @@
+"""What every node is: typed named ports, an outbox, and the hooks the runtime calls.
+
+A node holds only element logic. It never touches a socket: the runtime hands it decoded events
+(``on_events``), asks it to advance its clock-driven model (``tick``), and publishes whatever it put in
+its outbox. So node logic is testable with arrays alone: set inputs, call ``tick``, read the outbox.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from spikewire.launch.settings import Settings, positive, setting
+from spikewire.streams.wire import EVENT_DTYPE, Kind
+
+
+@dataclass(frozen=True)
+class InPort:
+    accepts: frozenset[Kind]
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class OutPort:
+    kind: Kind
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class NodeSettings(Settings):
+    """Keys every node table has, whatever its kind."""
+
+    kind: str = setting("", "Element kind: silicon, memristor, biological (or a test kind).")
+    site: str = setting("local", "Site (lab / host) this node runs at.")
+    bind: str = setting("127.0.0.1", "Address the node's output ports bind to.")
+    tick: float = setting(1e-3, "Wall-clock period of a clock-driven node's tick [s].", check=positive)
+
+
+class Outbox:
+    """Per-output-port buffers the node appends to and the runtime flushes after each hook."""
+
+    def __init__(self, ports: dict[str, OutPort], capacity: int = 1024):
+        self.buffers = {p: np.zeros(capacity, dtype=EVENT_DTYPE) for p in ports}
+        self.counts = dict.fromkeys(ports, 0)
+
+    def _room(self, port: str, extra: int) -> np.ndarray:
+        buf = self.buffers[port]
+        need = self.counts[port] + extra
+        if need > len(buf):
+            grown = np.zeros(max(need, 2 * len(buf)), dtype=EVENT_DTYPE)
+            grown[: self.counts[port]] = buf[: self.counts[port]]
+            self.buffers[port] = buf = grown
+        return buf
+
+    def emit(self, port: str, t: float, ident: int, value: float) -> None:
+        buf = self._room(port, 1)
+        n = self.counts[port]
+        buf[n] = (t, ident, value)
+        self.counts[port] = n + 1
+
+    def emit_many(self, port: str, t: np.ndarray, ident: np.ndarray, value: np.ndarray | float) -> None:
+        k = len(t)
+        if k == 0:
+            return
+        buf = self._room(port, k)
+        n = self.counts[port]
+        seg = buf[n : n + k]
+        seg["t"] = t
+        seg["id"] = ident
+        seg["value"] = value
+        self.counts[port] = n + k
+
+    def pending(self):
+        """(port, events) for every port with events; the views are valid until ``clear``."""
+        for port, n in self.counts.items():
+            if n:
+                yield port, self.buffers[port][:n]
+
+    def clear(self) -> None:
+        for port in self.counts:
+            self.counts[port] = 0
+
+
+class Node:
+    """Base class of an element. Subclasses set ``kind`` and ``Settings`` and implement the hooks."""
+
+    kind: ClassVar[str]
+    Settings: ClassVar[type[NodeSettings]]
+
+    def __init__(self, name: str, settings: NodeSettings):
+        self.name = name
+        self.settings = settings
+        inputs, outputs = self.ports(settings)
+        self.inputs = inputs
+        self.outputs = outputs
+        self.outbox = Outbox(outputs)
+        self.t0 = 0.0
+
+    @classmethod
+    def ports(cls, settings: NodeSettings) -> tuple[dict[str, InPort], dict[str, OutPort]]:
+        """The node's input and output ports, derived from its settings alone (used to validate links)."""
+        raise NotImplementedError
+
+    @property
+    def tick_period(self) -> float | None:
+        """Seconds between ticks for a clock-driven node; None for a purely event-driven one."""
+        return None
+
+    def warm_up(self) -> None:
+        """Compile and exercise every kernel (called before the node reports ready)."""
+
+    def start(self, t0: float) -> None:
+        """The session starts at local_clock() == t0."""
+        self.t0 = t0
+
+    def on_events(self, port: str, kind: Kind, events: np.ndarray, now: float) -> None:
+        """Events of ``kind`` arrived on input ``port`` at ``now`` (validated, and a kind the port accepts)."""
+
+    def tick(self, t_start: float, t_end: float) -> None:
+        """Advance the clock-driven model over [t_start, t_end)."""
+
+    def status(self, now: float) -> dict:
+        """Small live figures for the status line (spike counts, resistances)."""
+        return {}
+
+    def summary(self, now: float) -> dict:
+        """Final figures: ``neurons`` and/or ``memristors`` lists (see monitor.report)."""
+        return {}
+
+    def close(self) -> None:
+        """Release what the node holds (files, devices); called once at shutdown."""

@@ -1,0 +1,160 @@
+"""Biological neurons, simulated: Izhikevich regular-spiking cells driven by CME stimulus pulses.
+
+Stands in for Padova's cultured hippocampal neuron until a rig is attached. Input port ``stim`` takes
+stimulus events (``id`` the target neuron, ``value`` the CME pulse amplitude in volts); each adds
+``stim_gain * amplitude`` to a stimulus current that decays with ``stim_tau``. White current noise gives
+spontaneous firing. Output port ``events`` carries typed events as Padova reported them:
+
+* ``STIMULATED_AP`` (1): an action potential within ``stim_window`` after a stimulus to that neuron;
+* ``SPONTANEOUS_AP`` (2): any other action potential;
+* ``PSP`` (0): a stimulus that produced no action potential within ``stim_window`` (reported at the
+  window's end, with the stimulus's time as its event time).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from spikewire.launch.settings import Settings, SettingsError, non_negative, positive, setting
+from spikewire.nodes.base import InPort, Node, NodeSettings, OutPort
+from spikewire.nodes.kernels import izhikevich
+from spikewire.streams.wire import BioEvent, Kind
+
+
+@dataclass(frozen=True)
+class IzhikevichParams(Settings):
+    """Izhikevich (2003) parameters; defaults are regular spiking (pyramidal cell)."""
+
+    a: float = setting(0.02, "Recovery time scale [1/ms].")
+    b: float = setting(0.2, "Recovery sensitivity.")
+    c: float = setting(-65.0, "Reset potential [mV].")
+    d: float = setting(8.0, "Recovery increment after a spike.")
+    v_init: float = setting(-65.0, "Initial membrane potential [mV].")
+    i_bias: float = setting(0.0, "Constant input current (model units).")
+
+
+@dataclass(frozen=True)
+class BiologicalSettings(NodeSettings):
+    dt: float = setting(1e-4, "Integration step [s].", check=positive)
+    size: int = setting(1, "Number of neurons.", check=positive)
+    neuron: IzhikevichParams = setting(doc="Neuron parameters.", factory=IzhikevichParams)
+    stim_gain: float = setting(20.0, "Stimulus current step per volt of CME amplitude (model units / V).")
+    stim_tau: float = setting(3e-3, "Decay time constant of the stimulus current [s].", check=positive)
+    stim_window: float = setting(20e-3, "An AP this soon after a stimulus counts as stimulated [s].",
+                                 check=positive)
+    noise_sigma: float = setting(10.0, "Std of the white input current noise drawn each step (model units; its effect depends on dt).",
+                                 check=non_negative)
+    seed: int = setting(0, "Seed of the noise.", check=non_negative)
+
+    def validate(self, key: str) -> None:
+        steps = self.tick / self.dt
+        if abs(steps - round(steps)) > 1e-6 or round(steps) < 1:
+            raise SettingsError(f"{key}.tick", f"must be a whole number of dt ({self.dt!r}), got {self.tick!r}")
+
+
+class BiologicalNode(Node):
+    kind = "biological"
+    Settings = BiologicalSettings
+
+    def __init__(self, name: str, settings: BiologicalSettings):
+        super().__init__(name, settings)
+        s = settings
+        n = s.size
+        self.n_steps = int(round(s.tick / s.dt))
+        p = s.neuron
+        self.v = np.full(n, p.v_init)
+        self.u = p.b * self.v
+        self.i_stim = np.zeros(n)
+        self.abcd = tuple(np.full(n, x) for x in (p.a, p.b, p.c, p.d))
+        self.i_bias = np.full(n, p.i_bias)
+        self.stim_decay = np.full(n, math.exp(-s.dt / s.stim_tau))
+        self.stim_in = np.zeros((self.n_steps, n))
+        self.noise = np.zeros((self.n_steps, n))
+        self.rng = np.random.default_rng(s.seed)
+        self.spike_step = np.zeros(max(16, self.n_steps * n), np.int64)
+        self.spike_id = np.zeros_like(self.spike_step)
+        self.pending: list[tuple[float, np.ndarray]] = []
+        self.open_stimuli: deque[tuple[float, int]] = deque()  # (time, neuron) awaiting an AP or a PSP verdict
+        self.counts = np.zeros((n, 3), np.int64)  # per neuron: PSP, stimulated AP, spontaneous AP
+        self.stimuli = np.zeros(n, np.int64)
+        self.rejected: dict[str, int] = {}
+
+    @classmethod
+    def ports(cls, settings: BiologicalSettings):
+        return ({"stim": InPort(frozenset({Kind.STIMULUS}), "CME stimulus pulses (value in V)")},
+                {"events": OutPort(Kind.BIO, "typed events: 0 PSP, 1 stimulated AP, 2 spontaneous AP")})
+
+    @property
+    def tick_period(self) -> float:
+        return self.settings.tick
+
+    def warm_up(self) -> None:
+        izhikevich.warm_up()
+
+    def on_events(self, port: str, kind: Kind, events: np.ndarray, now: float) -> None:
+        ok = events["id"] < self.settings.size
+        if not ok.all():
+            self.rejected["unknown_id"] = self.rejected.get("unknown_id", 0) + int((~ok).sum())
+            events = events[ok]
+        if len(events):
+            self.pending.append((now, events.copy()))
+
+    def _apply_stimuli(self, t_start: float, t_end: float) -> None:
+        keep = []
+        dt = self.settings.dt
+        for arrival, events in self.pending:
+            if arrival >= t_end:
+                keep.append((arrival, events))
+                continue
+            step = min(max(int((arrival - t_start) / dt), 0), self.n_steps - 1)
+            ids = events["id"].astype(np.intp)
+            np.add.at(self.stim_in[step], ids, events["value"] * self.settings.stim_gain)
+            np.add.at(self.stimuli, ids, 1)
+            t_stim = t_start + step * dt
+            self.open_stimuli.extend((t_stim, int(i)) for i in ids)
+        self.pending = keep
+
+    def tick(self, t_start: float, t_end: float) -> None:
+        s = self.settings
+        self._apply_stimuli(t_start, t_end)
+        self.rng.standard_normal(out=self.noise)
+        self.noise *= s.noise_sigma
+        n = izhikevich.izhikevich_run(self.v, self.u, self.i_stim, *self.abcd, self.i_bias, self.stim_decay,
+                                      self.stim_in, self.noise, s.dt * 1e3, self.spike_step, self.spike_id)
+        self.stim_in.fill(0.0)
+        for j in range(min(n, len(self.spike_step))):
+            t_spike = t_start + (self.spike_step[j] + 1) * s.dt
+            neuron = int(self.spike_id[j])
+            kind = BioEvent.SPONTANEOUS_AP
+            for stim in self.open_stimuli:
+                if stim[1] == neuron and stim[0] <= t_spike <= stim[0] + s.stim_window:
+                    self.open_stimuli.remove(stim)
+                    kind = BioEvent.STIMULATED_AP
+                    break
+            self._emit(t_spike, neuron, kind)
+        while self.open_stimuli and self.open_stimuli[0][0] + s.stim_window < t_end:
+            t_stim, neuron = self.open_stimuli.popleft()
+            self._emit(t_stim, neuron, BioEvent.PSP)
+
+    def _emit(self, t: float, neuron: int, kind: BioEvent) -> None:
+        self.counts[neuron, kind] += 1
+        self.outbox.emit("events", t, neuron, float(kind))
+
+    def status(self, now: float) -> dict:
+        c = self.counts.sum(axis=0)
+        return {"psp": int(c[0]), "stimulated_ap": int(c[1]), "spontaneous_ap": int(c[2])}
+
+    def summary(self, now: float) -> dict:
+        duration = max(now - self.t0, 1e-9)
+        neurons = []
+        for i in range(min(self.settings.size, 16)):
+            psp, stim_ap, spont_ap = (int(x) for x in self.counts[i])
+            spikes = stim_ap + spont_ap
+            neurons.append({"population": self.name, "neuron": str(i), "spikes": spikes, "rate_hz": spikes / duration,
+                            "stimuli": int(self.stimuli[i]), "psp": psp, "stimulated_ap": stim_ap,
+                            "spontaneous_ap": spont_ap})
+        return {"neurons": neurons, "rejected": dict(self.rejected)}

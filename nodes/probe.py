@@ -1,0 +1,93 @@
+"""Test and benchmark elements: a paced pulse source and a latency-recording sink.
+
+``source`` emits one spike event per tick (``rate`` per second), stamped with local_clock() at emission,
+so its output measures a link end to end. ``sink`` accepts any kind and records, for every event,
+arrival time minus event time: with a ``source`` upstream that is the one-way hop latency including
+encoding, transport, decoding and dispatch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from spikewire.launch.settings import non_negative, positive, setting
+from spikewire.nodes.base import InPort, Node, NodeSettings, OutPort
+from spikewire.streams.clock import local_clock
+from spikewire.streams.wire import Kind
+
+
+@dataclass(frozen=True)
+class SourceSettings(NodeSettings):
+    rate: float = setting(100.0, "Events per second.", check=positive)
+    count: int = setting(0, "Stop after this many events (0: never).", check=non_negative)
+    size: int = setting(1, "Ids cycle through 0..size-1.", check=positive)
+
+
+class PulseSource(Node):
+    kind = "source"
+    Settings = SourceSettings
+
+    def __init__(self, name: str, settings: SourceSettings):
+        super().__init__(name, settings)
+        self.emitted = 0
+
+    @classmethod
+    def ports(cls, settings: SourceSettings):
+        return {}, {"out": OutPort(Kind.SPIKE, "paced spike events")}
+
+    @property
+    def tick_period(self) -> float:
+        return 1.0 / self.settings.rate
+
+    def tick(self, t_start: float, t_end: float) -> None:
+        if self.settings.count and self.emitted >= self.settings.count:
+            return
+        self.outbox.emit("out", local_clock(), self.emitted % self.settings.size, 1.0)
+        self.emitted += 1
+
+    def status(self, now: float) -> dict:
+        return {"emitted": self.emitted}
+
+    def summary(self, now: float) -> dict:
+        return {"emitted": self.emitted}
+
+
+@dataclass(frozen=True)
+class SinkSettings(NodeSettings):
+    capacity: int = setting(1_000_000, "Latency samples kept (later ones are counted, not kept).", check=positive)
+
+
+class LatencySink(Node):
+    kind = "sink"
+    Settings = SinkSettings
+
+    def __init__(self, name: str, settings: SinkSettings):
+        super().__init__(name, settings)
+        self.latency = np.zeros(settings.capacity)
+        self.n = 0
+        self.by_kind: dict[str, int] = {}
+
+    @classmethod
+    def ports(cls, settings: SinkSettings):
+        return {"in": InPort(frozenset(Kind), "any events")}, {}
+
+    def on_events(self, port: str, kind: Kind, events: np.ndarray, now: float) -> None:
+        k = len(events)
+        self.by_kind[kind.name] = self.by_kind.get(kind.name, 0) + k
+        room = min(k, len(self.latency) - self.n)
+        if room > 0:
+            self.latency[self.n : self.n + room] = now - events["t"][:room]
+        self.n += k
+
+    def status(self, now: float) -> dict:
+        return {"received": self.n}
+
+    def summary(self, now: float) -> dict:
+        kept = self.latency[: min(self.n, len(self.latency))]
+        out = {"received": self.n, "by_kind": dict(self.by_kind)}
+        if len(kept):
+            p50, p99 = np.percentile(kept, [50, 99])
+            out["latency_s"] = {"p50": float(p50), "p99": float(p99), "max": float(kept.max()), "count": len(kept)}
+        return out

@@ -1,0 +1,3 @@
+from spikewire.launch.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,151 @@
+"""The spikewire wire format: one ZeroMQ frame per packet, a fixed header then an event array.
+
+Layout (little-endian, 32-byte header, no padding)::
+
+    offset size field      meaning
+    0      4    magic      b"SPKW"
+    4      1    version    WIRE_VERSION (1)
+    5      1    kind       Kind: what the events mean (spikes, stimuli, typed biological events, probes)
+    6      2    flags      reserved, must be 0
+    8      4    source     u32 id of the sending output port (assigned from the network file)
+    12     4    count      u32 number of events that follow
+    16     8    sequence   u64 per-source packet counter, starting at 0; gaps mean lost packets
+    24     8    send_time  f8 local_clock() seconds when the packet was handed to the transport
+    32     16*count events numpy structured array EVENT_DTYPE: (t f8, id u4, value f4)
+
+``t`` is when the event happened at its source (local_clock seconds), ``id`` the neuron / device / target
+index, ``value`` what the kind says (a weight, a stimulus amplitude, a biological event type).
+
+``encode`` and ``decode`` are the only code that makes or reads these bytes. ``decode`` checks
+everything a hostile or broken peer could get wrong and raises a ``WireError`` subclass naming the
+fault; the runtime counts it by ``reason`` and drops the packet.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from enum import IntEnum
+from typing import NamedTuple
+
+import numpy as np
+
+MAGIC = b"SPKW"
+WIRE_VERSION = 1
+HEADER = struct.Struct("<4sBBHIIQd")
+HEADER_SIZE = HEADER.size  # 32
+EVENT_DTYPE = np.dtype([("t", "<f8"), ("id", "<u4"), ("value", "<f4")])
+EVENT_SIZE = EVENT_DTYPE.itemsize  # 16
+MAX_EVENTS = 1 << 16
+"""Largest event count one packet may carry (1 MiB of events); bigger bursts are split by the sender."""
+
+
+class Kind(IntEnum):
+    """What a packet's events mean."""
+
+    SPIKE = 1
+    """A spike of neuron ``id``; ``value`` is the synaptic weight it carries (1.0 when unweighted)."""
+    STIMULUS = 2
+    """A stimulus pulse to target ``id``; ``value`` is its amplitude (volts at the electrode)."""
+    BIO = 3
+    """A typed biological event of neuron ``id``; ``value`` is the type: 0 PSP, 1 stimulated AP, 2 spontaneous AP."""
+    PROBE = 4
+    """A loop probe; ``id`` is the probe number, ``value`` unused."""
+
+
+class BioEvent(IntEnum):
+    """Event types as Padova reported them."""
+
+    PSP = 0
+    STIMULATED_AP = 1
+    SPONTANEOUS_AP = 2
+
+
+class WireError(ValueError):
+    """A packet that cannot be decoded. ``reason`` is a short stable label used in counters."""
+
+    reason = "malformed"
+
+
+class TruncatedPacket(WireError):
+    reason = "truncated"
+
+
+class BadMagic(WireError):
+    reason = "bad_magic"
+
+
+class BadVersion(WireError):
+    reason = "bad_version"
+
+
+class BadKind(WireError):
+    reason = "bad_kind"
+
+
+class BadLength(WireError):
+    reason = "bad_length"
+
+
+class Oversized(WireError):
+    reason = "oversized"
+
+
+class NonFinite(WireError):
+    reason = "non_finite"
+
+
+class Packet(NamedTuple):
+    kind: Kind
+    source: int
+    sequence: int
+    send_time: float
+    events: np.ndarray
+
+
+_KINDS = frozenset(int(k) for k in Kind)
+
+
+def empty_events(n: int = 0) -> np.ndarray:
+    return np.zeros(n, dtype=EVENT_DTYPE)
+
+
+def encode(kind: int, source: int, sequence: int, send_time: float, events: np.ndarray) -> bytes:
+    """Packet bytes for ``events`` (an EVENT_DTYPE array, any length up to MAX_EVENTS)."""
+    n = len(events)
+    if n > MAX_EVENTS:
+        raise Oversized(f"{n} events in one packet; at most {MAX_EVENTS}")
+    if events.dtype != EVENT_DTYPE:
+        raise TypeError(f"events must have dtype {EVENT_DTYPE}, got {events.dtype}")
+    return HEADER.pack(MAGIC, WIRE_VERSION, int(kind), 0, source, n, sequence, send_time) + events.tobytes()
+
+
+def decode(buf: bytes | memoryview) -> Packet:
+    """Validate and decode one packet. The returned events are a read-only view of ``buf``."""
+    size = len(buf)
+    if size < HEADER_SIZE:
+        raise TruncatedPacket(f"{size} bytes is shorter than the {HEADER_SIZE}-byte header")
+    magic, version, kind, flags, source, count, sequence, send_time = HEADER.unpack_from(buf)
+    if magic != MAGIC:
+        raise BadMagic(f"magic {magic!r}, expected {MAGIC!r}")
+    if version != WIRE_VERSION:
+        raise BadVersion(f"wire version {version}, this build speaks {WIRE_VERSION}")
+    if kind not in _KINDS:
+        raise BadKind(f"unknown packet kind {kind}")
+    if flags != 0:
+        raise BadLength(f"reserved flags must be 0, got {flags}")
+    if count > MAX_EVENTS:
+        raise Oversized(f"count {count} exceeds {MAX_EVENTS}")
+    expected = HEADER_SIZE + count * EVENT_SIZE
+    if size != expected:
+        if size < expected:
+            raise TruncatedPacket(f"{size} bytes for {count} events; expected {expected}")
+        raise Oversized(f"{size} bytes for {count} events; expected {expected}")
+    if not math.isfinite(send_time):
+        raise NonFinite("send_time is not finite")
+    events = np.frombuffer(buf, dtype=EVENT_DTYPE, count=count, offset=HEADER_SIZE)
+    if count:
+        # Summing is the cheapest full scan: one NaN or inf anywhere makes the sum non-finite.
+        if not (math.isfinite(events["t"].sum()) and math.isfinite(float(events["value"].sum(dtype=np.float64)))):
+            raise NonFinite("an event time or value is NaN, infinite or beyond float range")
+    return Packet(Kind(kind), source, sequence, send_time, events)
