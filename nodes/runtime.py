@@ -136,38 +136,47 @@ class Runtime:
         stop_at = t0 + duration if duration else float("inf")
         next_house = local_clock()
         next_status = t0 + self.status_period
-        fds = [p.subscriber.fd for p in self.ports]
+        # Only sockets whose notification fd select() reports readable can have new input, so idle
+        # ticks touch no socket at all. The fds are edge-triggered: a reported socket is always drained
+        # to EAGAIN, and SUB sockets are never written to (a send could swallow the edge). The control
+        # socket does send, so it is also drained every housekeeping period.
+        by_fd: dict[int, PortIn | None] = {p.subscriber.fd: p for p in self.ports}
         if self.control is not None:
-            fds.append(self.control.fd)
+            by_fd[self.control.fd] = None
+        fds = list(by_fd)
+        ready: list[int] = fds
         while not self.stop_requested:
-            got = self._drain()
+            if ready:
+                self._drain([by_fd[fd] for fd in ready])
             now = local_clock()
             if now >= next_tick:
                 next_tick = self._run_ticks(next_tick, now, period)
             if now >= next_house:
                 next_house = now + HOUSEKEEPING_PERIOD
                 self._housekeeping()
-                if now >= next_status and self.control is not None:
-                    next_status = now + self.status_period
-                    self.control.send({"type": "status", **self.status(now)})
+                if self.control is not None:
+                    if now >= next_status:
+                        next_status = now + self.status_period
+                        self.control.send({"type": "status", **self.status(now)})
+                    self._drain([None])
                 if now >= stop_at:
                     break
-            if got:
-                continue
             wait = min(next_tick, next_house) - local_clock()
-            if wait > 0:
-                select.select(fds, [], [], wait)
+            ready = select.select(fds, [], [], wait if wait > 0 else 0)[0]
 
-    def _drain(self) -> bool:
-        got = False
+    def _drain(self, ports: list[PortIn | None]) -> None:
+        """Receive everything waiting on ``ports`` (None stands for the control socket)."""
         node = self.node
-        for port in self.ports:
+        for port in ports:
+            if port is None:
+                for msg in self.control.poll():
+                    self._on_control(msg)
+                continue
             sub = port.subscriber
             while True:
                 buf = sub.recv_nowait()
                 if buf is None:
                     break
-                got = True
                 now = local_clock()
                 try:
                     packet = decode(buf)
@@ -198,11 +207,6 @@ class Runtime:
                 if len(packet.events):
                     node.on_events(port.name, packet.kind, packet.events, now)
                     self._flush()
-        if self.control is not None:
-            for msg in self.control.poll():
-                got = True
-                self._on_control(msg)
-        return got
 
     def _run_ticks(self, deadline: float, now: float, period: float) -> float:
         behind = int((now - deadline) / period)
