@@ -74,6 +74,11 @@ class Supervisor:
         self.stop_reason: str | None = None
         self._drawn = 0
 
+    @property
+    def finals(self) -> dict[str, dict]:
+        """Each node's final summary (after ``run``)."""
+        return {n: c.final for n, c in self.children.items() if c.final is not None}
+
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
 
@@ -99,7 +104,7 @@ class Supervisor:
             self.control.close()
             ctx.term()
         elapsed = max(0.0, local_clock() - t_start)
-        report = build_report(self.network, {n: c.final for n, c in self.children.items() if c.final}, elapsed, outcome)
+        report = build_report(self.network, self.finals, elapsed, outcome)
         self.say("")
         self.say(render_text(report))
         if self.json_path:

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from spikewire.launch.settings import Settings, positive, setting
+from spikewire.launch.settings import Settings, non_negative, positive, setting
 from spikewire.streams.wire import EVENT_DTYPE, Kind
 
 
@@ -36,6 +36,9 @@ class NodeSettings(Settings):
     site: str = setting("local", "Site (lab / host) this node runs at.")
     bind: str = setting("127.0.0.1", "Address the node's output ports bind to.")
     tick: float = setting(1e-3, "Wall-clock period of a clock-driven node's tick [s].", check=positive)
+    lookahead: float = setting(0.02, "How far a clock-driven node may compute ahead while no input arrives [s]; "
+                               "outputs still leave at their deadlines and input rolls the model back. "
+                               "0 wakes the process every tick.", check=non_negative)
 
 
 class Outbox:
@@ -88,6 +91,8 @@ class Node:
 
     kind: ClassVar[str]
     Settings: ClassVar[type[NodeSettings]]
+    supports_lookahead: ClassVar[bool] = False
+    """True when ``snapshot``/``restore`` capture all model state, so the runtime may compute ahead."""
 
     def __init__(self, name: str, settings: NodeSettings):
         self.name = name
@@ -116,10 +121,20 @@ class Node:
         self.t0 = t0
 
     def on_events(self, port: str, kind: Kind, events: np.ndarray, now: float) -> None:
-        """Events of ``kind`` arrived on input ``port`` at ``now`` (validated, and a kind the port accepts)."""
+        """Events of ``kind`` arrived on input ``port`` at ``now`` (validated, and a kind the port accepts).
+
+        An event-driven node answers at once. A clock-driven node receives them right before the tick
+        that contains ``now`` and must apply them in that tick (and keep nothing pending beyond it)."""
 
     def tick(self, t_start: float, t_end: float) -> None:
         """Advance the clock-driven model over [t_start, t_end)."""
+
+    def snapshot(self) -> object:
+        """All model state at a tick boundary (not the outbox), for ``restore`` after a rollback."""
+        raise NotImplementedError(f"{type(self).__name__} does not support compute-ahead")
+
+    def restore(self, state: object) -> None:
+        raise NotImplementedError(f"{type(self).__name__} does not support compute-ahead")
 
     def status(self, now: float) -> dict:
         """Small live figures for the status line (spike counts, resistances)."""

@@ -59,6 +59,7 @@ class BiologicalSettings(NodeSettings):
 class BiologicalNode(Node):
     kind = "biological"
     Settings = BiologicalSettings
+    supports_lookahead = True
 
     def __init__(self, name: str, settings: BiologicalSettings):
         super().__init__(name, settings)
@@ -143,6 +144,18 @@ class BiologicalNode(Node):
     def _emit(self, t: float, neuron: int, kind: BioEvent) -> None:
         self.counts[neuron, kind] += 1
         self.outbox.emit("events", t, neuron, float(kind))
+
+    def snapshot(self) -> object:
+        return (self.v.copy(), self.u.copy(), self.i_stim.copy(), self.counts.copy(), self.stimuli.copy(),
+                tuple(self.open_stimuli), self.rng.bit_generator.state, dict(self.rejected))
+
+    def restore(self, state: object) -> None:
+        v, u, i_stim, counts, stimuli, open_stimuli, rng_state, rejected = state
+        self.v[:], self.u[:], self.i_stim[:], self.counts[:], self.stimuli[:] = v, u, i_stim, counts, stimuli
+        self.open_stimuli = deque(open_stimuli)
+        self.rng.bit_generator.state = rng_state
+        self.rejected = dict(rejected)
+        self.pending = []
 
     def status(self, now: float) -> dict:
         c = self.counts.sum(axis=0)

@@ -57,6 +57,7 @@ class PulseSource(Node):
 @dataclass(frozen=True)
 class SinkSettings(NodeSettings):
     capacity: int = setting(1_000_000, "Latency samples kept (later ones are counted, not kept).", check=positive)
+    report_samples: bool = setting(False, "Include every kept latency sample in the final summary.")
 
 
 class LatencySink(Node):
@@ -90,4 +91,6 @@ class LatencySink(Node):
         if len(kept):
             p50, p99 = np.percentile(kept, [50, 99])
             out["latency_s"] = {"p50": float(p50), "p99": float(p99), "max": float(kept.max()), "count": len(kept)}
+        if self.settings.report_samples:
+            out["latency_samples"] = kept.tolist()
         return out

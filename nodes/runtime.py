@@ -17,13 +17,13 @@ from __future__ import annotations
 import logging
 import resource
 import select
-import time
 from dataclasses import dataclass, field
 
 import zmq
 
 from spikewire.monitor.histogram import LogHistogram
 from spikewire.nodes.base import InPort, Node
+from spikewire.nodes.clocked import TickScheduler
 from spikewire.streams.clock import local_clock
 from spikewire.streams.wire import WireError, decode
 from spikewire.streams.zmq_link import DEFAULT_HWM, Publisher, Subscriber
@@ -31,8 +31,6 @@ from spikewire.streams.zmq_link import DEFAULT_HWM, Publisher, Subscriber
 log = logging.getLogger("spikewire.runtime")
 
 HOUSEKEEPING_PERIOD = 0.05
-MAX_CATCHUP_TICKS = 50
-"""A node this many ticks behind jumps to the present (counting the skipped ticks) instead of racing."""
 
 
 @dataclass
@@ -85,11 +83,7 @@ class Runtime:
             self.publishers[port] = Publisher(ctx, spec.kind, source_ids[port], endpoint, hwm)
         self.ports: list[PortIn] = []
         self.stop_requested = False
-        self.ticks = 0
-        self.overruns = 0
-        self.skipped_ticks = 0
-        self.tick_compute = LogHistogram()
-        self.lag = LogHistogram()
+        self.scheduler: TickScheduler | None = None
         self.started_at = 0.0
         self.control = None  # optional: object with .fd, .poll() -> list[dict], .send(dict)
         self.on_message = None  # optional: callable(dict) for control messages
@@ -132,7 +126,11 @@ class Runtime:
         node.start(t0)
         self.started_at = t0
         period = node.tick_period
-        next_tick = t0 + period if period else float("inf")
+        if period:
+            horizon = int(round(node.settings.lookahead / period)) if node.supports_lookahead else 0
+            self.scheduler = TickScheduler(node, t0, period, horizon, self._publish)
+        sched = self.scheduler
+        wake_at = float("inf")
         stop_at = t0 + duration if duration else float("inf")
         next_house = local_clock()
         next_status = t0 + self.status_period
@@ -149,8 +147,8 @@ class Runtime:
             if ready:
                 self._drain([by_fd[fd] for fd in ready])
             now = local_clock()
-            if now >= next_tick:
-                next_tick = self._run_ticks(next_tick, now, period)
+            if sched is not None and (sched.batch is None or now >= wake_at):
+                wake_at = sched.advance(now)
             if now >= next_house:
                 next_house = now + HOUSEKEEPING_PERIOD
                 self._housekeeping()
@@ -161,7 +159,7 @@ class Runtime:
                     self._drain([None])
                 if now >= stop_at:
                     break
-            wait = min(next_tick, next_house) - local_clock()
+            wait = min(wake_at, next_house) - local_clock()
             ready = select.select(fds, [], [], wait if wait > 0 else 0)[0]
 
     def _drain(self, ports: list[PortIn | None]) -> None:
@@ -204,27 +202,16 @@ class Runtime:
                 link.received += 1
                 link.events += len(packet.events)
                 link.latency.record(now - packet.send_time)
-                if len(packet.events):
+                if not len(packet.events):
+                    continue
+                if self.scheduler is not None:
+                    self.scheduler.on_input(port.name, packet.kind, packet.events, now)
+                else:
                     node.on_events(port.name, packet.kind, packet.events, now)
                     self._flush()
 
-    def _run_ticks(self, deadline: float, now: float, period: float) -> float:
-        behind = int((now - deadline) / period)
-        if behind > MAX_CATCHUP_TICKS:
-            self.skipped_ticks += behind - MAX_CATCHUP_TICKS
-            deadline += (behind - MAX_CATCHUP_TICKS) * period
-        perf = time.perf_counter
-        while deadline <= now:
-            self.lag.record(local_clock() - deadline)
-            c0 = perf()
-            self.node.tick(deadline - period, deadline)
-            self._flush()
-            self.tick_compute.record(perf() - c0)
-            self.ticks += 1
-            deadline += period
-            if local_clock() > deadline:
-                self.overruns += 1
-        return deadline
+    def _publish(self, port: str, events) -> None:
+        self.publishers[port].publish(events)
 
     def _flush(self) -> None:
         outbox = self.node.outbox
@@ -249,8 +236,9 @@ class Runtime:
 
     # --- reports -------------------------------------------------------------------------------
     def loop_summary(self) -> dict:
-        return {"ticks": self.ticks, "overruns": self.overruns, "skipped_ticks": self.skipped_ticks,
-                "tick_compute_s": self.tick_compute.summary(), "lag_s": self.lag.summary()}
+        if self.scheduler is None:
+            return {"ticks": 0, "overruns": 0, "skipped_ticks": 0, "tick_compute_s": {"count": 0}, "lag_s": {"count": 0}}
+        return self.scheduler.summary()
 
     def io_summary(self) -> dict:
         outputs = {p: {"sent": pub.sent, "dropped": pub.dropped, "events": pub.events_sent,
@@ -261,7 +249,7 @@ class Runtime:
 
     def status(self, now: float) -> dict:
         return {"node": self.node.name, "t": now, "elapsed": now - self.started_at,
-                "model": self.node.status(now), "loop": {"ticks": self.ticks, "overruns": self.overruns},
+                "model": self.node.status(now), "loop": {k: v for k, v in self.loop_summary().items() if not k.endswith("_s")},
                 **self.io_summary()}
 
     def summary(self, now: float) -> dict:

@@ -103,6 +103,7 @@ class Population:
         self.spike_id = np.zeros(cap, np.int64)
         self.spike_counts = np.zeros(n, np.int64)
         self.next_kick = math.inf
+        self.drive_start = 0.0
 
     def start(self, t0: float) -> None:
         self.next_kick = t0 + self.cfg.drive.start if self.cfg.drive.kind == "pacemaker" else math.inf
@@ -137,6 +138,7 @@ class Population:
 class SiliconNode(Node):
     kind = "silicon"
     Settings = SiliconSettings
+    supports_lookahead = True
 
     def __init__(self, name: str, settings: SiliconSettings):
         super().__init__(name, settings)
@@ -188,6 +190,21 @@ class SiliconNode(Node):
             times, ids = pop.step(t_start, t_end)
             if len(times):
                 self.outbox.emit_many(f"{name}.spikes", times, ids, 1.0)
+
+    def snapshot(self) -> object:
+        pops = [(p.v.copy(), p.w.copy(), p.i_syn.copy(), p.refr.copy(), p.spike_counts.copy(), p.next_kick)
+                for p in self.pops.values()]
+        rng = next(iter(self.pops.values())).rng
+        return pops, rng.bit_generator.state, dict(self.rejected)
+
+    def restore(self, state: object) -> None:
+        pops, rng_state, rejected = state
+        for pop, (v, w, i_syn, refr, counts, next_kick) in zip(self.pops.values(), pops):
+            pop.v[:], pop.w[:], pop.i_syn[:], pop.refr[:], pop.spike_counts[:] = v, w, i_syn, refr, counts
+            pop.next_kick = next_kick
+        next(iter(self.pops.values())).rng.bit_generator.state = rng_state
+        self.rejected = dict(rejected)
+        self.pending = []
 
     def status(self, now: float) -> dict:
         return {"spikes": {name: int(p.spike_counts.sum()) for name, p in self.pops.items()}}

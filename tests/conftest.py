@@ -1,0 +1,80 @@
+"""Shared test fixtures: machine-scoped LSL, and running the real CLI as a subprocess that cannot hang."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NETWORKS = ROOT / "launch" / "networks"
+os.environ.setdefault("LSLAPICFG", str(ROOT / "streams" / "lsl_api.cfg"))
+
+
+def spikewire_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "spikewire", *args]
+
+
+class CliRun:
+    """A `spikewire` subprocess whose stdout is read line by line with timeouts."""
+
+    def __init__(self, *args: str, cwd: Path | None = None):
+        self.proc = subprocess.Popen(spikewire_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True, bufsize=1, cwd=cwd or ROOT)
+        self.lines: list[str] = []
+
+    def wait_for(self, text: str, timeout: float) -> str:
+        """The first output line containing ``text``; fails the test after ``timeout`` s."""
+        for line in self.lines:
+            if text in line:
+                return line
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.proc.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.lines.append(line.rstrip("\n"))
+            if text in line:
+                return line
+        pytest.fail(f"no line containing {text!r} within {timeout} s; output so far:\n" + "\n".join(self.lines))
+
+    def finish(self, timeout: float) -> tuple[int, str]:
+        try:
+            rest, _ = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"spikewire did not exit within {timeout} s; output:\n" + "\n".join(self.lines))
+        self.lines += rest.splitlines()
+        return self.proc.returncode, "\n".join(self.lines)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate(timeout=10)
+
+
+@pytest.fixture
+def cli_run():
+    runs: list[CliRun] = []
+
+    def start(*args: str, cwd: Path | None = None) -> CliRun:
+        run = CliRun(*args, cwd=cwd)
+        runs.append(run)
+        return run
+
+    yield start
+    for run in runs:
+        run.kill()
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text())
