@@ -54,6 +54,12 @@ def cmd_bench_hop(args) -> int:
     return hop_main(["--count", str(args.count), "--rate", str(args.rate)] + (["--json", args.json] if args.json else []))
 
 
+def cmd_bench_demo(args) -> int:
+    from spikewire.bench.demo_resources import main as demo_main
+
+    return demo_main(["--duration", str(args.duration)] + (["--json", args.json] if args.json else []))
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="spikewire", description="Run hybrid spiking networks (biological, memristive, "
                                  "silicon nodes) in real time over ZeroMQ and LSL.")
@@ -81,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     h.add_argument("--rate", type=float, default=1000.0, help="messages per second (default 1000)")
     h.add_argument("--json", metavar="PATH", help="write the figures as JSON")
     h.set_defaults(func=cmd_bench_hop)
+    d = bsub.add_parser("demo", help="the demo's CPU per node, peak memory and tick compute p99")
+    d.add_argument("--duration", type=float, default=20.0, help="seconds to run the demo (default 20)")
+    d.add_argument("--json", metavar="PATH", help="write the figures as JSON")
+    d.set_defaults(func=cmd_bench_demo)
     return ap
 
 
