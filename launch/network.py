@@ -107,20 +107,34 @@ def load_network(path: str | Path) -> Network:
     try:
         text = path.read_text()
     except OSError as e:
-        raise NetworkError(str(path), f"cannot read: {e.strerror or e}") from None
+        raise NetworkError("", f"cannot read the network file: {e.strerror or e}") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
-        raise NetworkError(str(path), f"not valid TOML: {_toml_reason(str(e))}") from None
+        raise _toml_error(str(e), text) from None
     return build_network(data, default_name=path.stem, path=path)
 
 
-def _toml_reason(msg: str) -> str:
-    m = re.match(r"Cannot (?:declare|overwrite a value) \(?(.*?)\)? (?:twice )?\(at (.*)\)", msg)
-    if m:
+def _toml_error(msg: str, text: str) -> NetworkError:
+    """tomllib's message, turned into one that names the key where it can."""
+    m = re.match(r"Cannot declare \((.*)\) twice \(at (.*)\)", msg)
+    if m:  # a table header repeated: [nodes.zurich] twice
         key = ".".join(part.strip().strip("'\"") for part in m.group(1).split(","))
-        return f"{key} is declared twice ({m.group(2)})"
-    return msg
+        return NetworkError(key, f"declared twice ({m.group(2)})")
+    m = re.match(r"Cannot overwrite a value \(at line (\d+)(.*)\)", msg)
+    if m:  # a key repeated inside a table: the key is on that line, its table in the header above
+        lines = text.splitlines()
+        row = int(m.group(1)) - 1
+        name = lines[row].split("=", 1)[0].strip() if row < len(lines) else ""
+        table = ""
+        for line in reversed(lines[:row]):
+            header = re.match(r"\s*\[+\s*([^\]]+?)\s*\]+", line)
+            if header:
+                table = header.group(1).strip()
+                break
+        key = f"{table}.{name}" if table and name else name or table
+        return NetworkError(key, f"declared twice (line {row + 1})")
+    return NetworkError("", f"not valid TOML: {msg}")
 
 
 def build_network(data: dict, default_name: str = "network", path: Path | None = None) -> Network:

@@ -24,7 +24,7 @@ class SettingsError(ValueError):
     def __init__(self, key: str, reason: str):
         self.key = key
         self.reason = reason
-        super().__init__(f"{key}: {reason}")
+        super().__init__(f"{key}: {reason}" if key else reason)
 
 
 class Settings:

@@ -5,7 +5,8 @@ stimulus events (``id`` the target neuron, ``value`` the CME pulse amplitude in 
 ``stim_gain * amplitude`` to a stimulus current that decays with ``stim_tau``. White current noise gives
 spontaneous firing. Output port ``events`` carries typed events as Padova reported them:
 
-* ``STIMULATED_AP`` (1): an action potential within ``stim_window`` after a stimulus to that neuron;
+* ``STIMULATED_AP`` (1): an action potential within ``stim_window`` after a stimulus to that neuron
+  (every AP of an evoked burst counts);
 * ``SPONTANEOUS_AP`` (2): any other action potential;
 * ``PSP`` (0): a stimulus that produced no action potential within ``stim_window`` (reported at the
   window's end, with the stimulus's time as its event time).
@@ -79,7 +80,8 @@ class BiologicalNode(Node):
         self.spike_step = np.zeros(max(16, self.n_steps * n), np.int64)
         self.spike_id = np.zeros_like(self.spike_step)
         self.pending: list[tuple[float, np.ndarray]] = []
-        self.open_stimuli: deque[tuple[float, int]] = deque()  # (time, neuron) awaiting an AP or a PSP verdict
+        # [time, neuron, answered]: stimuli whose window is still open; unanswered ones become PSPs
+        self.open_stimuli: deque[list] = deque()
         self.counts = np.zeros((n, 3), np.int64)  # per neuron: PSP, stimulated AP, spontaneous AP
         self.stimuli = np.zeros(n, np.int64)
         self.rejected: dict[str, int] = {}
@@ -116,7 +118,7 @@ class BiologicalNode(Node):
             np.add.at(self.stim_in[step], ids, events["value"] * self.settings.stim_gain)
             np.add.at(self.stimuli, ids, 1)
             t_stim = t_start + step * dt
-            self.open_stimuli.extend((t_stim, int(i)) for i in ids)
+            self.open_stimuli.extend([t_stim, int(i), False] for i in ids)
         self.pending = keep
 
     def tick(self, t_start: float, t_end: float) -> None:
@@ -133,13 +135,13 @@ class BiologicalNode(Node):
             kind = BioEvent.SPONTANEOUS_AP
             for stim in self.open_stimuli:
                 if stim[1] == neuron and stim[0] <= t_spike <= stim[0] + s.stim_window:
-                    self.open_stimuli.remove(stim)
+                    stim[2] = True
                     kind = BioEvent.STIMULATED_AP
-                    break
             self._emit(t_spike, neuron, kind)
         while self.open_stimuli and self.open_stimuli[0][0] + s.stim_window < t_end:
-            t_stim, neuron = self.open_stimuli.popleft()
-            self._emit(t_stim, neuron, BioEvent.PSP)
+            t_stim, neuron, answered = self.open_stimuli.popleft()
+            if not answered:
+                self._emit(t_stim, neuron, BioEvent.PSP)
 
     def _emit(self, t: float, neuron: int, kind: BioEvent) -> None:
         self.counts[neuron, kind] += 1
@@ -147,12 +149,12 @@ class BiologicalNode(Node):
 
     def snapshot(self) -> object:
         return (self.v.copy(), self.u.copy(), self.i_stim.copy(), self.counts.copy(), self.stimuli.copy(),
-                tuple(self.open_stimuli), self.rng.bit_generator.state, dict(self.rejected))
+                [list(st) for st in self.open_stimuli], self.rng.bit_generator.state, dict(self.rejected))
 
     def restore(self, state: object) -> None:
         v, u, i_stim, counts, stimuli, open_stimuli, rng_state, rejected = state
         self.v[:], self.u[:], self.i_stim[:], self.counts[:], self.stimuli[:] = v, u, i_stim, counts, stimuli
-        self.open_stimuli = deque(open_stimuli)
+        self.open_stimuli = deque(list(st) for st in open_stimuli)
         self.rng.bit_generator.state = rng_state
         self.rejected = dict(rejected)
         self.pending = []

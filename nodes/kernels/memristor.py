@@ -41,8 +41,9 @@ def apply_pulse(r, v, width, params):
     gap = bound - r
     denom = 1.0 + s * gap * width
     if denom <= 0.0:
-        # Finite-time blow-up within the pulse: the device saturates at the end it was driven to.
-        return params[RMIN] if s * gap < 0.0 else params[RMAX]
+        # Finite-time blow-up within the pulse: the device saturates at the end it was driven to,
+        # which is the sign of dR/dt = s * f with f >= 0.
+        return params[RMIN] if s < 0.0 else params[RMAX]
     r_new = (r + s * bound * gap * width) / denom
     if r_new < params[RMIN]:
         return params[RMIN]
