@@ -7,6 +7,8 @@ Messages are small JSON objects with a ``type`` (never pickle). The exchange, in
     node -> supervisor   {"type": "ready", "warm_up_s": float}
     supervisor -> node   {"type": "start", "t0": float, "duration": float | null}
     node -> supervisor   {"type": "status", ...}            every second while running
+    supervisor -> node   {"type": "drain"}   stop producing (no more ticks); keep receiving and answering,
+                                             so what is in flight lands and every count balances
     supervisor -> node   {"type": "stop"}
     node -> supervisor   {"type": "final", "summary": {...}}  then the node exits 0
     node -> supervisor   {"type": "error", "message": str}    then the node exits 1

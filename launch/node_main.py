@@ -54,9 +54,10 @@ def main(argv: list[str] | None = None) -> int:
         spec = network.nodes[args.node]
         node = spec.cls(spec.name, spec.settings)
         source_ids = {port: network.source_ids[(spec.name, port)] for port in spec.outputs}
-        expected = {}
-        for link in network.links_from(spec.name):
-            expected[link.src_port] = expected.get(link.src_port, 0) + 1
+        # A downstream node opens one connection per upstream port, however many of its inputs it feeds.
+        expected: dict[str, int] = {}
+        for port, dst in {(ln.src_port, ln.dst_node) for ln in network.links_from(spec.name)}:
+            expected[port] = expected.get(port, 0) + 1
         runtime = Runtime(node, ctx, source_ids, expected, bind_host=spec.settings.bind)
         runtime.control = control
         stop = lambda *_: setattr(runtime, "stop_requested", True)  # noqa: E731

@@ -29,6 +29,9 @@ from spikewire.monitor.report import build_report, render_status, render_text
 from spikewire.streams.clock import MACHINE_SCOPED_LSL_CONFIG, local_clock
 
 START_MARGIN = 0.2
+DRAIN_TIME = 0.3
+"""Seconds between 'drain' (no more ticks) and 'stop': time for in-flight packets and the event-driven
+answers they cause to land, so that every link's sent = received + dropped."""
 STOP_GRACE = 5.0
 
 
@@ -88,6 +91,7 @@ class Supervisor:
         self.control = ControlServer(ctx)
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         code, outcome, t_start = 1, "failed", local_clock()
+        self.t_end: float | None = None
         try:
             self._spawn()
             self._setup()
@@ -103,12 +107,13 @@ class Supervisor:
                 signal.signal(s, h)
             self.control.close()
             ctx.term()
-        elapsed = max(0.0, local_clock() - t_start)
+        elapsed = max(0.0, (self.t_end or local_clock()) - t_start)
         report = build_report(self.network, self.finals, elapsed, outcome)
+        if self.json_path:  # first: the record must survive a closed stdout
+            Path(self.json_path).write_text(json.dumps(report, indent=2, default=float))
         self.say("")
         self.say(render_text(report))
         if self.json_path:
-            Path(self.json_path).write_text(json.dumps(report, indent=2, default=float))
             self.say(f"\nsummary written to {self.json_path}")
         return code
 
@@ -213,6 +218,14 @@ class Supervisor:
         self._drawn = len(lines)
 
     def _stop_all(self) -> None:
+        self.t_end = local_clock()
+        running = [n for n, c in self.children.items() if c.proc.poll() is None and c.ready]
+        for name in running:
+            self.control.send(name, {"type": "drain"})
+        if running:
+            deadline = time.monotonic() + DRAIN_TIME
+            while time.monotonic() < deadline:
+                self._pump(0.05, strict=False)
         for name, child in self.children.items():
             if child.proc.poll() is None:
                 try:

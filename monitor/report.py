@@ -25,7 +25,8 @@ def build_report(network: Network, finals: dict[str, dict], duration: float, out
         memristors += [{"node": name, **m} for m in model.get("memristors", [])]
         nodes[name] = {"final": True, "kind": f.get("kind"), "loop": f.get("loop"), "process": f.get("process"),
                        "rejected": model.get("rejected", {}),
-                       "malformed": sum(sum(p["malformed"].values()) for p in f.get("inputs", {}).values())}
+                       "malformed": sum(sum(ln["malformed"].values()) for p in f.get("inputs", {}).values()
+                                        for ln in p["links"].values())}
     for link in network.links:
         src = finals.get(link.src_node, {}).get("outputs", {}).get(link.src_port, {}) if link.src_node else {}
         port = finals.get(link.dst_node, {}).get("inputs", {}).get(link.dst_port, {})
@@ -36,8 +37,10 @@ def build_report(network: Network, finals: dict[str, dict], duration: float, out
             "link": link.label, "sent": sent, "received": rx.get("received"), "events": rx.get("events"),
             "dropped": (src.get("dropped", 0) or 0) + (rx.get("gaps", 0) or 0),
             "send_queue_drops": src.get("dropped", 0), "gaps": rx.get("gaps"),
-            "out_of_order": rx.get("out_of_order"), "malformed": sum(port.get("malformed", {}).values()),
-            "malformed_by_reason": port.get("malformed", {}),
+            "in_flight": (sent - (rx.get("received") or 0) - (src.get("dropped", 0) or 0) - (rx.get("gaps", 0) or 0))
+            if sent is not None else None,
+            "out_of_order": rx.get("out_of_order"), "malformed": sum(rx.get("malformed", {}).values()),
+            "malformed_by_reason": rx.get("malformed", {}),
             "latency_p50_s": lat.get("p50"), "latency_p99_s": lat.get("p99"), "latency_max_s": lat.get("max"),
         })
     return {"network": network.name, "outcome": outcome, "duration_s": duration, "neurons": neurons,
@@ -105,14 +108,19 @@ def render_status(network: Network, statuses: dict[str, dict], previous: dict[st
             parts += [f"{dev} {r / 1e3:.3f} kOhm" for dev, r in model["resistance"].items()]
         if "stimulated_ap" in model:
             parts.append(f"AP stim/spont {model['stimulated_ap']}/{model['spontaneous_ap']} PSP {model['psp']}")
+        seen = set()
         for port in st.get("inputs", {}).values():
             for ln in port["links"].values():
+                source = ln["label"].split(" -> ")[0]
+                if source in seen:  # one connection feeding several ports: show it once
+                    continue
+                seen.add(source)
                 lat = ln["latency_s"]
                 if lat.get("count"):
-                    parts.append(f"<- {ln['label'].split(' -> ')[0]} p50/p99 {_us(lat['p50'])}/{_us(lat['p99'])} us"
+                    parts.append(f"<- {source} p50/p99 {_us(lat['p50'])}/{_us(lat['p99'])} us"
                                  f" drops {ln['gaps']}")
-            bad = sum(port["malformed"].values())
-            if bad:
-                parts.append(f"malformed {bad}")
+                bad = sum(ln["malformed"].values())
+                if bad:
+                    parts.append(f"malformed {bad}")
         lines.append(f"{name:<12} " + "  ".join(parts))
     return lines

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import zmq
 
 from spikewire.monitor.histogram import LogHistogram
-from spikewire.nodes.base import InPort, Node
+from spikewire.nodes.base import Node
 from spikewire.nodes.clocked import TickScheduler
 from spikewire.streams.clock import local_clock
 from spikewire.streams.wire import WireError, decode
@@ -35,31 +35,42 @@ HOUSEKEEPING_PERIOD = 0.05
 
 @dataclass
 class LinkIn:
-    """Receive-side figures of one link into one input port."""
+    """Receive-side figures of one link (one upstream output port into one input port)."""
 
     label: str
+    port: str
+    accepts: frozenset
     received: int = 0
     events: int = 0
     gaps: int = 0
     out_of_order: int = 0
     last_seq: int = -1
-    latency: LogHistogram = field(default_factory=LogHistogram)
-
-    def summary(self) -> dict:
-        return {"label": self.label, "received": self.received, "events": self.events, "gaps": self.gaps,
-                "out_of_order": self.out_of_order, "latency_s": self.latency.summary()}
-
-
-@dataclass
-class PortIn:
-    name: str
-    spec: InPort
-    subscriber: Subscriber
-    links: dict[int, LinkIn]
     malformed: dict[str, int] = field(default_factory=dict)
+    latency: LogHistogram = field(default_factory=LogHistogram)
 
     def reject(self, reason: str) -> None:
         self.malformed[reason] = self.malformed.get(reason, 0) + 1
+
+    def summary(self) -> dict:
+        return {"label": self.label, "received": self.received, "events": self.events, "gaps": self.gaps,
+                "out_of_order": self.out_of_order, "malformed": dict(self.malformed),
+                "latency_s": self.latency.summary()}
+
+
+@dataclass
+class Upstream:
+    """One upstream output port this node listens to: one SUB connection, feeding one or more input
+    ports. A packet is received once and dispatched to each; anything wrong with it is counted on
+    every link it came in on, even garbage that names no valid source (the connection says where)."""
+
+    source_id: int
+    endpoint: str
+    subscriber: Subscriber
+    links: list[LinkIn]
+
+    def reject(self, reason: str) -> None:
+        for link in self.links:
+            link.reject(reason)
 
 
 @dataclass(frozen=True)
@@ -81,8 +92,10 @@ class Runtime:
         for port, spec in node.outputs.items():
             endpoint = (endpoints or {}).get(port, f"tcp://{bind_host}:*")
             self.publishers[port] = Publisher(ctx, spec.kind, source_ids[port], endpoint, hwm)
-        self.ports: list[PortIn] = []
+        self.upstreams: list[Upstream] = []
         self.stop_requested = False
+        self.draining = False  # stop producing (no more ticks) but keep receiving and answering
+        self.drained_at: float | None = None
         self.scheduler: TickScheduler | None = None
         self.started_at = 0.0
         self.control = None  # optional: object with .fd, .poll() -> list[dict], .send(dict)
@@ -96,14 +109,18 @@ class Runtime:
         return {port: pub.endpoint for port, pub in self.publishers.items()}
 
     def connect(self, plans: list[InputPlan]) -> None:
+        """One SUB per distinct upstream (source id, endpoint), shared by every input port it feeds."""
+        by_source: dict[tuple[int, str], Upstream] = {}
         for plan in plans:
             spec = self.node.inputs[plan.port]
-            sub = Subscriber(self.ctx, plan.hwm)
-            links = {}
             for source_id, endpoint, label in plan.sources:
-                sub.connect(endpoint)
-                links[source_id] = LinkIn(label)
-            self.ports.append(PortIn(plan.port, spec, sub, links))
+                up = by_source.get((source_id, endpoint))
+                if up is None:
+                    sub = Subscriber(self.ctx, plan.hwm)
+                    sub.connect(endpoint)
+                    up = by_source[(source_id, endpoint)] = Upstream(source_id, endpoint, sub, [])
+                    self.upstreams.append(up)
+                up.links.append(LinkIn(label, plan.port, spec.accepts))
 
     def wait_for_subscribers(self, timeout: float) -> None:
         """Block until every output port has as many subscriptions as links leave it (the readiness
@@ -138,7 +155,7 @@ class Runtime:
         # ticks touch no socket at all. The fds are edge-triggered: a reported socket is always drained
         # to EAGAIN, and SUB sockets are never written to (a send could swallow the edge). The control
         # socket does send, so it is also drained every housekeeping period.
-        by_fd: dict[int, PortIn | None] = {p.subscriber.fd: p for p in self.ports}
+        by_fd: dict[int, Upstream | None] = {u.subscriber.fd: u for u in self.upstreams}
         if self.control is not None:
             by_fd[self.control.fd] = None
         fds = list(by_fd)
@@ -147,7 +164,9 @@ class Runtime:
             if ready:
                 self._drain([by_fd[fd] for fd in ready])
             now = local_clock()
-            if sched is not None and (sched.batch is None or now >= wake_at):
+            if self.draining:
+                wake_at = float("inf")
+            elif sched is not None and (sched.batch is None or now >= wake_at):
                 wake_at = sched.advance(now)
             if now >= next_house:
                 next_house = now + HOUSEKEEPING_PERIOD
@@ -162,15 +181,15 @@ class Runtime:
             wait = min(wake_at, next_house) - local_clock()
             ready = select.select(fds, [], [], wait if wait > 0 else 0)[0]
 
-    def _drain(self, ports: list[PortIn | None]) -> None:
-        """Receive everything waiting on ``ports`` (None stands for the control socket)."""
+    def _drain(self, upstreams: list[Upstream | None]) -> None:
+        """Receive everything waiting on ``upstreams`` (None stands for the control socket)."""
         node = self.node
-        for port in ports:
-            if port is None:
+        for up in upstreams:
+            if up is None:
                 for msg in self.control.poll():
                     self._on_control(msg)
                 continue
-            sub = port.subscriber
+            sub = up.subscriber
             while True:
                 buf = sub.recv_nowait()
                 if buf is None:
@@ -179,36 +198,40 @@ class Runtime:
                 try:
                     packet = decode(buf)
                 except WireError as e:
-                    port.reject(e.reason)
-                    self._warn_once(f"{port.name}:{e.reason}", f"{node.name}.{port.name}: dropped a malformed packet ({e})")
+                    up.reject(e.reason)
+                    self._warn_once(f"{up.endpoint}:{e.reason}", f"{node.name}: dropped a malformed packet from "
+                                    f"{up.links[0].label.split(' -> ')[0]} ({e})")
                     continue
-                if packet.kind not in port.spec.accepts:
-                    port.reject("wrong_kind")
-                    self._warn_once(f"{port.name}:kind", f"{node.name}.{port.name}: dropped {packet.kind.name} packet; "
-                                    f"the port accepts {', '.join(k.name for k in port.spec.accepts)}")
+                if packet.source != up.source_id:
+                    up.reject("unknown_source")
+                    self._warn_once(f"{up.endpoint}:src", f"{node.name}: dropped a packet stamped with source "
+                                    f"{packet.source} on the connection of source {up.source_id}")
                     continue
-                link = port.links.get(packet.source)
-                if link is None:
-                    port.reject("unknown_source")
-                    self._warn_once(f"{port.name}:src", f"{node.name}.{port.name}: dropped a packet from unknown source {packet.source}")
-                    continue
-                seq = packet.sequence
-                if seq > link.last_seq:
-                    if link.last_seq >= 0 and seq > link.last_seq + 1:
-                        link.gaps += seq - link.last_seq - 1
-                    link.last_seq = seq
-                else:
-                    link.out_of_order += 1
-                link.received += 1
-                link.events += len(packet.events)
-                link.latency.record(now - packet.send_time)
-                if not len(packet.events):
-                    continue
-                if self.scheduler is not None:
-                    self.scheduler.on_input(port.name, packet.kind, packet.events, now)
-                else:
-                    node.on_events(port.name, packet.kind, packet.events, now)
-                    self._flush()
+                n_events = len(packet.events)
+                latency = now - packet.send_time
+                for link in up.links:
+                    if packet.kind not in link.accepts:
+                        link.reject("wrong_kind")
+                        self._warn_once(f"{link.label}:kind", f"{link.label}: dropped a {packet.kind.name} packet; "
+                                        f"{link.port} accepts {', '.join(k.name for k in link.accepts)}")
+                        continue
+                    seq = packet.sequence
+                    if seq > link.last_seq:
+                        if link.last_seq >= 0 and seq > link.last_seq + 1:
+                            link.gaps += seq - link.last_seq - 1
+                        link.last_seq = seq
+                    else:
+                        link.out_of_order += 1
+                    link.received += 1
+                    link.events += n_events
+                    link.latency.record(latency)
+                    if not n_events:
+                        continue
+                    if self.scheduler is not None:
+                        self.scheduler.on_input(link.port, packet.kind, packet.events, now)
+                    else:
+                        node.on_events(link.port, packet.kind, packet.events, now)
+                        self._flush()
 
     def _publish(self, port: str, events) -> None:
         self.publishers[port].publish(events)
@@ -226,6 +249,9 @@ class Runtime:
     def _on_control(self, msg: dict) -> None:
         if msg.get("type") == "stop":
             self.stop_requested = True
+        elif msg.get("type") == "drain" and not self.draining:
+            self.draining = True
+            self.drained_at = local_clock()
         elif self.on_message is not None:
             self.on_message(msg)
 
@@ -243,8 +269,10 @@ class Runtime:
     def io_summary(self) -> dict:
         outputs = {p: {"sent": pub.sent, "dropped": pub.dropped, "events": pub.events_sent,
                        "subscribers": pub.subscriptions} for p, pub in self.publishers.items()}
-        inputs = {p.name: {"malformed": dict(p.malformed),
-                           "links": {str(s): ln.summary() for s, ln in p.links.items()}} for p in self.ports}
+        inputs: dict[str, dict] = {}
+        for up in self.upstreams:
+            for link in up.links:
+                inputs.setdefault(link.port, {"links": {}})["links"][str(up.source_id)] = link.summary()
         return {"outputs": outputs, "inputs": inputs}
 
     def status(self, now: float) -> dict:
@@ -253,14 +281,16 @@ class Runtime:
                 **self.io_summary()}
 
     def summary(self, now: float) -> dict:
+        """Final figures; rates are over the producing time (start to drain)."""
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        return {"node": self.node.name, "kind": self.node.kind, "elapsed": now - self.started_at,
-                "model": self.node.summary(now), "loop": self.loop_summary(), **self.io_summary(),
+        end = self.drained_at if self.drained_at is not None else now
+        return {"node": self.node.name, "kind": self.node.kind, "elapsed": end - self.started_at,
+                "model": self.node.summary(end), "loop": self.loop_summary(), **self.io_summary(),
                 "process": {"cpu_s": usage.ru_utime + usage.ru_stime, "max_rss_mb": usage.ru_maxrss / 1024}}
 
     def close(self) -> None:
         for pub in self.publishers.values():
             pub.close()
-        for port in self.ports:
-            port.subscriber.close()
+        for up in self.upstreams:
+            up.subscriber.close()
         self.node.close()

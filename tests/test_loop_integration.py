@@ -39,7 +39,8 @@ def test_paper_loop_carries_traffic_on_every_link(cli_run, tmp_path):
     assert len(links) == 6
     for name, ln in links.items():
         assert ln["received"] and ln["received"] > 0, f"no traffic on {name}"
-        assert ln["sent"] == ln["received"] + ln["dropped"], name
+        assert ln["sent"] == ln["received"] + ln["dropped"], name  # nothing in flight after the drain
+        assert ln["in_flight"] == 0, name
         assert ln["malformed"] == 0 and ln["dropped"] == 0, name
         assert 0 < ln["latency_p50_s"] < 0.05, name
     neurons = {(n["node"], n["population"]): n for n in report["neurons"]}
