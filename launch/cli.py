@@ -18,14 +18,22 @@ def _positive(text: str) -> float:
     return value
 
 
-def cmd_check(args) -> int:
+class BadNetwork(Exception):
+    """The network file was refused (already reported on stderr)."""
+
+
+def _load(path: str):
     from spikewire.launch.network import NetworkError, load_network
 
     try:
-        net = load_network(args.network)
+        return load_network(path)
     except NetworkError as e:
-        print(f"{args.network}: {e}", file=sys.stderr)
-        return 2
+        print(f"{path}: {e}", file=sys.stderr)
+        raise BadNetwork from None
+
+
+def cmd_check(args) -> int:
+    net = _load(args.network)
     print(f"{args.network}: ok: network {net.name!r}, {len(net.nodes)} nodes, {len(net.links)} links")
     for spec in net.nodes.values():
         print(f"  {spec.name} ({spec.kind}): in {', '.join(spec.inputs) or '-'}; out {', '.join(spec.outputs) or '-'}")
@@ -35,15 +43,9 @@ def cmd_check(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from spikewire.launch.network import NetworkError, load_network
     from spikewire.launch.supervisor import Supervisor
 
-    try:
-        net = load_network(args.network)
-    except NetworkError as e:
-        print(f"{args.network}: {e}", file=sys.stderr)
-        return 2
-    sup = Supervisor(net, duration=args.duration, json_path=args.json, ready_timeout=args.ready_timeout,
+    sup = Supervisor(_load(args.network), duration=args.duration, json_path=args.json, ready_timeout=args.ready_timeout,
                      status_every=args.status_every)
     return sup.run()
 
@@ -96,7 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except BadNetwork:
+        return 2
 
 
 if __name__ == "__main__":

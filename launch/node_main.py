@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         source_ids = {port: network.source_ids[(spec.name, port)] for port in spec.outputs}
         # A downstream node opens one connection per upstream port, however many of its inputs it feeds.
         expected: dict[str, int] = {}
-        for port, dst in {(ln.src_port, ln.dst_node) for ln in network.links_from(spec.name)}:
+        for port, _dst in {(ln.src_port, ln.dst_node) for ln in network.links_from(spec.name)}:
             expected[port] = expected.get(port, 0) + 1
         runtime = Runtime(node, ctx, source_ids, expected, bind_host=spec.settings.bind)
         runtime.control = control

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -158,8 +159,8 @@ class Supervisor:
             child.bound = True
         elif kind == "ready":
             child.ready = True
-        elif kind == "status":
-            self.prev_statuses.setdefault(child.name, msg)
+        elif kind == "status":  # rates are taken between a node's last two status messages
+            self.prev_statuses[child.name] = self.statuses.get(child.name, msg)
             self.statuses[child.name] = msg
         elif kind == "final":
             child.final = msg.get("summary", {})
@@ -178,7 +179,7 @@ class Supervisor:
 
     def _setup(self) -> None:
         self._wait_all("bound", lambda c: c.bound)
-        for name, child in self.children.items():
+        for name in self.children:
             inputs: dict[str, list] = {}
             for link in self.network.links_into(name):
                 endpoint = link.endpoint or self.children[link.src_node].endpoints[link.src_port]
@@ -210,9 +211,12 @@ class Supervisor:
 
     def _draw(self) -> None:
         lines = render_status(self.network, self.statuses, self.prev_statuses)
-        self.prev_statuses = dict(self.statuses)
-        if self.tty and self._drawn:
-            self.out.write(f"\x1b[{self._drawn}F\x1b[J")
+        if self.tty:
+            # One screen row per node, so the redraw can move up exactly that many rows.
+            width = shutil.get_terminal_size().columns - 1
+            lines = [ln if len(ln) <= width else ln[: width - 1] + "…" for ln in lines]
+            if self._drawn:
+                self.out.write(f"\x1b[{self._drawn}F\x1b[J")
         self.out.write("\n".join(lines) + "\n")
         self.out.flush()
         self._drawn = len(lines)

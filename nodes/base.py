@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from spikewire.launch.settings import Settings, non_negative, positive, setting
+from spikewire.launch.settings import Settings, SettingsError, non_negative, positive, setting
 from spikewire.streams.wire import EVENT_DTYPE, Kind
 
 
@@ -39,6 +39,22 @@ class NodeSettings(Settings):
     lookahead: float = setting(0.02, "How far a clock-driven node may compute ahead while no input arrives [s]; "
                                "outputs still leave at their deadlines and input rolls the model back. "
                                "0 wakes the process every tick.", check=non_negative)
+
+
+@dataclass(frozen=True)
+class ClockedSettings(NodeSettings):
+    """Keys of a clock-driven node: its model steps ``dt`` inside wall-clock ticks of ``tick``."""
+
+    dt: float = setting(1e-4, "Integration step [s].", check=positive)
+
+    @property
+    def steps_per_tick(self) -> int:
+        return int(round(self.tick / self.dt))
+
+    def validate(self, key: str) -> None:
+        steps = self.tick / self.dt
+        if abs(steps - round(steps)) > 1e-6 or round(steps) < 1:
+            raise SettingsError(f"{key}.tick", f"must be a whole number of dt ({self.dt!r}), got {self.tick!r}")
 
 
 class Outbox:

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spikewire.launch.settings import Settings, SettingsError, non_negative, positive, setting
-from spikewire.nodes.base import InPort, Node, NodeSettings, OutPort
+from spikewire.launch.settings import Settings, non_negative, positive, setting
+from spikewire.nodes.base import ClockedSettings, InPort, Node, OutPort
 from spikewire.nodes.kernels import izhikevich
 from spikewire.streams.wire import BioEvent, Kind
 
@@ -39,8 +39,7 @@ class IzhikevichParams(Settings):
 
 
 @dataclass(frozen=True)
-class BiologicalSettings(NodeSettings):
-    dt: float = setting(1e-4, "Integration step [s].", check=positive)
+class BiologicalSettings(ClockedSettings):
     size: int = setting(1, "Number of neurons.", check=positive)
     neuron: IzhikevichParams = setting(doc="Neuron parameters.", factory=IzhikevichParams)
     stim_gain: float = setting(20.0, "Stimulus current step per volt of CME amplitude (model units / V).")
@@ -50,11 +49,6 @@ class BiologicalSettings(NodeSettings):
     noise_sigma: float = setting(10.0, "Std of the white input current noise drawn each step (model units; its effect depends on dt).",
                                  check=non_negative)
     seed: int = setting(0, "Seed of the noise.", check=non_negative)
-
-    def validate(self, key: str) -> None:
-        steps = self.tick / self.dt
-        if abs(steps - round(steps)) > 1e-6 or round(steps) < 1:
-            raise SettingsError(f"{key}.tick", f"must be a whole number of dt ({self.dt!r}), got {self.tick!r}")
 
 
 class BiologicalNode(Node):
@@ -66,7 +60,7 @@ class BiologicalNode(Node):
         super().__init__(name, settings)
         s = settings
         n = s.size
-        self.n_steps = int(round(s.tick / s.dt))
+        self.n_steps = s.steps_per_tick
         p = s.neuron
         self.v = np.full(n, p.v_init)
         self.u = p.b * self.v

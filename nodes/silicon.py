@@ -16,7 +16,7 @@ from typing import Literal
 import numpy as np
 
 from spikewire.launch.settings import Settings, SettingsError, non_negative, non_empty, positive, setting
-from spikewire.nodes.base import InPort, Node, NodeSettings, OutPort
+from spikewire.nodes.base import ClockedSettings, InPort, Node, OutPort
 from spikewire.nodes.kernels import adex
 from spikewire.streams.wire import Kind
 
@@ -63,16 +63,10 @@ class PopulationSettings(Settings):
 
 
 @dataclass(frozen=True)
-class SiliconSettings(NodeSettings):
-    dt: float = setting(1e-4, "Integration step [s].", check=positive)
+class SiliconSettings(ClockedSettings):
     seed: int = setting(0, "Seed of the Poisson drives.", check=non_negative)
     populations: dict[str, PopulationSettings] = setting(doc="Populations by name.", factory=dict,
                                                           check=non_empty)
-
-    def validate(self, key: str) -> None:
-        steps = self.tick / self.dt
-        if abs(steps - round(steps)) > 1e-6 or round(steps) < 1:
-            raise SettingsError(f"{key}.tick", f"must be a whole number of dt ({self.dt!r}), got {self.tick!r}")
 
 
 class Population:
@@ -142,7 +136,7 @@ class SiliconNode(Node):
 
     def __init__(self, name: str, settings: SiliconSettings):
         super().__init__(name, settings)
-        self.n_steps = int(round(settings.tick / settings.dt))
+        self.n_steps = settings.steps_per_tick
         rng = np.random.default_rng(settings.seed)
         self.pops = {p: Population(p, cfg, self.n_steps, settings.dt, rng) for p, cfg in settings.populations.items()}
         self.pending: list[tuple[Population, float, np.ndarray]] = []

@@ -77,7 +77,7 @@ to = "sink.in"
         good = encode(Kind.SPIKE, SOURCE, 0, local_clock(), _events(3))
         nan_events = _events(1)
         nan_events["value"] = math.nan
-        for i in range(20):
+        for _i in range(20):
             send_valid()
             send_bad("truncated", rng.bytes(int(rng.integers(0, 32))))  # random bytes shorter than a header
             send_bad("bad_magic", b"XXXX" + rng.bytes(60))
