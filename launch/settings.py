@@ -109,6 +109,15 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         inner = [a for a in get_args(tp) if a is not type(None)]
         if len(inner) == 1:
             return _coerce(inner[0], value, key)
+        # "a number or an array of numbers" (per-neuron parameters): the array form takes lists
+        seq = [a for a in inner if get_origin(a) is tuple]
+        scalar = [a for a in inner if get_origin(a) is not tuple]
+        if len(seq) == 1 and len(scalar) == 1:
+            if isinstance(value, list):
+                return _coerce(seq[0], value, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise SettingsError(key, f"must be a number or an array of numbers, got {describe(value)}")
+            return _coerce(scalar[0], value, key)
         raise TypeError(f"unsupported union {tp}")
     if origin is tuple:
         args = get_args(tp)

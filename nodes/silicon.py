@@ -9,6 +9,7 @@ Input arriving during a tick lands in the step matching its arrival time.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -21,45 +22,95 @@ from spikewire.nodes.kernels import adex
 from spikewire.streams.wire import Kind
 
 
+PerNeuron = float | tuple[float, ...]
+
+
+def _all(check):
+    """A check applied to a number or to every element of a per-neuron array."""
+    def run(v):
+        for x in (v if isinstance(v, tuple) else (v,)):
+            reason = check(x)
+            if reason:
+                return reason
+        return None
+    return run
+
+
 @dataclass(frozen=True)
 class AdExParams(Settings):
-    """AdEx neuron parameters (SI units); defaults are Brette & Gerstner (2005)'s regular-spiking cell."""
+    """AdEx neuron parameters (SI units); defaults are Brette & Gerstner (2005)'s regular-spiking cell.
 
-    c_m: float = setting(281e-12, "Membrane capacitance [F].", check=positive)
-    g_l: float = setting(30e-9, "Leak conductance [S].", check=positive)
-    e_l: float = setting(-70.6e-3, "Leak reversal potential [V].")
-    v_t: float = setting(-50.4e-3, "Threshold slope-factor midpoint V_T [V].")
-    delta_t: float = setting(2e-3, "Slope factor Delta_T [V].", check=positive)
-    a: float = setting(4e-9, "Subthreshold adaptation [S].")
-    tau_w: float = setting(144e-3, "Adaptation time constant [s].", check=positive)
-    b: float = setting(0.0805e-9, "Spike-triggered adaptation increment [A].")
-    v_reset: float = setting(-70.6e-3, "Reset potential [V].")
-    v_peak: float = setting(-40.4e-3, "Spike cut-off V_T + 5 Delta_T [V].")
-    t_ref: float = setting(2e-3, "Refractory period [s].", check=non_negative)
-    tau_syn: float = setting(5e-3, "Synaptic current decay time constant [s].", check=positive)
-    i_bias: float = setting(0.0, "Constant bias current [A].")
+    Every parameter is either one number for the whole population or an array with one value per neuron.
+    """
 
-    def validate(self, key: str) -> None:
-        if self.v_peak <= self.v_t:
-            raise SettingsError(f"{key}.v_peak", f"must be above v_t ({self.v_t!r}), got {self.v_peak!r}")
+    c_m: PerNeuron = setting(281e-12, "Membrane capacitance [F].", check=_all(positive))
+    g_l: PerNeuron = setting(30e-9, "Leak conductance [S].", check=_all(positive))
+    e_l: PerNeuron = setting(-70.6e-3, "Leak reversal potential [V].")
+    v_t: PerNeuron = setting(-50.4e-3, "Threshold slope-factor midpoint V_T [V].")
+    delta_t: PerNeuron = setting(2e-3, "Slope factor Delta_T [V].", check=_all(positive))
+    a: PerNeuron = setting(4e-9, "Subthreshold adaptation [S].")
+    tau_w: PerNeuron = setting(144e-3, "Adaptation time constant [s].", check=_all(positive))
+    b: PerNeuron = setting(0.0805e-9, "Spike-triggered adaptation increment [A].")
+    v_reset: PerNeuron = setting(-70.6e-3, "Reset potential [V].")
+    v_peak: PerNeuron = setting(-40.4e-3, "Spike cut-off, usually V_T + 5 Delta_T [V].")
+    t_ref: PerNeuron = setting(2e-3, "Refractory period [s].", check=_all(non_negative))
+    tau_syn: PerNeuron = setting(5e-3, "Synaptic current decay time constant [s].", check=_all(positive))
+    i_bias: PerNeuron = setting(0.0, "Constant bias current [A].")
+
+    def arrays(self, n: int, key: str) -> dict[str, np.ndarray]:
+        """Every parameter as a float64 array of length n (SettingsError if an array has another length)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, tuple) and len(value) != n:
+                raise SettingsError(f"{key}.{f.name}", f"has {len(value)} values for a population of {n}")
+            out[f.name] = np.array(np.broadcast_to(np.asarray(value, dtype=np.float64), n))
+        if (out["v_peak"] <= out["v_t"]).any():
+            raise SettingsError(f"{key}.v_peak", "must be above v_t for every neuron")
+        return out
 
 
 @dataclass(frozen=True)
 class DriveSettings(Settings):
-    """External drive of a population."""
+    """External drive of a population: synaptic kicks at a rate that may follow a schedule.
+
+    ``pacemaker`` kicks every neuron together, regularly, its phase restarting at each schedule change;
+    ``poisson`` kicks each neuron independently (a fresh exponential interval at each change, which is
+    exact for a Poisson process).
+    """
 
     kind: Literal["none", "pacemaker", "poisson"] = setting("none", "none, pacemaker or poisson.")
     rate: float = setting(10.0, "Kicks per second (per neuron for poisson) [Hz].", check=non_negative)
-    weight: float = setting(4e-9, "Synaptic current step of one kick [A]; 4 nA fires one AdEx spike.")
-    start: float = setting(0.0, "Session time the drive starts [s].", check=non_negative)
+    weight: float = setting(4e-9, "Synaptic current step of one kick [A]; 4 nA fires one default AdEx spike.")
+    start: float = setting(0.0, "Session time the drive starts at ``rate`` [s].", check=non_negative)
+    schedule: tuple[tuple[float, float], ...] = setting(
+        (), "Rate changes as [[session time s, rate Hz], ...] in time order; replaces start/rate.")
+
+    def validate(self, key: str) -> None:
+        last = -math.inf
+        for i, (t, rate) in enumerate(self.schedule):
+            if t < 0 or t < last:
+                raise SettingsError(f"{key}.schedule[{i}]", f"times must be >= 0 and in order, got {t!r}")
+            if rate < 0:
+                raise SettingsError(f"{key}.schedule[{i}]", f"rate must be >= 0, got {rate!r}")
+            last = t
+
+    def segments(self) -> tuple[tuple[float, float], ...]:
+        return self.schedule or ((self.start, self.rate),)
 
 
 @dataclass(frozen=True)
 class PopulationSettings(Settings):
     size: int = setting(1, "Number of neurons.", check=positive)
-    neuron: AdExParams = setting(doc="Neuron parameters.", factory=AdExParams)
+    neuron: AdExParams = setting(doc="Neuron parameters (numbers, or arrays of one value per neuron).",
+                                 factory=AdExParams)
     drive: DriveSettings = setting(doc="External drive.", factory=DriveSettings)
-    v_init: float = setting(-70.6e-3, "Initial membrane potential [V].")
+    v_init: PerNeuron = setting(-70.6e-3, "Initial membrane potential [V].")
+
+    def validate(self, key: str) -> None:
+        self.neuron.arrays(self.size, f"{key}.neuron")
+        if isinstance(self.v_init, tuple) and len(self.v_init) != self.size:
+            raise SettingsError(f"{key}.v_init", f"has {len(self.v_init)} values for a population of {self.size}")
 
 
 @dataclass(frozen=True)
@@ -69,55 +120,119 @@ class SiliconSettings(ClockedSettings):
                                                           check=non_empty)
 
 
+class Drive:
+    """Kicks of one population's drive, written into its synaptic input matrix tick by tick."""
+
+    def __init__(self, cfg: DriveSettings, n: int, dt: float, rng: np.random.Generator):
+        self.cfg = cfg
+        self.dt = dt
+        self.rng = rng
+        self.active = cfg.kind != "none"
+        self.segments = cfg.segments()
+        self.n = n if cfg.kind == "poisson" else 1
+        self.next_kick = np.full(self.n, math.inf)
+        self.seg = -1
+        self.t0 = 0.0
+
+    def start(self, t0: float) -> None:
+        self.t0 = t0
+        self.seg = -1
+        self.next_kick.fill(math.inf)
+
+    def _enter(self, seg: int) -> None:
+        self.seg = seg
+        t, rate = self.segments[seg]
+        if rate <= 0:
+            self.next_kick.fill(math.inf)
+        elif self.cfg.kind == "pacemaker":
+            self.next_kick[0] = self.t0 + t
+        else:
+            self.next_kick[:] = self.t0 + t + self.rng.exponential(1.0 / rate, self.n)
+
+    def _seg_end(self) -> float:
+        nxt = self.seg + 1
+        return self.t0 + self.segments[nxt][0] if nxt < len(self.segments) else math.inf
+
+    def rate_at(self, t: float) -> float:
+        rate = 0.0
+        for start, r in self.segments:
+            if self.t0 + start <= t:
+                rate = r
+        return rate
+
+    def fill(self, syn_in: np.ndarray, t_start: float, t_end: float) -> None:
+        if not self.active:
+            return
+        last_step = syn_in.shape[0] - 1
+        weight = self.cfg.weight
+        while True:
+            if self.seg < 0 or (self.seg + 1 < len(self.segments) and self._seg_end() <= t_start):
+                # enter every segment that has begun by now (a late start skips over empty ones)
+                nxt = self.seg + 1
+                while nxt + 1 < len(self.segments) and self.t0 + self.segments[nxt + 1][0] <= t_start:
+                    nxt += 1
+                if self.t0 + self.segments[nxt][0] >= t_end:
+                    return
+                self._enter(nxt)
+            limit = min(t_end, self._seg_end())
+            rate = self.segments[self.seg][1]
+            while True:
+                due = np.flatnonzero(self.next_kick < limit)
+                if not len(due):
+                    break
+                steps = np.clip(((self.next_kick[due] - t_start) / self.dt).astype(np.int64), 0, last_step)
+                if self.cfg.kind == "pacemaker":
+                    syn_in[steps[0]] += weight
+                    self.next_kick[0] += 1.0 / rate
+                else:
+                    np.add.at(syn_in, (steps, due), weight)
+                    self.next_kick[due] += self.rng.exponential(1.0 / rate, len(due))
+            if limit >= t_end:
+                return
+            self._enter(self.seg + 1)
+
+    def snapshot(self):
+        return self.next_kick.copy(), self.seg
+
+    def restore(self, state) -> None:
+        self.next_kick[:], self.seg = state
+
+
 class Population:
     """State, parameters and preallocated buffers of one AdEx population; steps one tick at a time."""
 
     def __init__(self, name: str, cfg: PopulationSettings, n_steps: int, dt: float, rng: np.random.Generator):
         n = cfg.size
-        p = cfg.neuron
+        p = cfg.neuron.arrays(n, name)
         self.name = name
         self.size = n
         self.cfg = cfg
         self.dt = dt
-        self.rng = rng
-        full = lambda x: np.full(n, float(x))  # noqa: E731
-        self.v = full(cfg.v_init)
+        self.v = np.array(np.broadcast_to(np.asarray(cfg.v_init, dtype=np.float64), n))
         self.w = np.zeros(n)
         self.i_syn = np.zeros(n)
         self.refr = np.zeros(n, np.int32)
-        self.params = (full(p.c_m), full(p.g_l), full(p.e_l), full(p.v_t), full(p.delta_t), full(p.a),
-                       full(p.tau_w), full(p.b), full(p.v_reset), full(p.v_peak))
-        self.refr_steps = np.full(n, int(round(p.t_ref / dt)), np.int32)
-        self.syn_decay = full(math.exp(-dt / p.tau_syn))
-        self.i_bias = full(p.i_bias)
+        self.params = tuple(p[k] for k in ("c_m", "g_l", "e_l", "v_t", "delta_t", "a", "tau_w", "b", "v_reset",
+                                           "v_peak"))
+        self.refr_steps = np.round(p["t_ref"] / dt).astype(np.int32)
+        self.syn_decay = np.exp(-dt / p["tau_syn"])
+        self.i_bias = p["i_bias"]
         self.syn_in = np.zeros((n_steps, n))
-        self.uniform = np.zeros((n_steps, n))
         cap = max(16, n_steps * n)
         self.spike_step = np.zeros(cap, np.int64)
         self.spike_id = np.zeros(cap, np.int64)
         self.spike_counts = np.zeros(n, np.int64)
-        self.next_kick = math.inf
-        self.drive_start = 0.0
+        self.drive = Drive(cfg.drive, n, dt, rng)
 
     def start(self, t0: float) -> None:
-        self.next_kick = t0 + self.cfg.drive.start if self.cfg.drive.kind == "pacemaker" else math.inf
-        self.drive_start = t0 + self.cfg.drive.start
+        self.drive.start(t0)
 
     def add_input(self, step: int, ids: np.ndarray, weights: np.ndarray) -> None:
         np.add.at(self.syn_in[step], ids, weights)
 
     def step(self, t_start: float, t_end: float) -> tuple[np.ndarray, np.ndarray]:
         """Advance over [t_start, t_end); returns (spike times, neuron ids) of this tick."""
-        drive = self.cfg.drive
-        if drive.kind == "pacemaker" and drive.rate > 0:
-            period = 1.0 / drive.rate
-            while self.next_kick < t_end:
-                k = min(max(int((self.next_kick - t_start) / self.dt), 0), self.syn_in.shape[0] - 1)
-                self.syn_in[k] += drive.weight
-                self.next_kick += period
-        elif drive.kind == "poisson" and drive.rate > 0 and t_end > self.drive_start:
-            self.rng.random(out=self.uniform)
-            self.syn_in += (self.uniform < drive.rate * self.dt) * drive.weight
+        self.drive.fill(self.syn_in, t_start, t_end)
         n = adex.adex_run(self.v, self.w, self.i_syn, self.refr, *self.params, self.refr_steps, self.syn_decay,
                           self.i_bias, self.syn_in, self.dt, self.spike_step, self.spike_id)
         self.syn_in.fill(0.0)
@@ -137,7 +252,7 @@ class SiliconNode(Node):
     def __init__(self, name: str, settings: SiliconSettings):
         super().__init__(name, settings)
         self.n_steps = settings.steps_per_tick
-        rng = np.random.default_rng(settings.seed)
+        self.rng = rng = np.random.default_rng(settings.seed)
         self.pops = {p: Population(p, cfg, self.n_steps, settings.dt, rng) for p, cfg in settings.populations.items()}
         self.pending: list[tuple[Population, float, np.ndarray]] = []
         self.rejected: dict[str, int] = {}
@@ -186,17 +301,16 @@ class SiliconNode(Node):
                 self.outbox.emit_many(f"{name}.spikes", times, ids, 1.0)
 
     def snapshot(self) -> object:
-        pops = [(p.v.copy(), p.w.copy(), p.i_syn.copy(), p.refr.copy(), p.spike_counts.copy(), p.next_kick)
+        pops = [(p.v.copy(), p.w.copy(), p.i_syn.copy(), p.refr.copy(), p.spike_counts.copy(), p.drive.snapshot())
                 for p in self.pops.values()]
-        rng = next(iter(self.pops.values())).rng
-        return pops, rng.bit_generator.state, dict(self.rejected)
+        return pops, self.rng.bit_generator.state, dict(self.rejected)
 
     def restore(self, state: object) -> None:
         pops, rng_state, rejected = state
-        for pop, (v, w, i_syn, refr, counts, next_kick) in zip(self.pops.values(), pops):
+        for pop, (v, w, i_syn, refr, counts, drive) in zip(self.pops.values(), pops):
             pop.v[:], pop.w[:], pop.i_syn[:], pop.refr[:], pop.spike_counts[:] = v, w, i_syn, refr, counts
-            pop.next_kick = next_kick
-        next(iter(self.pops.values())).rng.bit_generator.state = rng_state
+            pop.drive.restore(drive)
+        self.rng.bit_generator.state = rng_state
         self.rejected = dict(rejected)
         self.pending = []
 
