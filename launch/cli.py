@@ -46,7 +46,7 @@ def cmd_run(args) -> int:
     from spikewire.launch.supervisor import Supervisor
 
     sup = Supervisor(_load(args.network), duration=args.duration, json_path=args.json, ready_timeout=args.ready_timeout,
-                     status_every=args.status_every)
+                     status_every=args.status_every, reset_state=args.reset_weights)
     return sup.run()
 
 
@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds every node has to start, compile and connect (default 60)")
     p.add_argument("--status-every", type=_positive, default=None,
                    help="seconds between live status updates (default 1 on a terminal, 5 otherwise)")
+    p.add_argument("--reset-weights", action="store_true",
+                   help="start memristors from r_init instead of their saved crossbar state")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("check", help="validate a network file without starting anything")

@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--node", required=True)
     ap.add_argument("--control", required=True)
     ap.add_argument("--timeout", type=float, default=60.0, help="setup handshake timeout [s]")
+    ap.add_argument("--reset-state", action="store_true", help="ignore saved state (memristor weights)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"[{args.node}] %(levelname)s %(message)s", stream=sys.stderr)
     _die_with_parent()
@@ -53,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         network = load_network(args.network)
         spec = network.nodes[args.node]
         node = spec.cls(spec.name, spec.settings)
+        node.context = {"network": network.name, "network_dir": str(network.path.parent),
+                        "reset_state": args.reset_state}
+        node.load_state()
         source_ids = {port: network.source_ids[(spec.name, port)] for port in spec.outputs}
         # A downstream node opens one connection per upstream port, however many of its inputs it feeds.
         expected: dict[str, int] = {}

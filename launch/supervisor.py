@@ -62,7 +62,8 @@ def describe_exit(code: int) -> str:
 
 class Supervisor:
     def __init__(self, network: Network, duration: float | None = None, json_path: str | None = None,
-                 out: TextIO = sys.stdout, ready_timeout: float = 60.0, status_every: float | None = None):
+                 out: TextIO = sys.stdout, ready_timeout: float = 60.0, status_every: float | None = None,
+                 reset_state: bool = False):
         if network.path is None:
             raise ValueError("the supervisor needs a network loaded from a file (nodes read it themselves)")
         self.network = network
@@ -70,6 +71,7 @@ class Supervisor:
         self.json_path = json_path
         self.out = out
         self.ready_timeout = ready_timeout
+        self.reset_state = reset_state
         self.tty = out.isatty()
         self.status_every = status_every if status_every is not None else (1.0 if self.tty else 5.0)
         self.children: dict[str, Child] = {}
@@ -128,6 +130,8 @@ class Supervisor:
         for name in self.network.nodes:
             cmd = [sys.executable, "-m", "spikewire.launch.node_main", "--network", str(self.network.path),
                    "--node", name, "--control", self.control.endpoint, "--timeout", str(self.ready_timeout)]
+            if self.reset_state:
+                cmd.append("--reset-state")
             proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdin=subprocess.DEVNULL)
             self.children[name] = Child(name, proc)
         self.say(f"spikewire: started {len(self.children)} nodes: "

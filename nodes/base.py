@@ -118,6 +118,8 @@ class Node:
         self.outputs = outputs
         self.outbox = Outbox(outputs)
         self.t0 = 0.0
+        self.context: dict = {}
+        """Set by the node process: ``network`` (name), ``network_dir``, ``reset_state`` (bool)."""
 
     @classmethod
     def ports(cls, settings: NodeSettings) -> tuple[dict[str, InPort], dict[str, OutPort]]:
@@ -128,6 +130,10 @@ class Node:
     def tick_period(self) -> float | None:
         """Seconds between ticks for a clock-driven node; None for a purely event-driven one."""
         return None
+
+    def load_state(self) -> None:
+        """Restore persistent state (e.g. memristor weights) per ``context``; called before ready, so a
+        bad state file stops the run before it starts."""
 
     def warm_up(self) -> None:
         """Compile and exercise every kernel (called before the node reports ready)."""

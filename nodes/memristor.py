@@ -9,23 +9,41 @@ conductance normalised over the device range. ``output = "stimulus"`` makes thes
 amplitudes [V] for a biological neuron; ``"synaptic"`` makes them synaptic current steps [A] for a
 silicon neuron.
 
-Plasticity is the hub's spike-rate-dependent rule (SRDP): presynaptic spikes never change a weight; on
-each postsynaptic event count the presynaptic neuron's spikes in the preceding ``window`` (arrival times
-on this node's clock): more than ``ltp_above`` gives one potentiating pulse, fewer than ``ltd_below`` one
-depressing pulse, else nothing. Pulses go through the device model (``kernels.memristor``).
+Plasticity (``rule``), applied as voltage pulses through the device model (``kernels.memristor``),
+with times taken on arrival at this node's clock:
+
+* ``srdp``, the 2017 hub's spike-rate-dependent rule: presynaptic spikes never change a weight; on each
+  postsynaptic event count the presynaptic neuron's spikes in the preceding ``window``: more than
+  ``ltp_above`` gives one potentiating pulse, fewer than ``ltd_below`` one depressing pulse, else nothing.
+* ``stdp``, pair-based with nearest neighbours (the hub's commented-out variant): a postsynaptic event
+  within ``ltp_window`` after the last presynaptic spike gives one LTP pulse; a presynaptic spike within
+  ``ltd_window`` after the last postsynaptic event gives one LTD pulse.
+* ``none``.
+
+Devices differ (``spread``: relative spread of each device's switching rates and initial resistance) and
+reads are noisy (``read_noise``: relative noise of each read that sets an output), both from ``seed``.
+Weights are non-volatile: a node run by the supervisor restores its crossbar from its state file at start
+and saves it at shutdown (``persist``), unless the run is told to reset (``spikewire run --reset-weights``).
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 
-from spikewire.launch.settings import Settings, SettingsError, non_empty, non_negative, positive, setting
+from spikewire.launch.settings import Settings, SettingsError, in_range, non_empty, non_negative, positive, setting
 from spikewire.nodes.base import InPort, Node, NodeSettings, OutPort
 from spikewire.nodes.kernels import memristor as mk
 from spikewire.streams.wire import Kind
+
+log = logging.getLogger("spikewire.memristor")
 
 
 @dataclass(frozen=True)
@@ -52,13 +70,17 @@ class DeviceParams(Settings):
 
 
 @dataclass(frozen=True)
-class SRDPSettings(Settings):
-    """The 2017 hub's spike-rate-dependent plasticity."""
+class PlasticitySettings(Settings):
+    """Which rule changes the weights, and the pulses it applies."""
 
-    enabled: bool = setting(True, "Apply plasticity at all.")
-    window: float = setting(1.0, "Presynaptic counting window before a postsynaptic event [s].", check=positive)
-    ltp_above: int = setting(20, "More presynaptic spikes than this in the window: one LTP pulse.", check=non_negative)
-    ltd_below: int = setting(5, "Fewer presynaptic spikes than this in the window: one LTD pulse.", check=non_negative)
+    rule: Literal["srdp", "stdp", "none"] = setting("srdp", "srdp (the 2017 hub's rule), stdp or none.")
+    window: float = setting(1.0, "SRDP: presynaptic counting window before a postsynaptic event [s].", check=positive)
+    ltp_above: int = setting(20, "SRDP: more presynaptic spikes than this in the window: one LTP pulse.",
+                             check=non_negative)
+    ltd_below: int = setting(5, "SRDP: fewer presynaptic spikes than this in the window: one LTD pulse.",
+                             check=non_negative)
+    ltp_window: float = setting(0.1, "STDP: post this soon after pre potentiates [s].", check=positive)
+    ltd_window: float = setting(0.0375, "STDP: pre this soon after post depresses [s].", check=positive)
     ltp_voltage: float = setting(0.8, "LTP pulse amplitude [V] (positive lowers R).", check=positive)
     ltp_width: float = setting(100e-6, "LTP pulse width [s].", check=positive)
     ltd_voltage: float = setting(-0.75, "LTD pulse amplitude [V] (negative raises R).")
@@ -80,7 +102,7 @@ class SynapseSettings(Settings):
     out_max: float = setting(1.0, "Output value at the highest conductance.")
     pre_types: tuple[int, ...] = setting((1, 2), "Biological event types that count as presynaptic spikes.")
     post_types: tuple[int, ...] = setting((0, 1, 2), "Biological event types that trigger plasticity.")
-    plasticity: SRDPSettings = setting(doc="Plasticity rule.", factory=SRDPSettings)
+    plasticity: PlasticitySettings = setting(doc="Plasticity rule.", factory=PlasticitySettings)
 
     def validate(self, key: str) -> None:
         for i, row in enumerate(self.table):
@@ -94,6 +116,14 @@ class MemristorSettings(NodeSettings):
     cols: int = setting(1, "Crossbar bitlines.", check=positive)
     r_init: float = setting(14e3, "Initial resistance of every device [Ohm].", check=positive)
     device: DeviceParams = setting(doc="Device model parameters.", factory=DeviceParams)
+    spread: float = setting(0.0, "Device-to-device relative spread (std) of switching rates and initial R.",
+                            check=in_range(0.0, 0.5))
+    read_noise: float = setting(0.0, "Relative noise (std) of each read that sets an output value.",
+                                check=in_range(0.0, 0.5))
+    seed: int = setting(0, "Seed of the spread and the read noise.", check=non_negative)
+    persist: bool = setting(True, "Restore the crossbar at start and save it at shutdown.")
+    state_file: str = setting("", "Where the crossbar is kept (relative to the network file); default "
+                              ".spikewire/state/<network>.<node>.json under the working directory.")
     synapses: dict[str, SynapseSettings] = setting(doc="Synapse groups by name.", factory=dict, check=non_empty)
 
     def validate(self, key: str) -> None:
@@ -117,7 +147,7 @@ def _of_types(events: np.ndarray, types: frozenset[int]) -> np.ndarray:
 
 
 class SynapseGroup:
-    """One connectivity table over the shared crossbar, with its SRDP spike memory."""
+    """One connectivity table over the shared crossbar, with the spike memory its rule needs."""
 
     def __init__(self, name: str, cfg: SynapseSettings, r_min: float, r_max: float):
         self.name = name
@@ -127,14 +157,16 @@ class SynapseGroup:
         self.rows_by_pre = {int(p): np.flatnonzero(self.pre == p) for p in np.unique(self.pre)}
         self.rows_by_post = {int(p): np.flatnonzero(self.post == p) for p in np.unique(self.post)}
         rule = cfg.plasticity
-        depth = max(rule.ltp_above, rule.ltd_below) + 1  # enough memory to decide either threshold exactly
+        depth = max(rule.ltp_above, rule.ltd_below, 1) + 1  # enough memory to decide either threshold exactly
         self.ring = np.full((int(self.pre.max()) + 1, depth), -np.inf)
         self.head = np.zeros(len(self.ring), np.int64)
+        self.last_pre = np.full(int(self.pre.max()) + 1, -np.inf)
+        self.last_post = np.full(int(self.post.max()) + 1, -np.inf)
         self.pre_types = frozenset(cfg.pre_types)
         self.post_types = frozenset(cfg.post_types)
         self.g_lo, self.g_hi = 1.0 / r_max, 1.0 / r_min
-        self.ltp = 0
-        self.ltd = 0
+        self.ltp = np.zeros(len(self.pre), np.int64)  # pulses per table row
+        self.ltd = np.zeros(len(self.pre), np.int64)
         self.port_out = f"{name}.out"
 
     def value(self, r: float) -> float:
@@ -148,12 +180,20 @@ class MemristorNode(Node):
 
     def __init__(self, name: str, settings: MemristorSettings):
         super().__init__(name, settings)
-        self.params = settings.device.as_array()
-        self.r = np.full((settings.rows, settings.cols), settings.r_init)
+        s = settings
+        self.rng = np.random.default_rng(s.seed)
+        base = s.device.as_array()
+        self.params = np.broadcast_to(base, (s.rows, s.cols, len(base))).copy()  # per device
+        self.r = np.full((s.rows, s.cols), s.r_init)
+        if s.spread > 0:
+            for idx in (mk.AP, mk.AN):
+                self.params[:, :, idx] *= np.clip(1 + s.spread * self.rng.standard_normal((s.rows, s.cols)), 0.1, None)
+            self.r = np.clip(self.r * (1 + s.spread * self.rng.standard_normal(self.r.shape)),
+                             s.device.r_min, s.device.r_max)
         self.r_start = self.r.copy()
-        self.groups = {s: SynapseGroup(s, cfg, settings.device.r_min, settings.device.r_max)
-                       for s, cfg in settings.synapses.items()}
+        self.groups = {name: SynapseGroup(name, cfg, s.device.r_min, s.device.r_max) for name, cfg in s.synapses.items()}
         self.rejected: dict[str, int] = {}
+        self.state_path: Path | None = None
 
     @classmethod
     def ports(cls, settings: MemristorSettings):
@@ -169,8 +209,73 @@ class MemristorNode(Node):
     def warm_up(self) -> None:
         mk.warm_up()
 
+    # --- non-volatile weights ------------------------------------------------------------------
+    def load_state(self) -> None:
+        ctx = self.context
+        if not self.settings.persist or "network" not in ctx:
+            return
+        if self.settings.state_file:
+            self.state_path = Path(ctx["network_dir"]) / self.settings.state_file
+        else:
+            self.state_path = Path.cwd() / ".spikewire" / "state" / f"{ctx['network']}.{self.name}.json"
+        if ctx.get("reset_state") or not self.state_path.exists():
+            log.info("%s: crossbar starts fresh (r_init)%s", self.name,
+                     " as asked" if ctx.get("reset_state") else "")
+            return
+        self._load(self.state_path)
+
+    def _load(self, path: Path) -> None:
+        s = self.settings
+        try:
+            saved = json.loads(path.read_text())
+            r = np.asarray(saved["resistance"], dtype=np.float64)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"cannot read the crossbar state {path}: {e}; fix or delete it, or run with "
+                             "--reset-weights") from None
+        if r.shape != self.r.shape:
+            raise ValueError(f"the crossbar state {path} is {r.shape[0]}x{r.shape[1] if r.ndim > 1 else 1} but "
+                             f"this node's crossbar is {s.rows}x{s.cols}; delete it or run with --reset-weights")
+        if not (np.isfinite(r).all() and (r >= s.device.r_min).all() and (r <= s.device.r_max).all()):
+            raise ValueError(f"the crossbar state {path} has resistances outside the device range "
+                             f"[{s.device.r_min}, {s.device.r_max}]; delete it or run with --reset-weights")
+        self.r[:] = r
+        self.r_start = r.copy()
+        log.info("%s: crossbar restored from %s (saved %s)", self.name, path, saved.get("saved_at", "?"))
+
+    def save_state(self) -> None:
+        if self.state_path is None:
+            return
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"node": self.name, "network": self.context.get("network"),
+                                   "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                   "rows": self.settings.rows, "cols": self.settings.cols,
+                                   "resistance": self.r.tolist()}, indent=1))
+        os.replace(tmp, self.state_path)  # atomic: a crash mid-write leaves the previous state intact
+
+    def close(self) -> None:
+        self.save_state()
+
+    # --- events ----------------------------------------------------------------------------------
     def _reject(self, reason: str, n: int) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + n
+
+    def read(self, wl: int, bl: int) -> float:
+        """The resistance as read for an output: the device state with read noise."""
+        r = self.r[wl, bl]
+        if self.settings.read_noise:
+            r *= 1.0 + self.settings.read_noise * self.rng.standard_normal()
+        return r
+
+    def _pulse(self, group: SynapseGroup, row: int, potentiate: bool) -> None:
+        rule = group.cfg.plasticity
+        wl, bl = group.wl[row], group.bl[row]
+        if potentiate:
+            self.r[wl, bl] = mk.apply_pulse(self.r[wl, bl], rule.ltp_voltage, rule.ltp_width, self.params[wl, bl])
+            group.ltp[row] += 1
+        else:
+            self.r[wl, bl] = mk.apply_pulse(self.r[wl, bl], rule.ltd_voltage, rule.ltd_width, self.params[wl, bl])
+            group.ltd[row] += 1
 
     def on_events(self, port: str, kind: Kind, events: np.ndarray, now: float) -> None:
         syn, _, role = port.rpartition(".")
@@ -185,51 +290,61 @@ class MemristorNode(Node):
             self._on_post(group, events, now)
 
     def _on_pre(self, group: SynapseGroup, events: np.ndarray, now: float) -> None:
+        rule = group.cfg.plasticity
         for ident in events["id"]:
-            rows = group.rows_by_pre.get(int(ident))
+            pre = int(ident)
+            rows = group.rows_by_pre.get(pre)
             if rows is None:
                 self._reject("unknown_id", 1)
                 continue
-            mk.record_spike(group.ring, group.head, int(ident), now)
+            mk.record_spike(group.ring, group.head, pre, now)
+            group.last_pre[pre] = now
             for row in rows:
-                r = self.r[group.wl[row], group.bl[row]]
-                self.outbox.emit(group.port_out, now, int(group.post[row]), group.value(r))
+                if rule.rule == "stdp" and 0.0 <= now - group.last_post[group.post[row]] <= rule.ltd_window:
+                    self._pulse(group, row, potentiate=False)
+                self.outbox.emit(group.port_out, now, int(group.post[row]),
+                                 group.value(self.read(group.wl[row], group.bl[row])))
 
     def _on_post(self, group: SynapseGroup, events: np.ndarray, now: float) -> None:
         rule = group.cfg.plasticity
         for ident in events["id"]:
-            rows = group.rows_by_post.get(int(ident))
+            post = int(ident)
+            rows = group.rows_by_post.get(post)
             if rows is None:
                 self._reject("unknown_id", 1)
                 continue
-            if not rule.enabled:
+            group.last_post[post] = now
+            if rule.rule == "none":
                 continue
             for row in rows:
                 pre = int(group.pre[row])
-                n = mk.count_recent(group.ring, pre, now, rule.window)
-                decision = mk.srdp_decision(n, rule.ltp_above, rule.ltd_below)
-                if decision == 0:
-                    continue
-                wl, bl = group.wl[row], group.bl[row]
-                if decision > 0:
-                    self.r[wl, bl] = mk.apply_pulse(self.r[wl, bl], rule.ltp_voltage, rule.ltp_width, self.params)
-                    group.ltp += 1
-                else:
-                    self.r[wl, bl] = mk.apply_pulse(self.r[wl, bl], rule.ltd_voltage, rule.ltd_width, self.params)
-                    group.ltd += 1
+                if rule.rule == "srdp":
+                    n = mk.count_recent(group.ring, pre, now, rule.window)
+                    decision = mk.srdp_decision(n, rule.ltp_above, rule.ltd_below)
+                    if decision:
+                        self._pulse(group, row, potentiate=decision > 0)
+                elif 0.0 <= now - group.last_pre[pre] <= rule.ltp_window:
+                    self._pulse(group, row, potentiate=True)
 
+    # --- reports ---------------------------------------------------------------------------------
     def devices(self):
         for name, g in self.groups.items():
             single = len(g.pre) == 1
             for row in range(len(g.pre)):
                 label = name if single else f"{name}[{g.pre[row]}->{g.post[row]}]"
-                yield label, g, int(g.wl[row]), int(g.bl[row])
+                yield label, g, row
 
     def status(self, now: float) -> dict:
-        return {"resistance": {label: float(self.r[wl, bl]) for label, _, wl, bl in self.devices()}}
+        devs = list(self.devices())
+        return {"resistance": {label: float(self.r[g.wl[row], g.bl[row]]) for label, g, row in devs},
+                "ltp": {label: int(g.ltp[row]) for label, g, row in devs},
+                "ltd": {label: int(g.ltd[row]) for label, g, row in devs}}
 
     def summary(self, now: float) -> dict:
-        mems = [{"name": label, "wordline": wl, "bitline": bl, "r_start": float(self.r_start[wl, bl]),
-                 "r_end": float(self.r[wl, bl]), "ltp_pulses": g.ltp, "ltd_pulses": g.ltd}
-                for label, g, wl, bl in self.devices()]
-        return {"memristors": mems, "rejected": dict(self.rejected)}
+        mems = [{"name": label, "wordline": int(g.wl[row]), "bitline": int(g.bl[row]),
+                 "r_start": float(self.r_start[g.wl[row], g.bl[row]]), "r_end": float(self.r[g.wl[row], g.bl[row]]),
+                 "ltp_pulses": int(g.ltp[row]), "ltd_pulses": int(g.ltd[row])}
+                for label, g, row in self.devices()]
+        return {"memristors": mems, "rejected": dict(self.rejected),
+                "state_file": str(self.state_path) if self.state_path else None}
+

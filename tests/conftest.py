@@ -63,11 +63,13 @@ class CliRun:
 
 
 @pytest.fixture
-def cli_run():
+def cli_run(tmp_path):
+    """Start `spikewire ...`; runs in the test's own directory, so saved state (memristor crossbars
+    under .spikewire/) never leaks between tests."""
     runs: list[CliRun] = []
 
     def start(*args: str, cwd: Path | None = None) -> CliRun:
-        run = CliRun(*args, cwd=cwd)
+        run = CliRun(*args, cwd=cwd or tmp_path)
         runs.append(run)
         return run
 

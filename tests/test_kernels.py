@@ -604,7 +604,7 @@ def test_memristor_old_pre_spikes_fall_out_of_window():
 
 
 def test_memristor_plasticity_disabled():
-    node = memristor({"mr": {"table": [[0, 0, 0, 0]], "plasticity": {"enabled": False}}})
+    node = memristor({"mr": {"table": [[0, 0, 0, 0]], "plasticity": {"rule": "none"}}})
     assert _pre_then_post(node, 30) == 14e3
     assert _pre_then_post(node, 0) == 14e3
 

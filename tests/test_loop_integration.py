@@ -86,3 +86,32 @@ def test_signal_stops_cleanly_with_summary(cli_run, tmp_path, sig):
     assert report["outcome"] == f"stopped by {sig.name}"
     assert all(n["final"] for n in report["nodes"].values())
     assert _all_gone(pids.values())
+
+
+def test_memristor_weights_persist_across_runs_unless_reset(cli_run, tmp_path):
+    net = str(NETWORKS / "paper_loop.toml")
+
+    def run(*extra):
+        out = tmp_path / "s.json"
+        code, text = cli_run("run", net, "--duration", "2", "--json", str(out), *extra).finish(timeout=60)
+        assert code == 0, text
+        return {m["name"]: m for m in read_json(out)["memristors"]}, text
+
+    first, _ = run()
+    assert all(m["r_start"] == 14e3 for m in first.values())
+    second, text = run()
+    assert "crossbar restored from" in text
+    for name in first:
+        assert second[name]["r_start"] == first[name]["r_end"], name
+    fresh, text = run("--reset-weights")
+    assert all(m["r_start"] == 14e3 for m in fresh.values())
+    assert "starts fresh" in text
+
+
+def test_a_corrupt_weight_file_stops_the_run_with_its_name(cli_run, tmp_path):
+    state = tmp_path / ".spikewire" / "state" / "paper_loop.southampton.json"
+    state.parent.mkdir(parents=True)
+    state.write_text('{"resistance": [[1.0, 2.0], [3.0, 4.0]]}')  # far outside the device range
+    code, text = cli_run("run", str(NETWORKS / "paper_loop.toml"), "--duration", "2").finish(timeout=60)
+    assert code == 1
+    assert "node 'southampton' failed" in text and "outside the device range" in text and str(state) in text
