@@ -8,6 +8,7 @@ Layout::
 
     [network]                  name and description
     [nodes.<name>]             kind = "silicon" | "memristor" | "biological" | ...; then the kind's keys
+    [[protocol.phases]]        name, duration: an experiment's phases (optional)
     [[links]]                  from = "<node>.<output port>", to = "<node>.<input port>"
                                (or endpoint = "tcp://host:port" and source = <id >= 1000> for a publisher
                                 outside this network)
@@ -44,6 +45,24 @@ def node_kinds() -> dict[str, type[Node]]:
 class NetworkInfo(Settings):
     name: str = setting("", "Network name (defaults to the file name).")
     description: str = setting("", "What this network is for.")
+
+
+@dataclass(frozen=True)
+class PhaseSettings(Settings):
+    name: str = setting("", "Phase name (shown in the per-phase table).")
+    duration: float = setting(0.0, "Phase length [s].", check=positive)
+
+    def validate(self, key: str) -> None:
+        if not self.name:
+            raise SettingsError(f"{key}.name", "required")
+
+
+@dataclass(frozen=True)
+class ProtocolSettings(Settings):
+    """An experiment's phases, back to back from the session start. A run with a protocol lasts its
+    total unless --duration says otherwise, and ends with a table of what happened in each phase."""
+
+    phases: tuple[PhaseSettings, ...] = setting((), "The phases in order.")
 
 
 @dataclass(frozen=True)
@@ -94,6 +113,11 @@ class Network:
     nodes: dict[str, NodeSpec]
     links: tuple[Link, ...]
     source_ids: dict[tuple[str, str], int]
+    phases: tuple[tuple[str, float, float], ...] = ()  # (name, start, end) in session seconds
+
+    @property
+    def phase_ends(self) -> tuple[float, ...]:
+        return tuple(end for _, _, end in self.phases)
 
     def links_from(self, node: str) -> list[Link]:
         return [ln for ln in self.links if ln.src_node == node]
@@ -139,9 +163,19 @@ def _toml_error(msg: str, text: str) -> NetworkError:
 
 def build_network(data: dict, default_name: str = "network", path: Path | None = None) -> Network:
     for key in data:
-        if key not in ("network", "nodes", "links"):
-            raise NetworkError(key, "unknown top-level key; expected network, nodes, links")
-    info = parse(NetworkInfo, data.get("network", {}), "network")
+        if key not in ("network", "nodes", "links", "protocol"):
+            raise NetworkError(key, "unknown top-level key; expected network, nodes, links, protocol")
+    try:
+        info = parse(NetworkInfo, data.get("network", {}), "network")
+        protocol = parse(ProtocolSettings, data.get("protocol", {}), "protocol")
+    except SettingsError as e:
+        raise NetworkError(e.key, e.reason) from None
+    phases, t = [], 0.0
+    for i, ph in enumerate(protocol.phases):
+        if any(ph.name == p[0] for p in phases):
+            raise NetworkError(f"protocol.phases[{i}].name", f"{ph.name!r} is used by an earlier phase")
+        phases.append((ph.name, t, t + ph.duration))
+        t += ph.duration
     nodes_table = data.get("nodes")
     if not isinstance(nodes_table, dict) or not nodes_table:
         raise NetworkError("nodes", "at least one node is required ([nodes.<name>] with a kind)")
@@ -207,7 +241,7 @@ def build_network(data: dict, default_name: str = "network", path: Path | None =
             raise NetworkError(key, f"duplicates links[{seen[ident]}] ({ls.from_ or ls.endpoint} -> {ls.to})")
         seen[ident] = i
         links.append(Link(i, src_node, src_port, dst_node, dst_port, source_id, ls.endpoint, ls.hwm))
-    return Network(info.name or default_name, info.description, path, nodes, tuple(links), source_ids)
+    return Network(info.name or default_name, info.description, path, nodes, tuple(links), source_ids, tuple(phases))
 
 
 def _port(nodes: dict[str, NodeSpec], ref: str, key: str, direction: str) -> tuple[str, str]:

@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         node = spec.cls(spec.name, spec.settings)
         node.context = {"network": network.name, "network_dir": str(network.path.parent),
                         "reset_state": args.reset_state}
+        node.phase_ends = network.phase_ends
         node.load_state()
         source_ids = {port: network.source_ids[(spec.name, port)] for port in spec.outputs}
         # A downstream node opens one connection per upstream port, however many of its inputs it feeds.

@@ -67,6 +67,8 @@ class Supervisor:
         if network.path is None:
             raise ValueError("the supervisor needs a network loaded from a file (nodes read it themselves)")
         self.network = network
+        if duration is None and network.phases:
+            duration = network.phases[-1][2]  # a protocol runs to its end unless told otherwise
         self.duration = duration
         self.json_path = json_path
         self.out = out
@@ -195,6 +197,8 @@ class Supervisor:
         t0 = local_clock() + START_MARGIN
         for name in self.children:
             self.control.send(name, {"type": "start", "t0": t0, "duration": None})
+        if self.network.phases:
+            self.say("spikewire: protocol " + ", then ".join(f"{n} {e - s:g} s" for n, s, e in self.network.phases))
         self.say("spikewire: all nodes ready; running" + (f" for {self.duration:g} s" if self.duration else
                                                              " until Ctrl-C"))
         return t0

@@ -44,7 +44,35 @@ def build_report(network: Network, finals: dict[str, dict], duration: float, out
             "latency_p50_s": lat.get("p50"), "latency_p99_s": lat.get("p99"), "latency_max_s": lat.get("max"),
         })
     return {"network": network.name, "outcome": outcome, "duration_s": duration, "neurons": neurons,
-            "memristors": memristors, "links": links, "nodes": nodes}
+            "memristors": memristors, "links": links, "nodes": nodes, "phases": phase_table(network, finals)}
+
+
+def phase_table(network: Network, finals: dict[str, dict]) -> list[dict]:
+    """One row per protocol phase, from the state each node recorded at every phase end: each
+    population's rate, each biological node's stimulated APs and PSPs, each memristor's resistance at
+    the phase's end and the plasticity pulses applied during it. Phases not reached are left out."""
+    rows = [{"phase": name, "start_s": start, "end_s": end} for name, start, end in network.phases]
+    for node in network.nodes:
+        marks = finals.get(node, {}).get("phases") or []
+        for i, mark in enumerate(marks[: len(rows)]):
+            prev = marks[i - 1] if i else None
+            row, length = rows[i], rows[i]["end_s"] - rows[i]["start_s"]
+
+            def delta(section: str, key: str) -> int:
+                before = prev[section][key] if prev else 0
+                return mark[section][key] - before
+
+            for pop in mark.get("spikes", {}):
+                row[f"{pop} Hz"] = delta("spikes", pop) / length
+            if "stimulated_ap" in mark:
+                before = prev or {"stimulated_ap": 0, "psp": 0}
+                row[f"{node} stim AP"] = mark["stimulated_ap"] - before["stimulated_ap"]
+                row[f"{node} PSP"] = mark["psp"] - before["psp"]
+            for dev, r in mark.get("resistance", {}).items():
+                row[f"{dev} kOhm"] = r / 1e3
+                row[f"{dev} LTP"] = delta("ltp", dev)
+                row[f"{dev} LTD"] = delta("ltd", dev)
+    return [r for r in rows if len(r) > 3]
 
 
 def _table(headers: list[str], rows: list[list], right: set[int]) -> list[str]:
@@ -73,6 +101,13 @@ def render_text(report: dict) -> str:
             [[ln["link"], ln["sent"] if ln["sent"] is not None else "-", ln["received"] if ln["received"] is not None else "-",
               ln["dropped"], ln["malformed"], _us(ln["latency_p50_s"]), _us(ln["latency_p99_s"]), _us(ln["latency_max_s"])]
              for ln in report["links"]], {1, 2, 3, 4, 5, 6, 7}) + [""]
+    if report.get("phases"):
+        cols = [c for c in report["phases"][0] if c not in ("phase", "start_s", "end_s")]
+        fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+        out += ["Protocol phases (rates and counts within each phase; resistance at its end)"] + _table(
+            ["phase", "ends s", *cols],
+            [[r["phase"], f"{r['end_s']:g}", *(fmt(r.get(c, "-")) for c in cols)] for r in report["phases"]],
+            set(range(1, len(cols) + 2))) + [""]
     rows = []
     for name, n in report["nodes"].items():
         if not n.get("final"):

@@ -120,6 +120,10 @@ class Node:
         self.t0 = 0.0
         self.context: dict = {}
         """Set by the node process: ``network`` (name), ``network_dir``, ``reset_state`` (bool)."""
+        self.phase_ends: tuple[float, ...] = ()
+        """Session times at which the network's protocol phases end."""
+        self.phase_marks: list[dict] = []
+        """``status()`` at each phase end reached so far, taken on the model's own time line."""
 
     @classmethod
     def ports(cls, settings: NodeSettings) -> tuple[dict[str, InPort], dict[str, OutPort]]:
@@ -157,6 +161,13 @@ class Node:
 
     def restore(self, state: object) -> None:
         raise NotImplementedError(f"{type(self).__name__} does not support compute-ahead")
+
+    def mark_phases(self, t: float) -> None:
+        """Record ``status`` for every protocol phase that has ended by session time ``t`` (called before
+        the model moves past ``t``: at a tick's start, or before an event is handled)."""
+        marks = self.phase_marks
+        while len(marks) < len(self.phase_ends) and t >= self.t0 + self.phase_ends[len(marks)]:
+            marks.append(self.status(t))
 
     def status(self, now: float) -> dict:
         """Small live figures for the status line (spike counts, resistances)."""

@@ -70,7 +70,9 @@ class TickScheduler:
 
     def _rollback(self, j: int, now: float) -> None:
         self._publish_due(now)  # every tick before j is due by construction
-        self.node.restore(self.snap)
+        state, n_marks = self.snap
+        self.node.restore(state)
+        del self.node.phase_marks[n_marks:]
         self.rollbacks += 1
         replay = self.batch_inputs
         requeue = [item for k, item in replay if k >= j]
@@ -98,6 +100,7 @@ class TickScheduler:
 
     def _compute(self, k: int) -> None:
         c0 = time.perf_counter()
+        self.node.mark_phases(self.deadline(k) - self.period)
         self.node.tick(self.deadline(k) - self.period, self.deadline(k))
         self.compute.record(time.perf_counter() - c0)
         self.computed += 1
@@ -146,7 +149,7 @@ class TickScheduler:
             self.ticks += 1
         if not self.horizon:
             return self.deadline(self.committed)
-        self.snap = self.node.snapshot()
+        self.snap = (self.node.snapshot(), len(self.node.phase_marks))
         self.batch_start = self.committed
         self.batch = []
         self.published = 0

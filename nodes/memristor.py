@@ -15,6 +15,7 @@ with times taken on arrival at this node's clock:
 * ``srdp``, the 2017 hub's spike-rate-dependent rule: presynaptic spikes never change a weight; on each
   postsynaptic event count the presynaptic neuron's spikes in the preceding ``window``: more than
   ``ltp_above`` gives one potentiating pulse, fewer than ``ltd_below`` one depressing pulse, else nothing.
+  Unlike the hub, no decision is taken in the session's first ``window``, when the count cannot be full.
 * ``stdp``, pair-based with nearest neighbours (the hub's commented-out variant): a postsynaptic event
   within ``ltp_window`` after the last presynaptic spike gives one LTP pulse; a presynaptic spike within
   ``ltd_window`` after the last postsynaptic event gives one LTD pulse.
@@ -83,7 +84,8 @@ class PlasticitySettings(Settings):
     ltd_window: float = setting(0.0375, "STDP: pre this soon after post depresses [s].", check=positive)
     ltp_voltage: float = setting(0.8, "LTP pulse amplitude [V] (positive lowers R).", check=positive)
     ltp_width: float = setting(100e-6, "LTP pulse width [s].", check=positive)
-    ltd_voltage: float = setting(-0.75, "LTD pulse amplitude [V] (negative raises R).")
+    ltd_voltage: float = setting(-0.9, "LTD pulse amplitude [V] (negative raises R; below about -0.9 V the "
+                                 "TiOx model cannot depress a device that sits near r_min).")
     ltd_width: float = setting(100e-6, "LTD pulse width [s].", check=positive)
 
     def validate(self, key: str) -> None:
@@ -167,6 +169,7 @@ class SynapseGroup:
         self.g_lo, self.g_hi = 1.0 / r_max, 1.0 / r_min
         self.ltp = np.zeros(len(self.pre), np.int64)  # pulses per table row
         self.ltd = np.zeros(len(self.pre), np.int64)
+        self.warming = 0  # SRDP decisions skipped before a full window of history existed
         self.port_out = f"{name}.out"
 
     def value(self, r: float) -> float:
@@ -319,6 +322,11 @@ class MemristorNode(Node):
             for row in rows:
                 pre = int(group.pre[row])
                 if rule.rule == "srdp":
+                    if now - self.t0 < rule.window:
+                        # Less than one window of history: every count would read low and depress.
+                        # (The 2017 hub did exactly that in its first second; we wait for a full window.)
+                        group.warming += 1
+                        continue
                     n = mk.count_recent(group.ring, pre, now, rule.window)
                     decision = mk.srdp_decision(n, rule.ltp_above, rule.ltd_below)
                     if decision:

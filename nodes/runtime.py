@@ -230,6 +230,7 @@ class Runtime:
                     if self.scheduler is not None:
                         self.scheduler.on_input(link.port, packet.kind, packet.events, now)
                     else:
+                        node.mark_phases(now)
                         node.on_events(link.port, packet.kind, packet.events, now)
                         self._flush()
 
@@ -284,8 +285,9 @@ class Runtime:
         """Final figures; rates are over the producing time (start to drain)."""
         usage = resource.getrusage(resource.RUSAGE_SELF)
         end = self.drained_at if self.drained_at is not None else now
+        self.node.mark_phases(end)
         return {"node": self.node.name, "kind": self.node.kind, "elapsed": end - self.started_at,
-                "model": self.node.summary(end), "loop": self.loop_summary(), **self.io_summary(),
+                "model": self.node.summary(end), "phases": list(self.node.phase_marks), "loop": self.loop_summary(), **self.io_summary(),
                 "process": {"cpu_s": usage.ru_utime + usage.ru_stime, "max_rss_mb": usage.ru_maxrss / 1024}}
 
     def close(self) -> None:

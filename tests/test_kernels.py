@@ -16,7 +16,7 @@ from spikewire.launch.settings import parse
 from spikewire.nodes.biological import BiologicalNode, BiologicalSettings
 from spikewire.nodes.kernels import adex, izhikevich
 from spikewire.nodes.kernels import memristor as mk
-from spikewire.nodes.memristor import MemristorNode, MemristorSettings
+from spikewire.nodes.memristor import MemristorNode, MemristorSettings, PlasticitySettings
 from spikewire.nodes.silicon import SiliconNode, SiliconSettings
 from spikewire.streams.wire import EVENT_DTYPE, BioEvent, Kind
 
@@ -582,7 +582,7 @@ def test_memristor_srdp_on_post_events(n_pre, change):
         assert r == pytest.approx(pulse_reference(14e3, 0.8, 100e-6), rel=RTOL)
     elif change == "ltd":
         assert r > 14e3 and (g.ltp, g.ltd) == (0, 1)
-        assert r == pytest.approx(pulse_reference(14e3, -0.75, 100e-6), rel=RTOL)
+        assert r == pytest.approx(pulse_reference(14e3, PlasticitySettings().ltd_voltage, 100e-6), rel=RTOL)
     else:
         assert r == 14e3 and (g.ltp, g.ltd) == (0, 0)
     assert drain(node) == []  # a post event is not forwarded
