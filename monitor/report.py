@@ -55,23 +55,17 @@ def phase_table(network: Network, finals: dict[str, dict]) -> list[dict]:
     for node in network.nodes:
         marks = finals.get(node, {}).get("phases") or []
         for i, mark in enumerate(marks[: len(rows)]):
-            prev = marks[i - 1] if i else None
+            prev = marks[i - 1] if i else {}
             row, length = rows[i], rows[i]["end_s"] - rows[i]["start_s"]
-
-            def delta(section: str, key: str) -> int:
-                before = prev[section][key] if prev else 0
-                return mark[section][key] - before
-
-            for pop in mark.get("spikes", {}):
-                row[f"{pop} Hz"] = delta("spikes", pop) / length
+            for pop, n in mark.get("spikes", {}).items():
+                row[f"{pop} Hz"] = (n - prev.get("spikes", {}).get(pop, 0)) / length
             if "stimulated_ap" in mark:
-                before = prev or {"stimulated_ap": 0, "psp": 0}
-                row[f"{node} stim AP"] = mark["stimulated_ap"] - before["stimulated_ap"]
-                row[f"{node} PSP"] = mark["psp"] - before["psp"]
+                row[f"{node} stim AP"] = mark["stimulated_ap"] - prev.get("stimulated_ap", 0)
+                row[f"{node} PSP"] = mark["psp"] - prev.get("psp", 0)
             for dev, r in mark.get("resistance", {}).items():
                 row[f"{dev} kOhm"] = r / 1e3
-                row[f"{dev} LTP"] = delta("ltp", dev)
-                row[f"{dev} LTD"] = delta("ltd", dev)
+                row[f"{dev} LTP"] = mark["ltp"][dev] - prev.get("ltp", {}).get(dev, 0)
+                row[f"{dev} LTD"] = mark["ltd"][dev] - prev.get("ltd", {}).get(dev, 0)
     return [r for r in rows if len(r) > 3]
 
 

@@ -96,9 +96,9 @@ def run(spec: dict) -> dict:
                            method="euler", name="adex")
     for p, unit in PARAMS.items():
         setattr(group, p, _per_neuron(spec, p, n) * getattr(b2, unit))
-    tau_syn = _per_neuron(spec, "tau_syn", n)
-    group.tau_syn = tau_syn * b2.second
-    group.syn_decay = np.exp(-dt / tau_syn)
+    tau_syn_s = _per_neuron(spec, "tau_syn", n)
+    group.tau_syn = tau_syn_s * b2.second
+    group.syn_decay = np.exp(-dt / tau_syn_s)
     refr_steps = np.round(_per_neuron(spec, "t_ref", n) / dt)
     group.ref = (refr_steps + 1) * dt * b2.second
     group.v = _per_neuron(spec, "v_init", n) * b2.volt
@@ -141,10 +141,10 @@ def run(spec: dict) -> dict:
     warmup_s = 0.0
     if warmup > 0:
         t0 = time.perf_counter()
-        net.run(warmup * b2.second)
+        net.run(warmup * b2.second, namespace={})
         warmup_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    net.run(spec["duration"] * b2.second)
+    net.run(spec["duration"] * b2.second, namespace={})
     run_s = time.perf_counter() - t0
     loop_s = float(b2.device._last_run_time)
 
