@@ -8,7 +8,8 @@ Layout::
 
     [network]                  name and description
     [nodes.<name>]             kind = "silicon" | "memristor" | "biological" | ...; then the kind's keys
-    [[protocol.phases]]        name, duration: an experiment's phases (optional)
+    [protocol]                 phases = [{name, duration}, ...]: an experiment's phases (optional)
+    [monitor]                  metrics ports, loop probes, alert budgets (optional)
     [[links]]                  from = "<node>.<output port>", to = "<node>.<input port>"
                                (or endpoint = "tcp://host:port" and source = <id >= 1000> for a publisher
                                 outside this network)
@@ -21,7 +22,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from spikewire.launch.settings import Settings, SettingsError, parse, positive, setting
+from spikewire.launch.settings import Settings, SettingsError, in_range, parse, positive, setting
 from spikewire.nodes.base import InPort, Node, OutPort
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
@@ -63,6 +64,20 @@ class ProtocolSettings(Settings):
     total unless --duration says otherwise, and ends with a table of what happened in each phase."""
 
     phases: tuple[PhaseSettings, ...] = setting((), "The phases in order.")
+
+
+@dataclass(frozen=True)
+class MonitorSettings(Settings):
+    """What the network exports for monitoring."""
+
+    metrics: bool = setting(True, "Serve Prometheus metrics from every node.")
+    base_port: int = setting(9470, "Node i serves metrics on base_port + i (unless it sets metrics_port).",
+                             check=in_range(1024, 65000))
+    probe_from: str = setting("", "Output port '<node>.<port>' that emits loop probes ('' for none).")
+    probe_every: float = setting(0.1, "Seconds between loop probes.", check=in_range(0.05, 60.0))
+    scrape_interval: float = setting(1.0, "Prometheus scrape interval for generated configs [s].", check=positive)
+    latency_budget: float = setting(0.005, "Link latency p99 above this fires an alert [s].", check=positive)
+    silent_after: float = setting(10.0, "A population silent this long fires an alert [s].", check=positive)
 
 
 @dataclass(frozen=True)
@@ -114,6 +129,14 @@ class Network:
     links: tuple[Link, ...]
     source_ids: dict[tuple[str, str], int]
     phases: tuple[tuple[str, float, float], ...] = ()  # (name, start, end) in session seconds
+    monitor: MonitorSettings = MonitorSettings()
+
+    def node_index(self, node: str) -> int:
+        return list(self.nodes).index(node)
+
+    def metrics_port(self, node: str) -> int:
+        explicit = self.nodes[node].settings.metrics_port
+        return explicit or self.monitor.base_port + self.node_index(node)
 
     @property
     def phase_ends(self) -> tuple[float, ...]:
@@ -163,11 +186,12 @@ def _toml_error(msg: str, text: str) -> NetworkError:
 
 def build_network(data: dict, default_name: str = "network", path: Path | None = None) -> Network:
     for key in data:
-        if key not in ("network", "nodes", "links", "protocol"):
-            raise NetworkError(key, "unknown top-level key; expected network, nodes, links, protocol")
+        if key not in ("network", "nodes", "links", "protocol", "monitor"):
+            raise NetworkError(key, "unknown top-level key; expected network, nodes, links, protocol, monitor")
     try:
         info = parse(NetworkInfo, data.get("network", {}), "network")
         protocol = parse(ProtocolSettings, data.get("protocol", {}), "protocol")
+        monitor = parse(MonitorSettings, data.get("monitor", {}), "monitor")
     except SettingsError as e:
         raise NetworkError(e.key, e.reason) from None
     phases, t = [], 0.0
@@ -241,7 +265,17 @@ def build_network(data: dict, default_name: str = "network", path: Path | None =
             raise NetworkError(key, f"duplicates links[{seen[ident]}] ({ls.from_ or ls.endpoint} -> {ls.to})")
         seen[ident] = i
         links.append(Link(i, src_node, src_port, dst_node, dst_port, source_id, ls.endpoint, ls.hwm))
-    return Network(info.name or default_name, info.description, path, nodes, tuple(links), source_ids, tuple(phases))
+    if monitor.probe_from:
+        _port(nodes, monitor.probe_from, "monitor.probe_from", "output")
+    if monitor.metrics:
+        seen_ports: dict[int, str] = {}
+        for i, (name, spec) in enumerate(nodes.items()):
+            port = spec.settings.metrics_port or monitor.base_port + i
+            if port in seen_ports:
+                raise NetworkError(f"nodes.{name}.metrics_port", f"port {port} is already used by node {seen_ports[port]!r}")
+            seen_ports[port] = name
+    return Network(info.name or default_name, info.description, path, nodes, tuple(links), source_ids, tuple(phases),
+                   monitor)
 
 
 def _port(nodes: dict[str, NodeSpec], ref: str, key: str, direction: str) -> tuple[str, str]:

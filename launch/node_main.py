@@ -21,6 +21,8 @@ import zmq
 
 from spikewire.launch.control import ControlClient
 from spikewire.launch.network import load_network
+from spikewire.monitor.exporter import MetricsServer
+from spikewire.nodes.probes import ProbeState
 from spikewire.nodes.runtime import InputPlan, Runtime
 from spikewire.streams.clock import local_clock
 
@@ -65,6 +67,12 @@ def main(argv: list[str] | None = None) -> int:
             expected[port] = expected.get(port, 0) + 1
         runtime = Runtime(node, ctx, source_ids, expected, bind_host=spec.settings.bind)
         runtime.control = control
+        mon = network.monitor
+        origin = None
+        if mon.probe_from:
+            probe_node, _, probe_port = mon.probe_from.partition(".")
+            origin = probe_port if probe_node == spec.name else None
+        runtime.probe = ProbeState(network.node_index(spec.name), origin, mon.probe_every)
         stop = lambda *_: setattr(runtime, "stop_requested", True)  # noqa: E731
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
@@ -81,7 +89,13 @@ def main(argv: list[str] | None = None) -> int:
         node.warm_up()
         warm_up_s = local_clock() - t_warm
         runtime.wait_for_subscribers(args.timeout)
-        control.send({"type": "ready", "warm_up_s": warm_up_s})
+        if mon.metrics:
+            runtime.metrics = MetricsServer(runtime, spec.settings.bind, network.metrics_port(spec.name))
+        runtime.ready = True
+        if runtime.metrics is not None:
+            runtime.metrics.refresh(local_clock())
+        control.send({"type": "ready", "warm_up_s": warm_up_s,
+                      "metrics": runtime.metrics.port if runtime.metrics is not None else None})
         start = control.wait("start", args.timeout)
         runtime.run(float(start["t0"]), start.get("duration"))
         control.send({"type": "final", "summary": runtime.summary(local_clock())})

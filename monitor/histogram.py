@@ -7,6 +7,7 @@ kept alongside. The same counts feed the run summary and (later) Prometheus hist
 
 from __future__ import annotations
 
+import bisect
 import math
 
 import numpy as np
@@ -18,16 +19,21 @@ N_BUCKETS = DECADES * PER_DECADE + 2  # + underflow and overflow
 _LOG_LO = math.log10(LO)
 
 
+PROM_BOUNDS = (10e-6, 20e-6, 50e-6, 100e-6, 200e-6, 500e-6, 1e-3, 2e-3, 5e-3, 10e-3, 20e-3, 50e-3, 100e-3)
+"""Upper bounds [s] of the exported Prometheus buckets (10 us to 100 ms, 1-2-5), counted exactly."""
+
+
 def bucket_upper(i: int) -> float:
     """Upper edge [s] of bucket i (bucket 0 holds everything below LO)."""
     return 10 ** (_LOG_LO + i / PER_DECADE)
 
 
 class LogHistogram:
-    __slots__ = ("counts", "count", "total", "max")
+    __slots__ = ("counts", "prom", "count", "total", "max")
 
     def __init__(self) -> None:
         self.counts = np.zeros(N_BUCKETS, np.int64)
+        self.prom = [0] * (len(PROM_BOUNDS) + 1)  # per exported bucket (not cumulative); last is +Inf
         self.count = 0
         self.total = 0.0
         self.max = 0.0
@@ -40,6 +46,7 @@ class LogHistogram:
             if i >= N_BUCKETS:
                 i = N_BUCKETS - 1
         self.counts[i] += 1
+        self.prom[bisect.bisect_left(PROM_BOUNDS, x)] += 1
         self.count += 1
         self.total += x
         if x > self.max:
@@ -55,6 +62,14 @@ class LogHistogram:
             return min(LO, self.max)
         mid = math.sqrt(bucket_upper(i - 1) * bucket_upper(i))
         return min(mid, self.max)
+
+    def prom_buckets(self) -> list[tuple[str, float]]:
+        """Cumulative (le, count) pairs in Prometheus' form, ending with +Inf."""
+        out, acc = [], 0
+        for bound, n in zip((*PROM_BOUNDS, math.inf), self.prom):
+            acc += n
+            out.append(("+Inf" if bound == math.inf else repr(bound), acc))
+        return out
 
     def summary(self) -> dict:
         """p50 / p99 / max / mean in seconds, and the count."""

@@ -43,8 +43,10 @@ def build_report(network: Network, finals: dict[str, dict], duration: float, out
             "malformed_by_reason": rx.get("malformed", {}),
             "latency_p50_s": lat.get("p50"), "latency_p99_s": lat.get("p99"), "latency_max_s": lat.get("max"),
         })
+    probes = next((dict(f["probes"], node=n) for n, f in finals.items() if f.get("probes")), None)
     return {"network": network.name, "outcome": outcome, "duration_s": duration, "neurons": neurons,
-            "memristors": memristors, "links": links, "nodes": nodes, "phases": phase_table(network, finals)}
+            "memristors": memristors, "links": links, "nodes": nodes, "phases": phase_table(network, finals),
+            "probes": probes}
 
 
 def phase_table(network: Network, finals: dict[str, dict]) -> list[dict]:
@@ -95,6 +97,12 @@ def render_text(report: dict) -> str:
             [[ln["link"], ln["sent"] if ln["sent"] is not None else "-", ln["received"] if ln["received"] is not None else "-",
               ln["dropped"], ln["malformed"], _us(ln["latency_p50_s"]), _us(ln["latency_p99_s"]), _us(ln["latency_max_s"])]
              for ln in report["links"]], {1, 2, 3, 4, 5, 6, 7}) + [""]
+    pr = report.get("probes")
+    if pr:
+        lat = pr["latency_s"]
+        out += [f"Loop probes from {pr['node']}.{pr['origin']}: sent {pr['sent']}, returned {pr['returned']}, "
+                f"lost {pr['lost']}; round trip p50 {_us(lat.get('p50'))} us, p99 {_us(lat.get('p99'))} us, "
+                f"max {_us(lat.get('max'))} us", ""]
     if report.get("phases"):
         cols = [c for c in report["phases"][0] if c not in ("phase", "start_s", "end_s")]
         fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from spikewire.launch.settings import Settings, SettingsError, non_negative, positive, setting
+from spikewire.launch.settings import Settings, SettingsError, in_range, non_negative, positive, setting
 from spikewire.streams.wire import EVENT_DTYPE, Kind
 
 
@@ -36,6 +36,8 @@ class NodeSettings(Settings):
     site: str = setting("local", "Site (lab / host) this node runs at.")
     bind: str = setting("127.0.0.1", "Address the node's output ports bind to.")
     tick: float = setting(1e-3, "Wall-clock period of a clock-driven node's tick [s].", check=positive)
+    metrics_port: int = setting(0, "HTTP port of this node's Prometheus metrics (0: the network's "
+                                "[monitor] base_port + the node's index).", check=in_range(0, 65535))
     lookahead: float = setting(0.02, "How far a clock-driven node may compute ahead while no input arrives [s]; "
                                "outputs still leave at their deadlines and input rolls the model back. "
                                "0 wakes the process every tick.", check=non_negative)
@@ -154,6 +156,10 @@ class Node:
 
     def tick(self, t_start: float, t_end: float) -> None:
         """Advance the clock-driven model over [t_start, t_end)."""
+
+    def probe_route(self, port: str) -> tuple[str, ...]:
+        """Output ports a loop probe arriving on input ``port`` is forwarded to (none: it stops here)."""
+        return ()
 
     def snapshot(self) -> object:
         """All model state at a tick boundary (not the outbox), for ``restore`` after a rollback."""

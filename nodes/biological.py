@@ -92,6 +92,9 @@ class BiologicalNode(Node):
     def warm_up(self) -> None:
         izhikevich.warm_up()
 
+    def probe_route(self, port: str) -> tuple[str, ...]:
+        return ("events",)
+
     def on_events(self, port: str, kind: Kind, events: np.ndarray, now: float) -> None:
         ok = events["id"] < self.settings.size
         if not ok.all():
@@ -155,7 +158,11 @@ class BiologicalNode(Node):
 
     def status(self, now: float) -> dict:
         c = self.counts.sum(axis=0)
-        return {"psp": int(c[0]), "stimulated_ap": int(c[1]), "spontaneous_ap": int(c[2])}
+        out = {"psp": int(c[0]), "stimulated_ap": int(c[1]), "spontaneous_ap": int(c[2]),
+               "spikes": {self.name: int(c[1] + c[2])}, "sizes": {self.name: self.settings.size}}
+        if self.settings.size <= 16:
+            out["neuron_spikes"] = {self.name: [int(x) for x in self.counts[:, 1:].sum(axis=1)]}
+        return out
 
     def summary(self, now: float) -> dict:
         duration = max(now - self.t0, 1e-9)

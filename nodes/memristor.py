@@ -212,6 +212,10 @@ class MemristorNode(Node):
     def warm_up(self) -> None:
         mk.warm_up()
 
+    def probe_route(self, port: str) -> tuple[str, ...]:
+        syn, _, role = port.rpartition(".")
+        return (f"{syn}.out",) if role == "pre" else ()
+
     # --- non-volatile weights ------------------------------------------------------------------
     def load_state(self) -> None:
         ctx = self.context

@@ -25,12 +25,15 @@ from spikewire.monitor.histogram import LogHistogram
 from spikewire.nodes.base import Node
 from spikewire.nodes.clocked import TickScheduler
 from spikewire.streams.clock import local_clock
-from spikewire.streams.wire import WireError, decode
+from spikewire.nodes.probes import ProbeState
+from spikewire.streams.wire import Kind, WireError, decode
 from spikewire.streams.zmq_link import DEFAULT_HWM, Publisher, Subscriber
 
 log = logging.getLogger("spikewire.runtime")
 
 HOUSEKEEPING_PERIOD = 0.05
+METRICS_SLACK = 0.002
+"""Render the metrics exposition only when the next deadline is at least this far away."""
 
 
 @dataclass
@@ -97,6 +100,10 @@ class Runtime:
         self.draining = False  # stop producing (no more ticks) but keep receiving and answering
         self.drained_at: float | None = None
         self.scheduler: TickScheduler | None = None
+        self.ready = False
+        self.clock = local_clock
+        self.metrics = None  # MetricsServer, when the network exports metrics
+        self.probe: ProbeState | None = None
         self.started_at = 0.0
         self.control = None  # optional: object with .fd, .poll() -> list[dict], .send(dict)
         self.on_message = None  # optional: callable(dict) for control messages
@@ -148,6 +155,8 @@ class Runtime:
             self.scheduler = TickScheduler(node, t0, period, horizon, self._publish)
         sched = self.scheduler
         wake_at = float("inf")
+        if self.probe is not None:
+            self.probe.start(t0)
         stop_at = t0 + duration if duration else float("inf")
         next_house = local_clock()
         next_status = t0 + self.status_period
@@ -171,6 +180,15 @@ class Runtime:
             if now >= next_house:
                 next_house = now + HOUSEKEEPING_PERIOD
                 self._housekeeping()
+                if self.probe is not None and not self.draining:
+                    probe = self.probe.due(now)
+                    if probe is not None:
+                        self.publishers[self.probe.origin].publish(probe, Kind.PROBE)
+                # Render metrics only with room before the next deadline: a scrape then costs the loop
+                # nothing (the HTTP thread serves these bytes).
+                if self.metrics is not None and self.metrics.due(now) and (
+                        wake_at - now > METRICS_SLACK or now - self.metrics.rendered_at > 5 * self.metrics.max_age):
+                    self.metrics.refresh(now)
                 if self.control is not None:
                     if now >= next_status:
                         next_status = now + self.status_period
@@ -210,21 +228,16 @@ class Runtime:
                 n_events = len(packet.events)
                 latency = now - packet.send_time
                 for link in up.links:
+                    if packet.kind == Kind.PROBE:  # a packet on the link, but no data events
+                        self._count(link, packet, latency, 0)
+                        self._on_probe(link.port, packet.events, now)
+                        continue
                     if packet.kind not in link.accepts:
                         link.reject("wrong_kind")
                         self._warn_once(f"{link.label}:kind", f"{link.label}: dropped a {packet.kind.name} packet; "
                                         f"{link.port} accepts {', '.join(k.name for k in link.accepts)}")
                         continue
-                    seq = packet.sequence
-                    if seq > link.last_seq:
-                        if link.last_seq >= 0 and seq > link.last_seq + 1:
-                            link.gaps += seq - link.last_seq - 1
-                        link.last_seq = seq
-                    else:
-                        link.out_of_order += 1
-                    link.received += 1
-                    link.events += n_events
-                    link.latency.record(latency)
+                    self._count(link, packet, latency, n_events)
                     if not n_events:
                         continue
                     if self.scheduler is not None:
@@ -233,6 +246,27 @@ class Runtime:
                         node.mark_phases(now)
                         node.on_events(link.port, packet.kind, packet.events, now)
                         self._flush()
+
+    @staticmethod
+    def _count(link: LinkIn, packet, latency: float, n_events: int) -> None:
+        seq = packet.sequence
+        if seq > link.last_seq:
+            if link.last_seq >= 0 and seq > link.last_seq + 1:
+                link.gaps += seq - link.last_seq - 1
+            link.last_seq = seq
+        else:
+            link.out_of_order += 1
+        link.received += 1
+        link.events += n_events
+        link.latency.record(latency)
+
+    def _on_probe(self, port: str, events, now: float) -> None:
+        if self.probe is None:
+            return
+        forward = self.probe.arrived(events, now)
+        if forward is not None and not self.draining:
+            for out in self.node.probe_route(port):
+                self.publishers[out].publish(forward, Kind.PROBE)
 
     def _publish(self, port: str, events) -> None:
         self.publishers[port].publish(events)
@@ -286,11 +320,19 @@ class Runtime:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         end = self.drained_at if self.drained_at is not None else now
         self.node.mark_phases(end)
-        return {"node": self.node.name, "kind": self.node.kind, "elapsed": end - self.started_at,
-                "model": self.node.summary(end), "phases": list(self.node.phase_marks), "loop": self.loop_summary(), **self.io_summary(),
-                "process": {"cpu_s": usage.ru_utime + usage.ru_stime, "max_rss_mb": usage.ru_maxrss / 1024}}
+        out = {"node": self.node.name, "kind": self.node.kind, "elapsed": end - self.started_at,
+               "model": self.node.summary(end), "phases": list(self.node.phase_marks),
+               "loop": self.loop_summary(), **self.io_summary(),
+               "process": {"cpu_s": usage.ru_utime + usage.ru_stime, "max_rss_mb": usage.ru_maxrss / 1024}}
+        if self.probe is not None and self.probe.origin:
+            out["probes"] = self.probe.summary()
+        if self.metrics is not None:
+            out["metrics"] = {"port": self.metrics.port, "render_s": self.metrics.render_time.summary()}
+        return out
 
     def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.close()
         for pub in self.publishers.values():
             pub.close()
         for up in self.upstreams:

@@ -271,6 +271,9 @@ class SiliconNode(Node):
     def warm_up(self) -> None:
         adex.warm_up()
 
+    def probe_route(self, port: str) -> tuple[str, ...]:
+        return (port[: -len(".input")] + ".spikes",)
+
     def start(self, t0: float) -> None:
         super().start(t0)
         for pop in self.pops.values():
@@ -315,7 +318,9 @@ class SiliconNode(Node):
         self.pending = []
 
     def status(self, now: float) -> dict:
-        return {"spikes": {name: int(p.spike_counts.sum()) for name, p in self.pops.items()}}
+        return {"spikes": {name: int(p.spike_counts.sum()) for name, p in self.pops.items()},
+                "sizes": {name: p.size for name, p in self.pops.items()},
+                "neuron_spikes": {name: p.spike_counts.tolist() for name, p in self.pops.items() if p.size <= 16}}
 
     def summary(self, now: float) -> dict:
         duration = max(now - self.t0, 1e-9)

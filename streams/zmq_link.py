@@ -43,12 +43,14 @@ class Publisher:
         self.socket.bind(endpoint)
         self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
 
-    def publish(self, events: np.ndarray) -> bool:
-        """Send ``events`` as one packet now. False (and counted) if the send queue is full."""
+    def publish(self, events: np.ndarray, kind: int | None = None) -> bool:
+        """Send ``events`` as one packet now (of the port's kind unless ``kind`` says otherwise, as for
+        loop probes). False (and counted) if the send queue is full."""
         seq = self.sequence
         self.sequence = seq + 1  # a dropped packet still consumes its number: the receiver sees the gap
         try:
-            self.socket.send(encode(self.kind, self.source, seq, local_clock(), events), zmq.NOBLOCK)
+            self.socket.send(encode(self.kind if kind is None else kind, self.source, seq, local_clock(), events),
+                             zmq.NOBLOCK)
         except zmq.Again:
             self.dropped += 1
             return False

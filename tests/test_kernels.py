@@ -686,7 +686,8 @@ def test_weak_stimulus_yields_psp_after_the_window():
     assert arrival - 1e-4 <= t <= arrival
     window_end_tick = int((arrival + node.settings.stim_window - 300.0) / 1e-3)
     assert k >= window_end_tick  # the verdict waits for the window to close
-    assert node.status(0.0) == {"psp": 1, "stimulated_ap": 0, "spontaneous_ap": 0}
+    st = node.status(0.0)
+    assert (st["psp"], st["stimulated_ap"], st["spontaneous_ap"]) == (1, 0, 0)
 
 
 def test_no_stimulus_no_noise_is_silent():

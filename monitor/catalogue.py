@@ -1,0 +1,77 @@
+"""Every metric spikewire exports, in one place: names, types, help and labels.
+
+Names follow Prometheus conventions: the ``spikewire_`` prefix, base units (seconds, ohms, hertz),
+``_total`` for counters. Labels are bounded by the network file (nodes, ports, links, devices and
+populations are declared there; per-neuron series only for populations of at most
+``PER_NEURON_MAX`` neurons), never by traffic. The exporter, the Grafana dashboard and the alert rules
+are all generated from this table, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from spikewire.monitor.histogram import PROM_BOUNDS
+
+PER_NEURON_MAX = 16
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    type: Literal["counter", "gauge", "histogram"]
+    help: str
+    labels: tuple[str, ...]
+
+    @property
+    def sample(self) -> str:
+        """The series name PromQL sees (counters carry ``_total`` in the name here already)."""
+        return self.name
+
+
+def _m(name, type_, help_, *labels) -> Metric:
+    return Metric(name, type_, help_, ("node", *labels))
+
+
+NODE_UP = _m("spikewire_node_up", "gauge", "1 while the node's loop runs.", "kind", "site")
+NODE_READY = _m("spikewire_node_ready", "gauge", "1 once the node has compiled its kernels and every link joined.", "kind")
+SPIKES = _m("spikewire_spikes_total", "counter", "Spikes emitted by a population (biological: action potentials).",
+            "population")
+NEURON_SPIKES = _m("spikewire_neuron_spikes_total", "counter",
+                   f"Spikes per neuron, for populations of at most {PER_NEURON_MAX} neurons.", "population", "neuron")
+RATE = _m("spikewire_population_rate_hertz", "gauge", "Mean rate per neuron over the last status interval.",
+          "population")
+BIO_EVENTS = _m("spikewire_bio_events_total", "counter", "Typed biological events (psp, stimulated_ap, spontaneous_ap).",
+                "type")
+LATENCY = _m("spikewire_link_latency_seconds", "histogram", "Receive time minus send time of each packet on a link.",
+             "link")
+SENT = _m("spikewire_link_packets_sent_total", "counter", "Packets published on an output port.", "port")
+SEND_DROPS = _m("spikewire_link_send_dropped_total", "counter", "Packets dropped at a full send queue.", "port")
+RECEIVED = _m("spikewire_link_packets_received_total", "counter", "Packets received on a link.", "link")
+EVENTS = _m("spikewire_link_events_received_total", "counter", "Events received on a link.", "link")
+GAPS = _m("spikewire_link_sequence_gaps_total", "counter", "Packets missing from a link's sequence (lost).", "link")
+REORDERED = _m("spikewire_link_out_of_order_total", "counter", "Packets that arrived after a later one.", "link")
+MALFORMED = _m("spikewire_link_malformed_total", "counter", "Packets dropped as malformed, by reason.", "link", "reason")
+CLOCK_OFFSET = _m("spikewire_link_clock_offset_seconds", "gauge",
+                  "Estimated clock offset of a link's sender (0 on one machine).", "link")
+TICK_COMPUTE = _m("spikewire_tick_compute_seconds", "histogram", "Compute time of one model tick.")
+LAG = _m("spikewire_loop_lag_seconds", "histogram", "How late the loop woke for a due tick or output.")
+TICKS = _m("spikewire_ticks_total", "counter", "Model ticks committed (published at their deadline).")
+OVERRUNS = _m("spikewire_tick_overruns_total", "counter", "Ticks whose output left more than one tick late.")
+ROLLBACKS = _m("spikewire_lookahead_rollbacks_total", "counter", "Compute-ahead batches rolled back by input.")
+RESISTANCE = _m("spikewire_memristor_resistance_ohms", "gauge", "Resistance of a memristive device.", "device")
+PULSES = _m("spikewire_plasticity_pulses_total", "counter", "Programming pulses applied, by direction.",
+            "device", "direction")
+PROBE_LATENCY = _m("spikewire_probe_latency_seconds", "histogram",
+                   "Round trip of a loop probe through every node of the loop back to its origin.")
+PROBES_LOST = _m("spikewire_probes_lost_total", "counter", "Loop probes sent that never came back.")
+REJECTED = _m("spikewire_events_rejected_total", "counter", "Events a node refused (bad ids, values), by reason.",
+              "reason")
+
+CATALOGUE: tuple[Metric, ...] = (
+    NODE_UP, NODE_READY, SPIKES, NEURON_SPIKES, RATE, BIO_EVENTS, LATENCY, SENT, SEND_DROPS, RECEIVED, EVENTS, GAPS,
+    REORDERED, MALFORMED, CLOCK_OFFSET, TICK_COMPUTE, LAG, TICKS, OVERRUNS, ROLLBACKS, RESISTANCE, PULSES,
+    PROBE_LATENCY, PROBES_LOST, REJECTED,
+)
+HISTOGRAM_BUCKETS = PROM_BOUNDS

@@ -1,0 +1,150 @@
+"""Prometheus exposition for one node, built so that a scrape never stalls the node's loop.
+
+The catch: rendering the text format is ~0.5-1 ms of Python, and a scrape served by a thread of the node
+process would render while holding the GIL just when a tick is due. So rendering happens *in the loop*,
+at housekeeping time and only when the next deadline is far enough away (``refresh``). The HTTP thread
+serves the last rendered bytes, which holds the GIL for microseconds. The figures are at most
+``max_age`` old (1 s by default, the usual scrape interval), which is what a 1 Hz scrape sees anyway.
+
+The text is rendered by prometheus-client (``generate_latest``) from a collector that reads the runtime's
+plain counters (the hot path never touches prometheus-client), plus the library's process collector
+(``process_cpu_seconds_total``, ``process_resident_memory_bytes``, ...).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+
+from spikewire.monitor import catalogue as C
+from spikewire.monitor.histogram import LogHistogram
+
+log = logging.getLogger("spikewire.metrics")
+
+
+def _family(m: C.Metric):
+    cls = {"counter": CounterMetricFamily, "gauge": GaugeMetricFamily, "histogram": HistogramMetricFamily}[m.type]
+    return cls(m.name, m.help, labels=list(m.labels))
+
+
+def _hist(fam, labels: list[str], h: LogHistogram) -> None:
+    fam.add_metric(labels, h.prom_buckets(), h.total)
+
+
+class NodeCollector:
+    """Reads a runtime's figures at render time and yields them as the catalogue's families."""
+
+    def __init__(self, runtime):
+        self.rt = runtime
+        self._prev_spikes: tuple[float, dict] | None = None
+
+    def collect(self):
+        rt = self.rt
+        node = rt.node
+        name = node.name
+        now = time.monotonic()
+        fams = {m.name: _family(m) for m in C.CATALOGUE}
+        fams[C.NODE_UP.name].add_metric([name, node.kind, node.settings.site], 1)
+        fams[C.NODE_READY.name].add_metric([name, node.kind], 1 if rt.ready else 0)
+
+        status = node.status(rt.clock())
+        spikes = status.get("spikes", {})
+        prev = self._prev_spikes
+        for pop, n in spikes.items():
+            fams[C.SPIKES.name].add_metric([name, pop], n)
+            if prev is not None and now > prev[0]:
+                size = status.get("sizes", {}).get(pop, 1)
+                fams[C.RATE.name].add_metric([name, pop], (n - prev[1].get(pop, n)) / (now - prev[0]) / size)
+        self._prev_spikes = (now, dict(spikes))
+        for pop, counts in status.get("neuron_spikes", {}).items():
+            for i, n in enumerate(counts):
+                fams[C.NEURON_SPIKES.name].add_metric([name, pop, str(i)], n)
+        for kind in ("psp", "stimulated_ap", "spontaneous_ap"):
+            if kind in status:
+                fams[C.BIO_EVENTS.name].add_metric([name, kind], status[kind])
+        for dev, r in status.get("resistance", {}).items():
+            fams[C.RESISTANCE.name].add_metric([name, dev], r)
+            fams[C.PULSES.name].add_metric([name, dev, "ltp"], status["ltp"][dev])
+            fams[C.PULSES.name].add_metric([name, dev, "ltd"], status["ltd"][dev])
+        for reason, n in getattr(node, "rejected", {}).items():
+            fams[C.REJECTED.name].add_metric([name, reason], n)
+
+        for port, pub in rt.publishers.items():
+            fams[C.SENT.name].add_metric([name, port], pub.sent)
+            fams[C.SEND_DROPS.name].add_metric([name, port], pub.dropped)
+        for up in rt.upstreams:
+            for link in up.links:
+                lab = [name, link.label]
+                fams[C.RECEIVED.name].add_metric(lab, link.received)
+                fams[C.EVENTS.name].add_metric(lab, link.events)
+                fams[C.GAPS.name].add_metric(lab, link.gaps)
+                fams[C.REORDERED.name].add_metric(lab, link.out_of_order)
+                fams[C.CLOCK_OFFSET.name].add_metric(lab, 0.0)
+                for reason, n in link.malformed.items():
+                    fams[C.MALFORMED.name].add_metric([name, link.label, reason], n)
+                _hist(fams[C.LATENCY.name], lab, link.latency)
+
+        sched = rt.scheduler
+        if sched is not None:
+            _hist(fams[C.TICK_COMPUTE.name], [name], sched.compute)
+            _hist(fams[C.LAG.name], [name], sched.lag)
+            fams[C.TICKS.name].add_metric([name], sched.ticks)
+            fams[C.OVERRUNS.name].add_metric([name], sched.overruns)
+            fams[C.ROLLBACKS.name].add_metric([name], sched.rollbacks)
+        probe = rt.probe
+        if probe is not None and probe.origin:
+            _hist(fams[C.PROBE_LATENCY.name], [name], probe.latency)
+            fams[C.PROBES_LOST.name].add_metric([name], probe.lost())
+        return [f for f in fams.values() if f.samples]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        if self.path.split("?", 1)[0] not in ("/metrics", "/"):
+            self.send_error(404, "metrics are at /metrics")
+            return
+        body = self.server.body  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args) -> None:  # noqa: A002 (http.server's signature)
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+class MetricsServer:
+    """Serves the node's last rendered exposition at http://host:port/metrics from a daemon thread."""
+
+    def __init__(self, runtime, host: str, port: int, max_age: float = 1.0):
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(NodeCollector(runtime))
+        ProcessCollector(registry=self.registry)
+        self.max_age = max_age
+        self.rendered_at = -1e9
+        self.render_time = LogHistogram()
+        self.server = HTTPServer((host, port), _Handler)
+        self.server.body = b""
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.5},
+                                       name="metrics-http", daemon=True)
+        self.thread.start()
+
+    def due(self, now: float) -> bool:
+        return now - self.rendered_at >= self.max_age
+
+    def refresh(self, now: float) -> None:
+        c0 = time.perf_counter()
+        self.server.body = generate_latest(self.registry)
+        self.render_time.record(time.perf_counter() - c0)
+        self.rendered_at = now
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
