@@ -11,7 +11,7 @@ REF_STAMP := $(REF)/.installed
 # Keep LSL discovery on this machine unless the caller says otherwise.
 export LSLAPICFG ?= $(CURDIR)/streams/lsl_api.cfg
 
-.PHONY: demo test bench venv ref clean
+.PHONY: demo test bench venv ref prometheus-bin clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +33,14 @@ ref: $(REF_STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/spikewire run launch/networks/paper_loop.toml --duration 20
 
-test: $(STAMP) $(REF_STAMP)
+# The monitoring tests run a real Prometheus server (Debian's package; services do not auto-start).
+prometheus-bin:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
+	  else echo "the monitoring tests need Prometheus: sudo apt-get install prometheus" >&2; fi; }
+
+test: $(STAMP) $(REF_STAMP) prometheus-bin
 	$(PY) -m pytest -q
 
 bench: $(STAMP) $(REF_STAMP)
