@@ -62,6 +62,10 @@ def cmd_bench_demo(args) -> int:
     return demo_main(["--duration", str(args.duration)] + (["--json", args.json] if args.json else []))
 
 
+PASS_THROUGH_BENCHES = {"adex": "adex_scaling", "scrape": "scrape_impact"}
+"""`spikewire bench NAME ARGS...` hands ARGS (including --help) to bench/<module>.py's main()."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="spikewire", description="Run hybrid spiking networks (biological, memristive, "
                                  "silicon nodes) in real time over ZeroMQ and LSL.")
@@ -95,10 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--duration", type=float, default=20.0, help="seconds to run the demo (default 20)")
     d.add_argument("--json", metavar="PATH", help="write the figures as JSON")
     d.set_defaults(func=cmd_bench_demo)
+    bsub.add_parser("adex", help="largest AdEx population in real time; speed vs Brian2 (see its --help)")
+    bsub.add_parser("scrape", help="loop lag with and without Prometheus scrapes (see its --help)")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) >= 2 and argv[0] == "bench" and argv[1] in PASS_THROUGH_BENCHES:
+        import importlib
+
+        return importlib.import_module(f"spikewire.bench.{PASS_THROUGH_BENCHES[argv[1]]}").main(argv[2:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -21,6 +21,7 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from spikewire.launch.settings import Settings, SettingsError, in_range, parse, positive, setting
 from spikewire.nodes.base import InPort, Node, OutPort
@@ -71,6 +72,10 @@ class MonitorSettings(Settings):
     """What the network exports for monitoring."""
 
     metrics: bool = setting(True, "Serve Prometheus metrics from every node.")
+    render: Literal["loop", "scrape"] = setting(
+        "loop", "Where a node renders its exposition: 'loop' (in its loop, when the next deadline is >= 2 ms "
+        "away; the HTTP thread serves those bytes, so a scrape costs the loop nothing) or 'scrape' (on each "
+        "request, in the HTTP thread: fresher, but ~0.5-1 ms of GIL the loop may be waiting for).")
     base_port: int = setting(9470, "Node i serves metrics on base_port + i (unless it sets metrics_port).",
                              check=in_range(1024, 65000))
     probe_from: str = setting("", "Output port '<node>.<port>' that emits loop probes ('' for none).")

@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         warm_up_s = local_clock() - t_warm
         runtime.wait_for_subscribers(args.timeout)
         if mon.metrics:
-            runtime.metrics = MetricsServer(runtime, spec.settings.bind, network.metrics_port(spec.name))
+            runtime.metrics = MetricsServer(runtime, spec.settings.bind, network.metrics_port(spec.name),
+                                            max_age=mon.scrape_interval, render_on_scrape=mon.render == "scrape")
         runtime.ready = True
         if runtime.metrics is not None:
             runtime.metrics.refresh(local_clock())

@@ -108,7 +108,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.split("?", 1)[0] not in ("/metrics", "/"):
             self.send_error(404, "metrics are at /metrics")
             return
-        body = self.server.body  # type: ignore[attr-defined]
+        owner = self.server.owner  # type: ignore[attr-defined]
+        body = generate_latest(owner.registry) if owner.render_on_scrape else owner.body
         self.send_response(200)
         self.send_header("Content-Type", CONTENT_TYPE_LATEST)
         self.send_header("Content-Length", str(len(body)))
@@ -122,26 +123,28 @@ class _Handler(BaseHTTPRequestHandler):
 class MetricsServer:
     """Serves the node's last rendered exposition at http://host:port/metrics from a daemon thread."""
 
-    def __init__(self, runtime, host: str, port: int, max_age: float = 1.0):
+    def __init__(self, runtime, host: str, port: int, max_age: float = 1.0, render_on_scrape: bool = False):
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(NodeCollector(runtime))
         ProcessCollector(registry=self.registry)
         self.max_age = max_age
         self.rendered_at = -1e9
         self.render_time = LogHistogram()
+        self.render_on_scrape = render_on_scrape
+        self.body = b""
         self.server = HTTPServer((host, port), _Handler)
-        self.server.body = b""
+        self.server.owner = self
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.5},
                                        name="metrics-http", daemon=True)
         self.thread.start()
 
     def due(self, now: float) -> bool:
-        return now - self.rendered_at >= self.max_age
+        return not self.render_on_scrape and now - self.rendered_at >= self.max_age
 
     def refresh(self, now: float) -> None:
         c0 = time.perf_counter()
-        self.server.body = generate_latest(self.registry)
+        self.body = generate_latest(self.registry)
         self.render_time.record(time.perf_counter() - c0)
         self.rendered_at = now
 

@@ -43,6 +43,17 @@ class NodeSettings(Settings):
                                "0 wakes the process every tick.", check=non_negative)
 
 
+STEP_TOLERANCE = 1e-3
+"""Fraction of a step by which a time may fall short of a step boundary and still count as on it.
+A time meant to be exactly on the grid (a 50 Hz pacemaker's kick at 1.3 ms) is often a hair short after
+float arithmetic, and flooring it would put it one step early (Brian2's ``timestep`` does the same)."""
+
+
+def step_of(t: float, t_start: float, dt: float, last: int) -> int:
+    """The step of a tick starting at ``t_start`` that contains time ``t``, clipped to [0, last]."""
+    return min(max(int((t - t_start) / dt + STEP_TOLERANCE), 0), last)
+
+
 @dataclass(frozen=True)
 class ClockedSettings(NodeSettings):
     """Keys of a clock-driven node: its model steps ``dt`` inside wall-clock ticks of ``tick``."""

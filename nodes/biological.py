@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from spikewire.launch.settings import Settings, non_negative, positive, setting
-from spikewire.nodes.base import ClockedSettings, InPort, Node, OutPort
+from spikewire.nodes.base import ClockedSettings, InPort, Node, OutPort, step_of
 from spikewire.nodes.kernels import izhikevich
 from spikewire.streams.wire import BioEvent, Kind
 
@@ -110,7 +110,7 @@ class BiologicalNode(Node):
             if arrival >= t_end:
                 keep.append((arrival, events))
                 continue
-            step = min(max(int((arrival - t_start) / dt), 0), self.n_steps - 1)
+            step = step_of(arrival, t_start, dt, self.n_steps - 1)
             ids = events["id"].astype(np.intp)
             np.add.at(self.stim_in[step], ids, events["value"] * self.settings.stim_gain)
             np.add.at(self.stimuli, ids, 1)

@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 
 from spikewire.launch.settings import Settings, SettingsError, non_negative, non_empty, positive, setting
-from spikewire.nodes.base import ClockedSettings, InPort, Node, OutPort
+from spikewire.nodes.base import STEP_TOLERANCE, ClockedSettings, InPort, Node, OutPort, step_of
 from spikewire.nodes.kernels import adex
 from spikewire.streams.wire import Kind
 
@@ -132,6 +132,7 @@ class Drive:
         self.n = n if cfg.kind == "poisson" else 1
         self.next_kick = np.full(self.n, math.inf)
         self.seg = -1
+        self.kicks = 0  # pacemaker kicks so far in the current segment
         self.t0 = 0.0
 
     def start(self, t0: float) -> None:
@@ -142,6 +143,7 @@ class Drive:
     def _enter(self, seg: int) -> None:
         self.seg = seg
         t, rate = self.segments[seg]
+        self.kicks = 0
         if rate <= 0:
             self.next_kick.fill(math.inf)
         elif self.cfg.kind == "pacemaker":
@@ -149,9 +151,8 @@ class Drive:
         else:
             self.next_kick[:] = self.t0 + t + self.rng.exponential(1.0 / rate, self.n)
 
-    def _seg_end(self) -> float:
-        nxt = self.seg + 1
-        return self.t0 + self.segments[nxt][0] if nxt < len(self.segments) else math.inf
+    def _seg_start(self, seg: int) -> float:
+        return self.t0 + self.segments[seg][0] if seg < len(self.segments) else math.inf
 
     def rate_at(self, t: float) -> float:
         rate = 0.0
@@ -161,41 +162,47 @@ class Drive:
         return rate
 
     def fill(self, syn_in: np.ndarray, t_start: float, t_end: float) -> None:
+        """Add the kicks that fall in [t_start, t_end) to ``syn_in`` (one row per step of the tick).
+        Times on a step boundary count as on it (``STEP_TOLERANCE``), so grid times land exactly."""
         if not self.active:
             return
+        eps = STEP_TOLERANCE * self.dt
         last_step = syn_in.shape[0] - 1
         weight = self.cfg.weight
         while True:
-            if self.seg < 0 or (self.seg + 1 < len(self.segments) and self._seg_end() <= t_start):
-                # enter every segment that has begun by now (a late start skips over empty ones)
+            if self.seg < 0 or self._seg_start(self.seg + 1) <= t_start + eps:
+                # enter the latest segment that has begun by now (a late start skips over empty ones)
                 nxt = self.seg + 1
-                while nxt + 1 < len(self.segments) and self.t0 + self.segments[nxt + 1][0] <= t_start:
+                while self._seg_start(nxt + 1) <= t_start + eps:
                     nxt += 1
-                if self.t0 + self.segments[nxt][0] >= t_end:
+                if self._seg_start(nxt) >= t_end - eps:
                     return
                 self._enter(nxt)
-            limit = min(t_end, self._seg_end())
-            rate = self.segments[self.seg][1]
+            limit = min(t_end, self._seg_start(self.seg + 1)) - eps
+            seg_start, rate = self._seg_start(self.seg), self.segments[self.seg][1]
             while True:
                 due = np.flatnonzero(self.next_kick < limit)
                 if not len(due):
                     break
-                steps = np.clip(((self.next_kick[due] - t_start) / self.dt).astype(np.int64), 0, last_step)
+                steps = np.clip(((self.next_kick[due] - t_start) / self.dt + STEP_TOLERANCE).astype(np.int64),
+                                0, last_step)
                 if self.cfg.kind == "pacemaker":
                     syn_in[steps[0]] += weight
-                    self.next_kick[0] += 1.0 / rate
+                    self.kicks += 1
+                    self.next_kick[0] = seg_start + self.kicks / rate  # no accumulated rounding
                 else:
                     np.add.at(syn_in, (steps, due), weight)
                     self.next_kick[due] += self.rng.exponential(1.0 / rate, len(due))
-            if limit >= t_end:
+            if limit + eps >= t_end:
                 return
             self._enter(self.seg + 1)
 
     def snapshot(self):
-        return self.next_kick.copy(), self.seg
+        return self.next_kick.copy(), self.seg, self.kicks
 
     def restore(self, state) -> None:
-        self.next_kick[:], self.seg = state
+        next_kick, self.seg, self.kicks = state
+        self.next_kick[:] = next_kick
 
 
 class Population:
@@ -212,11 +219,10 @@ class Population:
         self.w = np.zeros(n)
         self.i_syn = np.zeros(n)
         self.refr = np.zeros(n, np.int32)
-        self.params = tuple(p[k] for k in ("c_m", "g_l", "e_l", "v_t", "delta_t", "a", "tau_w", "b", "v_reset",
-                                           "v_peak"))
+        self.coef = adex.coefficients(*(p[k] for k in ("c_m", "g_l", "e_l", "v_t", "delta_t", "a", "tau_w", "b",
+                                                        "v_reset", "v_peak", "i_bias")))
         self.refr_steps = np.round(p["t_ref"] / dt).astype(np.int32)
         self.syn_decay = np.exp(-dt / p["tau_syn"])
-        self.i_bias = p["i_bias"]
         self.syn_in = np.zeros((n_steps, n))
         cap = max(16, n_steps * n)
         self.spike_step = np.zeros(cap, np.int64)
@@ -233,8 +239,8 @@ class Population:
     def step(self, t_start: float, t_end: float) -> tuple[np.ndarray, np.ndarray]:
         """Advance over [t_start, t_end); returns (spike times, neuron ids) of this tick."""
         self.drive.fill(self.syn_in, t_start, t_end)
-        n = adex.adex_run(self.v, self.w, self.i_syn, self.refr, *self.params, self.refr_steps, self.syn_decay,
-                          self.i_bias, self.syn_in, self.dt, self.spike_step, self.spike_id)
+        n = adex.adex_run(self.v, self.w, self.i_syn, self.refr, self.coef, self.refr_steps, self.syn_decay,
+                          self.syn_in, self.dt, self.spike_step, self.spike_id)
         self.syn_in.fill(0.0)
         if n == 0:
             return self.spike_step[:0].astype(float), self.spike_id[:0]
@@ -295,7 +301,7 @@ class SiliconNode(Node):
                 if arrival >= t_end:
                     keep.append((pop, arrival, events))
                     continue
-                step = min(max(int((arrival - t_start) / self.settings.dt), 0), self.n_steps - 1)
+                step = step_of(arrival, t_start, self.settings.dt, self.n_steps - 1)
                 pop.add_input(step, events["id"].astype(np.intp), events["value"].astype(float))
             self.pending = keep
         for name, pop in self.pops.items():

@@ -35,9 +35,10 @@ def adex_reference(v, w, i_syn, refr, p, refr_steps, syn_decay, i_bias, syn_in, 
     for k, row in enumerate(syn_in):
         for i in range(len(v)):
             i_syn[i] += row[i]
-            if refr[i] > 0:
+            if refr[i] > 0:  # V held at reset, w keeps evolving
                 refr[i] -= 1
                 v[i] = p["v_reset"][i]
+                w[i] = w[i] + dt * (p["a"][i] * (v[i] - p["e_l"][i]) - w[i]) / p["tau_w"][i]
             else:
                 vi = v[i]
                 exponent = min((vi - p["v_t"][i]) / p["delta_t"][i], 30.0)
@@ -86,8 +87,9 @@ def _run_adex_kernel(fn, case, cap):
     r_a = np.array(refr, np.int32)
     step = np.full(cap, -1, np.int64)
     ident = np.full(cap, -1, np.int64)
-    n = fn(v_a, w_a, i_a, r_a, *(np.array(p[k]) for k in ADEX_ORDER), np.array(refr_steps, np.int32),
-           np.array(syn_decay), np.array(i_bias), np.array(syn_in), dt, step, ident)
+    coef = adex.coefficients(*(np.array(p[k]) for k in ADEX_ORDER), np.array(i_bias))
+    n = fn(v_a, w_a, i_a, r_a, coef, np.array(refr_steps, np.int32), np.array(syn_decay), np.array(syn_in), dt,
+           step, ident)
     return n, step, ident, v_a, w_a, i_a, r_a
 
 
@@ -135,9 +137,10 @@ def test_adex_refractory_holds_reset_and_a_kick_fires_once():
     step = np.zeros(8, np.int64)
     ident = np.zeros(8, np.int64)
     refr_steps = np.full(n, 20, np.int32)
-    count = adex.adex_run(v, np.zeros(n), np.zeros(n), np.zeros(n, np.int32), f * 281e-12, f * 30e-9, f * -70.6e-3,
-                          f * -50.4e-3, f * 2e-3, f * 4e-9, f * 144e-3, f * 0.0805e-9, f * -70.6e-3, f * -40.4e-3,
-                          refr_steps, f * math.exp(-dt / 5e-3), np.zeros(n), syn_in, dt, step, ident)
+    coef = adex.coefficients(f * 281e-12, f * 30e-9, f * -70.6e-3, f * -50.4e-3, f * 2e-3, f * 4e-9, f * 144e-3,
+                             f * 0.0805e-9, f * -70.6e-3, f * -40.4e-3, np.zeros(n))
+    count = adex.adex_run(v, np.zeros(n), np.zeros(n), np.zeros(n, np.int32), coef, refr_steps,
+                          f * math.exp(-dt / 5e-3), syn_in, dt, step, ident)
     assert count == 1
     assert step[0] >= 10
 

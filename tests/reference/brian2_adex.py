@@ -20,7 +20,7 @@ SPEC keys (SI units):
                                   compile, so the timed run shows the steady cost
     synapse_decay                 "exact" (default: I_syn *= exp(-dt/tau_syn) after each update, as our
                                   kernel) or "euler" (dI_syn/dt = -I_syn/tau_syn integrated by Euler)
-    w_in_refractory               "frozen" (default, as our kernel) or "evolves" (NEST's convention)
+    w_in_refractory               "evolves" (default, as our kernel, Brian2's and NEST's convention) or "frozen"
     record                        optional {"ids": [...], "every": s, "file": "x.npy"}: v and w of those
                                   neurons at every multiple of ``every`` (before that step's update),
                                   saved as an array of shape (2, samples, len(ids))
@@ -81,11 +81,12 @@ def run(spec: dict) -> dict:
     dt = float(spec["dt"])
     n = int(spec["n"])
     decay = spec.get("synapse_decay", "exact")
-    w_flag = {"frozen": " (unless refractory)", "evolves": ""}[spec.get("w_in_refractory", "frozen")]
+    w_flag = {"frozen": " (unless refractory)", "evolves": ""}[spec.get("w_in_refractory", "evolves")]
 
     syn_eq = {"exact": "I_syn : amp", "euler": "dI_syn/dt = -I_syn / tau_syn : amp"}[decay]
     eqs = f"""
-    dv/dt = (-g_l*(v - e_l) + g_l*delta_t*exp(clip((v - v_t)/delta_t, -inf, 30)) - w + I_syn + i_bias) / c_m : volt (unless refractory)
+    dv/dt = (-g_l*(v - e_l) + g_l*delta_t*exp(clip((v - v_t)/delta_t, -inf, 30)) - w + I_syn + i_bias) / c_m
+        : volt (unless refractory)
     dw/dt = (a*(v - e_l) - w) / tau_w : amp{w_flag}
     {syn_eq}
     syn_decay : 1 (constant)

@@ -1,0 +1,138 @@
+"""Does serving Prometheus scrapes stall a node's loop? Tick lag with and without scraping, same run.
+
+    python bench/scrape_impact.py [--duration 15]
+    spikewire bench scrape      (the same)
+
+Runs the paper loop with its clock-driven nodes paced tick by tick (lookahead 0, so every 1 ms tick's
+wake is measured) in four configurations, one after the other in this run:
+
+    none              no scraper
+    loop, 1 Hz        our design: the exposition is rendered in the loop at a quiet moment, and the HTTP
+                      thread serves the cached bytes; scraped every second
+    loop, 10 Hz       the same, scraped ten times a second (stress)
+    scrape, 1 Hz      the naive design: render on each request in the HTTP thread (``[monitor] render``)
+
+and prints, per clocked node, the loop lag p99/max (how late the loop woke for a due tick) and tick
+compute p99, from the run's own summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_base_port(n: int) -> int:
+    for _ in range(50):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = s.getsockname()[1]
+        if base + n < 65000:
+            try:
+                socks = []
+                for i in range(n):
+                    t = socket.socket()
+                    socks.append(t)
+                    t.bind(("127.0.0.1", base + i))
+                return base
+            except OSError:
+                continue
+            finally:
+                for t in socks:
+                    t.close()
+    raise RuntimeError("no free port range")
+
+
+def _network(tmp: Path, render: str) -> tuple[Path, list[int]]:
+    text = (ROOT / "launch" / "networks" / "paper_loop.toml").read_text()
+    base = _free_base_port(3)
+    text = re.sub(r"base_port = \d+", f'base_port = {base}\nrender = "{render}"', text)
+    text = text.replace("tick = 1e-3\n", "tick = 1e-3\nlookahead = 0.0\n")
+    path = tmp / f"scrape_{render}.toml"
+    path.write_text(text)
+    return path, [base, base + 1, base + 2]
+
+
+def _scraper(ports: list[int], hz: float, stop: threading.Event, stats: dict) -> None:
+    while not stop.wait(1.0 / hz):
+        for port in ports:
+            t = time.perf_counter()
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                    r.read()
+                stats["ok"] += 1
+                stats["max_s"] = max(stats["max_s"], time.perf_counter() - t)
+            except OSError:
+                stats["failed"] += 1
+
+
+def run_one(tmp: Path, render: str, hz: float, duration: float) -> dict:
+    net, ports = _network(tmp, render)
+    out = tmp / "summary.json"
+    proc = subprocess.Popen([sys.executable, "-m", "spikewire", "run", str(net), "--duration", str(duration),
+                             "--json", str(out), "--reset-weights"], cwd=tmp, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    stop, stats = threading.Event(), {"ok": 0, "failed": 0, "max_s": 0.0}
+    scraper = None
+    try:
+        for line in proc.stdout:
+            if "all nodes ready" in line:
+                break
+        if hz:
+            scraper = threading.Thread(target=_scraper, args=(ports, hz, stop, stats), daemon=True)
+            scraper.start()
+        proc.communicate(timeout=duration + 60)
+    finally:
+        stop.set()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if scraper is not None:
+            scraper.join(5)
+    report = json.loads(out.read_text())
+    nodes = {}
+    for name, n in report["nodes"].items():
+        loop = n.get("loop") or {}
+        if loop.get("ticks"):
+            nodes[name] = {"lag_p99_us": loop["lag_s"]["p99"] * 1e6, "lag_max_us": loop["lag_s"]["max"] * 1e6,
+                           "tick_p99_us": loop["tick_compute_s"]["p99"] * 1e6, "overruns": loop["overruns"]}
+    return {"render": render, "scrape_hz": hz, "scrapes": stats["ok"], "failed": stats["failed"],
+            "slowest_scrape_ms": stats["max_s"] * 1e3, "nodes": nodes}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=float, default=15.0)
+    ap.add_argument("--json")
+    args = ap.parse_args(argv)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for render, hz in (("loop", 0.0), ("loop", 1.0), ("loop", 10.0), ("scrape", 1.0)):
+            print(f"running: render={render}, scrape {hz:g} Hz, {args.duration:g} s ...", flush=True)
+            results.append(run_one(Path(tmp), render, hz, args.duration))
+    print(f"\n{'configuration':<22}{'node':<10}{'lag p99 us':>12}{'lag max us':>12}{'tick p99 us':>12}"
+          f"{'overruns':>10}{'scrapes':>9}{'slowest ms':>11}")
+    for r in results:
+        label = f"{r['render']}, " + (f"{r['scrape_hz']:g} Hz" if r["scrape_hz"] else "no scrape")
+        for i, (node, f) in enumerate(r["nodes"].items()):
+            extra = f"{r['scrapes']:>9}{r['slowest_scrape_ms']:>11.1f}" if i == 0 else ""
+            print(f"{label if i == 0 else '':<22}{node:<10}{f['lag_p99_us']:>12.0f}{f['lag_max_us']:>12.0f}"
+                  f"{f['tick_p99_us']:>12.0f}{f['overruns']:>10}{extra}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
