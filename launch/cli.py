@@ -64,6 +64,8 @@ def cmd_bench_demo(args) -> int:
 
 PASS_THROUGH_BENCHES = {"adex": "adex_scaling", "scrape": "scrape_impact"}
 """`spikewire bench NAME ARGS...` hands ARGS (including --help) to bench/<module>.py's main()."""
+PASS_THROUGH = {"top": "spikewire.monitor.top"}
+"""Commands with their own argument parser: `spikewire top ARGS...` is monitor/top.py's main(ARGS)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("network", help="network file (TOML)")
     p.set_defaults(func=cmd_check)
 
+    sub.add_parser("top", help="live terminal view of a running network, from its metrics endpoints "
+                   "(spikewire top NETWORK [--interval S] [--iterations N] [--timeout S])")
+
     p = sub.add_parser("bench", help="benchmarks that compare against a baseline in the same run")
     bsub = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
     h = bsub.add_parser("hop", help="one-way latency of one spikewire link vs raw pyzmq PUB->SUB")
@@ -106,10 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) >= 2 and argv[0] == "bench" and argv[1] in PASS_THROUGH_BENCHES:
-        import importlib
+    import importlib
 
+    if len(argv) >= 2 and argv[0] == "bench" and argv[1] in PASS_THROUGH_BENCHES:
         return importlib.import_module(f"spikewire.bench.{PASS_THROUGH_BENCHES[argv[1]]}").main(argv[2:])
+    if argv and argv[0] in PASS_THROUGH:
+        return importlib.import_module(PASS_THROUGH[argv[0]]).main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

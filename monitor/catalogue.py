@@ -46,7 +46,8 @@ BIO_EVENTS = _m("spikewire_bio_events_total", "counter", "Typed biological event
                 "type")
 LATENCY = _m("spikewire_link_latency_seconds", "histogram", "Receive time minus send time of each packet on a link.",
              "link")
-SENT = _m("spikewire_link_packets_sent_total", "counter", "Packets published on an output port.", "port")
+SENT = _m("spikewire_link_packets_sent_total", "counter",
+          "Packets published on an output port (loop probes included; they are packets on the link).", "port")
 SEND_DROPS = _m("spikewire_link_send_dropped_total", "counter", "Packets dropped at a full send queue.", "port")
 RECEIVED = _m("spikewire_link_packets_received_total", "counter", "Packets received on a link.", "link")
 EVENTS = _m("spikewire_link_events_received_total", "counter", "Events received on a link.", "link")
@@ -55,7 +56,8 @@ REORDERED = _m("spikewire_link_out_of_order_total", "counter", "Packets that arr
 MALFORMED = _m("spikewire_link_malformed_total", "counter", "Packets dropped as malformed, by reason.", "link", "reason")
 CLOCK_OFFSET = _m("spikewire_link_clock_offset_seconds", "gauge",
                   "Estimated clock offset of a link's sender (0 on one machine).", "link")
-TICK_COMPUTE = _m("spikewire_tick_compute_seconds", "histogram", "Compute time of one model tick.")
+TICK_COMPUTE = _m("spikewire_tick_compute_seconds", "histogram",
+                  "Compute time of one model tick (ticks recomputed after a compute-ahead rollback count too).")
 LAG = _m("spikewire_loop_lag_seconds", "histogram", "How late the loop woke for a due tick or output.")
 TICKS = _m("spikewire_ticks_total", "counter", "Model ticks committed (published at their deadline).")
 OVERRUNS = _m("spikewire_tick_overruns_total", "counter", "Ticks whose output left more than one tick late.")

@@ -257,8 +257,8 @@ def probe_line(network: Network, states: dict[str, NodeState]) -> str | None:
 def render_frame(network: Network, states: dict[str, NodeState], clock: str = "") -> list[str]:
     """The view, one string per screen row."""
     up = sum(1 for name in network.nodes if states.get(name, NodeState()).up)
-    lines = [f"spikewire top: {network.name}  {clock}  nodes up {up}/{len(network.nodes)}  "
-             "(rates, CPU, tick p99 and latency over the last interval; counts since start)"]
+    lines = [(f"spikewire top: {network.name}  {clock}  nodes up {up}/{len(network.nodes)}  "
+              "(rates, CPU, tick p99 and latency over the last interval; counts since start)")]
     lines += _table(["node", "state", "kind", "ticks", "tick p99 us", "overruns", "RSS MB", "CPU %",
                      "rates (Hz per neuron) and memristors"],
                     [node_row(spec, states.get(name, NodeState())) for name, spec in network.nodes.items()],

@@ -96,10 +96,8 @@ def southampton(received: int, gaps: int = 0, slow: int = 0) -> str:
         out += [f"spikewire_link_packets_received_total{{{lab}}} {received + i}.0",
                 f"spikewire_link_sequence_gaps_total{{{lab}}} {gaps if i == 0 else 0}.0",
                 _hist("spikewire_link_latency_seconds", lab, _lat(received, slow if i == 0 else 0))]
-    out += ['spikewire_link_malformed_total{node="southampton",link="zurich.anpre.spikes -> southampton.mr1.pre",'
-            'reason="short"} 1.0',
-            'spikewire_link_malformed_total{node="southampton",link="zurich.anpre.spikes -> southampton.mr1.pre",'
-            'reason="version"} 2.0',
+    bad = 'spikewire_link_malformed_total{node="southampton",link="zurich.anpre.spikes -> southampton.mr1.pre",'
+    out += [bad + 'reason="short"} 1.0', bad + 'reason="version"} 2.0',
             'spikewire_memristor_resistance_ohms{node="southampton",device="mr1"} 14000.0',
             'spikewire_memristor_resistance_ohms{node="southampton",device="mr2"} 15092.09',
             "process_resident_memory_bytes 1.0e+08", "process_cpu_seconds_total 2.0", ""]
@@ -303,7 +301,8 @@ def test_top_on_a_running_loop(cli_run, tmp_path):
     run.wait_for("all nodes ready", timeout=60)
     try:
         done = subprocess.run([sys.executable, "-m", "spikewire.monitor.top", str(path), "--iterations", "3",
-                               "--interval", "1"], capture_output=True, text=True, timeout=30, cwd=ROOT)
+                               "--interval", "1"], capture_output=True, text=True, timeout=30, cwd=ROOT,
+                              check=False)
     finally:
         run.proc.send_signal(signal.SIGINT)
         code, text = run.finish(timeout=30)
@@ -318,7 +317,9 @@ def test_top_on_a_running_loop(cli_run, tmp_path):
     assert 7.0 <= float(re.search(r"anpre (\d+\.\d) Hz", frames[-1]).group(1)) <= 13.0, frames[-1]
     for link in LOOP.links:
         sent, received, dropped, malformed, p50, p99 = _row(last, link.label)
-        assert int(sent) > 0 and int(received) > 0 and dropped == "0" and malformed == "0", frames[-1]
-    anpre = _row(last, "zurich.anpre.spikes -> southampton.mr1.pre")
-    assert 10 <= int(anpre[4].replace(",", "")) < 20_000, frames[-1]  # p50 of a loopback hop, us
+        assert dropped == "0" and malformed == "0", frames[-1]
+        # every link carries the loop probes but the last, which carries only ANpost's rare spikes
+        if link.label != "zurich.anpost.spikes -> southampton.mr2.post":
+            assert int(sent) > 0 and int(received) > 0, frames[-1]
+            assert 10 <= int(p50.replace(",", "")) <= int(p99.replace(",", "")) < 100_000, frames[-1]  # us
     assert "round trip p50" in last[-1], frames[-1]
