@@ -68,6 +68,26 @@ PASS_THROUGH = {"top": "spikewire.monitor.top"}
 """Commands with their own argument parser: `spikewire top ARGS...` is monitor/top.py's main(ARGS)."""
 
 
+def cmd_prometheus(args) -> int:
+    from pathlib import Path
+
+    from spikewire.monitor.grafana import write_dashboard
+    from spikewire.monitor.prometheus_config import write_prometheus_config
+
+    net = _load(args.network)
+    try:
+        written = write_prometheus_config(net, args.out)
+    except ValueError as e:
+        print(f"{args.network}: {e}", file=sys.stderr)
+        return 2
+    written.append(write_dashboard(net, Path(args.out) / "spikewire-dashboard.json"))
+    for path in written:
+        print(f"wrote {path}")
+    print(f"run: prometheus --config.file={written[0]} --web.listen-address=127.0.0.1:9090; "
+          "import the dashboard JSON into Grafana")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="spikewire", description="Run hybrid spiking networks (biological, memristive, "
                                  "silicon nodes) in real time over ZeroMQ and LSL.")
@@ -89,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="validate a network file without starting anything")
     p.add_argument("network", help="network file (TOML)")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("prometheus", help="write prometheus.yml, alert rules and a Grafana dashboard for a network")
+    p.add_argument("network", help="network file (TOML)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder to write them to (created if needed)")
+    p.set_defaults(func=cmd_prometheus)
 
     sub.add_parser("top", help="live terminal view of a running network, from its metrics endpoints "
                    "(spikewire top NETWORK [--interval S] [--iterations N] [--timeout S])")

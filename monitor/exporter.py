@@ -23,8 +23,16 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 
 from spikewire.monitor import catalogue as C
 from spikewire.monitor.histogram import LogHistogram
+from spikewire.streams.wire import WireError
 
 log = logging.getLogger("spikewire.metrics")
+
+STALE_AFTER = 5
+"""A rendered exposition older than this many render periods is not served (503)."""
+MALFORMED_REASONS = tuple(sorted({cls.reason for cls in (WireError, *WireError.__subclasses__())}
+                                 | {"unknown_source", "wrong_kind"}))
+"""Every reason a packet can be counted as malformed for; each is exported from 0, so that increase()
+sees the first one."""
 
 
 def _family(m: C.Metric):
@@ -85,8 +93,8 @@ class NodeCollector:
                 fams[C.GAPS.name].add_metric(lab, link.gaps)
                 fams[C.REORDERED.name].add_metric(lab, link.out_of_order)
                 fams[C.CLOCK_OFFSET.name].add_metric(lab, 0.0)
-                for reason, n in link.malformed.items():
-                    fams[C.MALFORMED.name].add_metric([name, link.label, reason], n)
+                for reason in MALFORMED_REASONS:
+                    fams[C.MALFORMED.name].add_metric([name, link.label, reason], link.malformed.get(reason, 0))
                 _hist(fams[C.LATENCY.name], lab, link.latency)
 
         sched = rt.scheduler
@@ -109,7 +117,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(404, "metrics are at /metrics")
             return
         owner = self.server.owner  # type: ignore[attr-defined]
-        body = generate_latest(owner.registry) if owner.render_on_scrape else owner.body
+        if owner.render_on_scrape:
+            body = generate_latest(owner.registry)
+        elif time.monotonic() - owner.rendered_at > STALE_AFTER * owner.max_age:
+            # The loop has not rendered for a while: it is hung or starved. Say so, so that Prometheus
+            # marks the target down instead of scraping old figures as if all were well.
+            self.send_error(503, "the node's loop has not refreshed its metrics")
+            return
+        else:
+            body = owner.body
         self.send_response(200)
         self.send_header("Content-Type", CONTENT_TYPE_LATEST)
         self.send_header("Content-Length", str(len(body)))
@@ -132,7 +148,11 @@ class MetricsServer:
         self.render_time = LogHistogram()
         self.render_on_scrape = render_on_scrape
         self.body = b""
-        self.server = HTTPServer((host, port), _Handler)
+        try:
+            self.server = HTTPServer((host, port), _Handler)
+        except OSError as e:
+            raise OSError(f"cannot serve metrics on {host}:{port}: {e.strerror or e}; choose another "
+                          f"[monitor] base_port, or this node's metrics_port") from None
         self.server.owner = self
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.5},

@@ -72,8 +72,8 @@ class LogHistogram:
         return out
 
     def summary(self) -> dict:
-        """p50 / p99 / max / mean in seconds, and the count."""
+        """p50 / p99 / p99.9 / max / mean in seconds, and the count."""
         if self.count == 0:
             return {"count": 0}
-        return {"count": self.count, "p50": self.quantile(0.5), "p99": self.quantile(0.99), "max": self.max,
-                "mean": self.total / self.count}
+        return {"count": self.count, "p50": self.quantile(0.5), "p99": self.quantile(0.99),
+                "p999": self.quantile(0.999), "max": self.max, "mean": self.total / self.count}

@@ -187,7 +187,7 @@ class Runtime:
                 # Render metrics only with room before the next deadline: a scrape then costs the loop
                 # nothing (the HTTP thread serves these bytes).
                 if self.metrics is not None and self.metrics.due(now) and (
-                        wake_at - now > METRICS_SLACK or now - self.metrics.rendered_at > 5 * self.metrics.max_age):
+                        wake_at - now > METRICS_SLACK or now - self.metrics.rendered_at > 2 * self.metrics.max_age):
                     self.metrics.refresh(now)
                 if self.control is not None:
                     if now >= next_status:

@@ -78,5 +78,44 @@ def cli_run(tmp_path):
         run.kill()
 
 
+def free_port_block(n: int) -> int:
+    """The first of n consecutive free loopback ports."""
+    import socket
+
+    for _ in range(100):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = probe.getsockname()[1]
+        if base + n >= 65000:
+            continue
+        held = []
+        try:
+            for i in range(n):
+                s = socket.socket()
+                held.append(s)
+                s.bind(("127.0.0.1", base + i))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in held:
+                s.close()
+    raise RuntimeError("no block of free ports")
+
+
+def network_copy(name: str, tmp_path: Path) -> Path:
+    """A shipped network file copied into tmp_path with its metrics on free ports, so a test never
+    collides with a demo (or another test) using the shipped ports."""
+    import re
+
+    text = (NETWORKS / name).read_text()
+    text, n = re.subn(r"base_port = \d+", f"base_port = {free_port_block(8)}", text)
+    if not n:
+        raise ValueError(f"{name} has no [monitor] base_port to move")
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())

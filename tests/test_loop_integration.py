@@ -10,7 +10,7 @@ import time
 import psutil
 import pytest
 
-from conftest import NETWORKS, read_json
+from conftest import network_copy, read_json
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,7 @@ def _all_gone(pids, timeout=5.0) -> bool:
 
 def test_paper_loop_carries_traffic_on_every_link(cli_run, tmp_path):
     out = tmp_path / "summary.json"
-    run = cli_run("run", str(NETWORKS / "paper_loop.toml"), "--duration", "5", "--json", str(out))
+    run = cli_run("run", str(network_copy("paper_loop.toml", tmp_path)), "--duration", "5", "--json", str(out))
     code, text = run.finish(timeout=90)
     assert code == 0, text
     report = read_json(out)
@@ -57,7 +57,8 @@ def test_paper_loop_carries_traffic_on_every_link(cli_run, tmp_path):
 
 
 def test_kill_9_of_a_node_stops_the_run_and_names_it(cli_run, tmp_path):
-    run = cli_run("run", str(NETWORKS / "paper_loop.toml"), "--duration", "60", "--json", str(tmp_path / "s.json"))
+    net = str(network_copy("paper_loop.toml", tmp_path))
+    run = cli_run("run", net, "--duration", "60", "--json", str(tmp_path / "s.json"))
     pids = _pids(run.wait_for("started 3 nodes", timeout=30))
     run.wait_for("all nodes ready", timeout=60)
     t_kill = time.monotonic()
@@ -76,7 +77,7 @@ def test_kill_9_of_a_node_stops_the_run_and_names_it(cli_run, tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_stops_cleanly_with_summary(cli_run, tmp_path, sig):
-    run = cli_run("run", str(NETWORKS / "paper_loop.toml"), "--json", str(tmp_path / "s.json"))
+    run = cli_run("run", str(network_copy("paper_loop.toml", tmp_path)), "--json", str(tmp_path / "s.json"))
     pids = _pids(run.wait_for("started 3 nodes", timeout=30))
     run.wait_for("all nodes ready", timeout=60)
     run.proc.send_signal(sig)
@@ -89,7 +90,7 @@ def test_signal_stops_cleanly_with_summary(cli_run, tmp_path, sig):
 
 
 def test_memristor_weights_persist_across_runs_unless_reset(cli_run, tmp_path):
-    net = str(NETWORKS / "paper_loop.toml")
+    net = str(network_copy("paper_loop.toml", tmp_path))
 
     def run(*extra):
         out = tmp_path / "s.json"
@@ -112,6 +113,6 @@ def test_a_corrupt_weight_file_stops_the_run_with_its_name(cli_run, tmp_path):
     state = tmp_path / ".spikewire" / "state" / "paper_loop.southampton.json"
     state.parent.mkdir(parents=True)
     state.write_text('{"resistance": [[1.0, 2.0], [3.0, 4.0]]}')  # far outside the device range
-    code, text = cli_run("run", str(NETWORKS / "paper_loop.toml"), "--duration", "2").finish(timeout=60)
+    code, text = cli_run("run", str(network_copy("paper_loop.toml", tmp_path)), "--duration", "2").finish(timeout=60)
     assert code == 1
     assert "node 'southampton' failed" in text and "outside the device range" in text and str(state) in text

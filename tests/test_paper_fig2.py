@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import NETWORKS, read_json
+from conftest import network_copy, read_json
 
 pytestmark = pytest.mark.integration
 
 
 def test_fig2_protocol_reproduces_the_papers_shape(cli_run, tmp_path):
     out = tmp_path / "fig2.json"
-    run = cli_run("run", str(NETWORKS / "paper_fig2.toml"), "--json", str(out))
+    run = cli_run("run", str(network_copy("paper_fig2.toml", tmp_path)), "--json", str(out))
     code, text = run.finish(timeout=150)
     assert code == 0, text
     assert "Protocol phases" in text

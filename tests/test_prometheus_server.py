@@ -22,6 +22,7 @@ from test_prometheus_config import free_port, paper_loop_copy, require
 pytestmark = pytest.mark.integration
 
 WINDOW = "10s"
+FULL, FULL_SCRAPES = "11s", 11  # a scrape a second
 DATA_DEADLINE = 30.0  # s from Prometheus' start until ten seconds of scrapes are stored
 LATENCY_BUCKET = f"{C.LATENCY.name}_bucket"
 GRAFANA_MACROS = {"$__rate_interval": WINDOW, "$__interval": "1s", "$__range": "1m"}
@@ -49,9 +50,11 @@ class PromAPI:
         return {s["metric"].get(by, ""): float(s["value"][1]) for s in self.query(expr)}
 
 
-def _wait(what: str, check, deadline: float, log) -> None:
+def _wait(what: str, check, deadline: float, log, server: subprocess.Popen) -> None:
     last = None
     while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"Prometheus exited with status {server.returncode} while waiting for {what}:\n{log()}")
         try:
             last = check()
             if last is True:
@@ -66,7 +69,7 @@ def test_real_prometheus_scrapes_the_live_loop(cli_run, tmp_path):
     prometheus = require("prometheus")
     network_file = paper_loop_copy(tmp_path, scrape_interval=1.0)
     network = load_network(network_file)
-    config, rules_file = write_prometheus_config(network, tmp_path / "prom")
+    config, _ = write_prometheus_config(network, tmp_path / "prom")
     port = free_port()
     log_path = tmp_path / "prometheus.log"
     run = cli_run("run", str(network_file), "--duration", "25")
@@ -77,15 +80,21 @@ def test_real_prometheus_scrapes_the_live_loop(cli_run, tmp_path):
                                      f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
         run.wait_for("all nodes ready", timeout=60)
         api = PromAPI(port)
-        tail = lambda: "\n".join(log_path.read_text(errors="replace").splitlines()[-20:])  # noqa: E731
+
+        def tail() -> str:
+            return "\n".join(log_path.read_text(errors="replace").splitlines()[-20:])
+
         deadline = time.monotonic() + DATA_DEADLINE
         n = len(network.nodes)
 
-        def full_window():  # ten seconds of scrapes of every node, so that rate(...[10s]) spans a whole window
-            scrapes = api.values(f'count_over_time(up{{job="{JOB}"}}[{WINDOW}])', "node")
-            return len(scrapes) == n and min(scrapes.values()) >= 9 or scrapes
+        def full_window():
+            # A whole window of successful scrapes of every node (up counts the failed ones before the nodes
+            # listened): with fewer, rate() extrapolates a series that starts inside its window by only half
+            # a scrape interval and reads ~8 Hz for the 10 Hz pacemaker.
+            scrapes = api.values(f'count_over_time({C.NODE_UP.name}{{job="{JOB}"}}[{FULL}])', "node")
+            return len(scrapes) == n and min(scrapes.values()) >= FULL_SCRAPES or scrapes
 
-        _wait("10 s of scrapes from every node", full_window, deadline, tail)
+        _wait(f"{FULL} of successful scrapes of every node", full_window, deadline, tail, prom)
 
         up = api.query(f'up{{job="{JOB}"}}')
         assert {s["metric"]["node"]: s["value"][1] for s in up} == {name: "1" for name in network.nodes}
@@ -143,7 +152,7 @@ def test_real_prometheus_scrapes_the_live_loop(cli_run, tmp_path):
                     and all(r["health"] == "ok" and not r["lastEvaluation"].startswith("0001")
                             for r in loaded.values())
                     or loaded)
-        _wait("every rule loaded and evaluated", rules_healthy, time.monotonic() + 10, tail)
+        _wait("every rule loaded and evaluated", rules_healthy, time.monotonic() + 10, tail, prom)
         print(json.dumps(figures, indent=1))  # the measured figures, with -s
     finally:
         if prom is not None and prom.poll() is None:
