@@ -24,6 +24,7 @@ def build_report(network: Network, finals: dict[str, dict], duration: float, out
         neurons += [{"node": name, **n} for n in model.get("neurons", [])]
         memristors += [{"node": name, **m} for m in model.get("memristors", [])]
         nodes[name] = {"final": True, "kind": f.get("kind"), "loop": f.get("loop"), "process": f.get("process"),
+                       "metrics": f.get("metrics"), "probes": f.get("probes"),
                        "rejected": model.get("rejected", {}),
                        "malformed": sum(sum(ln["malformed"].values()) for p in f.get("inputs", {}).values()
                                         for ln in p["links"].values())}
