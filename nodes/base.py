@@ -168,6 +168,13 @@ class Node:
     def tick(self, t_start: float, t_end: float) -> None:
         """Advance the clock-driven model over [t_start, t_end)."""
 
+    def fds(self) -> list[int]:
+        """File descriptors of the node's own I/O (a UDP socket, say) for the runtime to wait on."""
+        return []
+
+    def on_readable(self, fd: int, now: float) -> None:
+        """``fd`` (one of ``fds()``) is readable: read it without blocking and emit what it brings."""
+
     def probe_route(self, port: str) -> tuple[str, ...]:
         """Output ports a loop probe arriving on input ``port`` is forwarded to (none: it stops here)."""
         return ()

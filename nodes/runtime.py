@@ -167,11 +167,16 @@ class Runtime:
         by_fd: dict[int, Upstream | None] = {u.subscriber.fd: u for u in self.upstreams}
         if self.control is not None:
             by_fd[self.control.fd] = None
-        fds = list(by_fd)
+        own_fds = set(node.fds())  # the node's own I/O (level-triggered OS sockets)
+        fds = list(by_fd) + list(own_fds)
         ready: list[int] = fds
         while not self.stop_requested:
             if ready:
-                self._drain([by_fd[fd] for fd in ready])
+                self._drain([by_fd[fd] for fd in ready if fd in by_fd])
+                for fd in ready:
+                    if fd in own_fds:
+                        node.on_readable(fd, local_clock())
+                        self._flush()
             now = local_clock()
             if self.draining:
                 wake_at = float("inf")
