@@ -17,12 +17,15 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
-from spikewire.launch.settings import Settings, non_negative, positive, setting
+from spikewire.launch.settings import Settings, SettingsError, non_negative, positive, setting
 from spikewire.nodes.base import ClockedSettings, InPort, Node, OutPort, step_of
 from spikewire.nodes.kernels import izhikevich
+from spikewire.nodes.rig import RigBackend, RigSettings
+from spikewire.streams.clock import local_clock
 from spikewire.streams.wire import BioEvent, Kind
 
 
@@ -40,6 +43,9 @@ class IzhikevichParams(Settings):
 
 @dataclass(frozen=True)
 class BiologicalSettings(ClockedSettings):
+    backend: Literal["model", "rig"] = setting("model", "model: the simulated neuron below; rig: a recording rig "
+                                               "over LSL (see [rig]).")
+    rig: RigSettings = setting(doc="The rig, when backend = 'rig'.", factory=RigSettings)
     size: int = setting(1, "Number of neurons.", check=positive)
     neuron: IzhikevichParams = setting(doc="Neuron parameters.", factory=IzhikevichParams)
     stim_gain: float = setting(20.0, "Stimulus current step per volt of CME amplitude (model units / V).")
@@ -50,6 +56,11 @@ class BiologicalSettings(ClockedSettings):
                                  check=non_negative)
     seed: int = setting(0, "Seed of the noise.", check=non_negative)
 
+    def validate(self, key: str) -> None:
+        super().validate(key)
+        if self.backend == "rig" and not self.rig.stream:
+            raise SettingsError(f"{key}.rig.stream", "required for backend = 'rig' (e.g. 'name=spikewire-rig-sim')")
+
 
 class BiologicalNode(Node):
     kind = "biological"
@@ -59,6 +70,9 @@ class BiologicalNode(Node):
     def __init__(self, name: str, settings: BiologicalSettings):
         super().__init__(name, settings)
         s = settings
+        self.rig = (RigBackend(name, s.site, s.rig, s.stim_window, s.size) if s.backend == "rig" else None)
+        if self.rig is not None:
+            self.supports_lookahead = False  # the rig is the model: nothing to compute ahead
         n = s.size
         self.n_steps = s.steps_per_tick
         p = s.neuron
@@ -82,8 +96,10 @@ class BiologicalNode(Node):
 
     @classmethod
     def ports(cls, settings: BiologicalSettings):
-        return ({"stim": InPort(frozenset({Kind.STIMULUS}), "CME stimulus pulses (value in V)")},
-                {"events": OutPort(Kind.BIO, "typed events: 0 PSP, 1 stimulated AP, 2 spontaneous AP")})
+        outputs = {"events": OutPort(Kind.BIO, "typed events: 0 PSP, 1 stimulated AP, 2 spontaneous AP")}
+        if settings.backend == "rig":
+            outputs["spikes"] = OutPort(Kind.SPIKE, "spikes detected on the rig's channels")
+        return {"stim": InPort(frozenset({Kind.STIMULUS}), "CME stimulus pulses (value in V)")}, outputs
 
     @property
     def tick_period(self) -> float:
@@ -91,12 +107,20 @@ class BiologicalNode(Node):
 
     def warm_up(self) -> None:
         izhikevich.warm_up()
+        if self.rig is not None:
+            self.rig.warm_up()
+            self.rig.open()
 
     def probe_route(self, port: str) -> tuple[str, ...]:
         return ("events",)
 
     def on_events(self, port: str, kind: Kind, events: np.ndarray, now: float) -> None:
         ok = events["id"] < self.settings.size
+        if self.rig is not None:
+            if not ok.all():
+                self.rejected["unknown_id"] = self.rejected.get("unknown_id", 0) + int((~ok).sum())
+            self.rig.stimulate(events[ok], now)
+            return
         if not ok.all():
             self.rejected["unknown_id"] = self.rejected.get("unknown_id", 0) + int((~ok).sum())
             events = events[ok]
@@ -119,6 +143,9 @@ class BiologicalNode(Node):
         self.pending = keep
 
     def tick(self, t_start: float, t_end: float) -> None:
+        if self.rig is not None:
+            self.rig.tick(local_clock(), self._emit_rig)
+            return
         s = self.settings
         self._apply_stimuli(t_start, t_end)
         self.rng.standard_normal(out=self.noise)
@@ -139,6 +166,11 @@ class BiologicalNode(Node):
             t_stim, neuron, answered = self.open_stimuli.popleft()
             if not answered:
                 self._emit(t_stim, neuron, BioEvent.PSP)
+
+    def _emit_rig(self, t: float, neuron: int, kind: BioEvent) -> None:
+        self.counts[neuron, kind] += 1
+        self.outbox.emit("events", t, neuron, float(kind))
+        self.outbox.emit("spikes", t, neuron, 1.0)
 
     def _emit(self, t: float, neuron: int, kind: BioEvent) -> None:
         self.counts[neuron, kind] += 1
@@ -162,6 +194,8 @@ class BiologicalNode(Node):
                "spikes": {self.name: int(c[1] + c[2])}, "sizes": {self.name: self.settings.size}}
         if self.settings.size <= 16:
             out["neuron_spikes"] = {self.name: [int(x) for x in self.counts[:, 1:].sum(axis=1)]}
+        if self.rig is not None:
+            out.update(self.rig.status())
         return out
 
     def summary(self, now: float) -> dict:
@@ -173,4 +207,13 @@ class BiologicalNode(Node):
             neurons.append({"population": self.name, "neuron": str(i), "spikes": spikes, "rate_hz": spikes / duration,
                             "stimuli": int(self.stimuli[i]), "psp": psp, "stimulated_ap": stim_ap,
                             "spontaneous_ap": spont_ap})
-        return {"neurons": neurons, "rejected": dict(self.rejected)}
+        out = {"neurons": neurons, "rejected": dict(self.rejected)}
+        if self.rig is not None:
+            out["rig"] = self.rig.summary()
+            for n in neurons:
+                n["stimuli"] = int(self.rig.stimuli[int(n["neuron"])])
+        return out
+
+    def close(self) -> None:
+        if self.rig is not None:
+            self.rig.close()

@@ -1,0 +1,145 @@
+"""The biological node's rig backend: a real recording rig (anything with an LSL app) instead of a model.
+
+Each tick pulls whatever the rig sent (``streams.lsl_link.RigInlet``), runs the per-channel spike
+detector over it, and emits every detected spike at its sample's (time-corrected) timestamp: as a typed
+biological event on ``events`` (stimulated AP if within ``stim_window`` after a stimulus to that neuron,
+else spontaneous; a rig cannot see PSPs extracellularly) and as a plain spike on ``spikes``.
+
+Stimuli arriving on ``stim`` go out as commands on the stimulation outlet, only while the rig is up:
+while it is down they are held back and counted (no stale stimulation is ever sent; a command is not
+queued for later). When the rig's stream goes away (outlet closed, app crashed, data stopped for
+``stale_after``) the link is marked down and counted; when it comes back, the node reconnects and
+re-calibrates the detector, never crashing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from spikewire.launch.settings import Settings, SettingsError, non_negative, positive, setting
+from spikewire.monitor.histogram import LogHistogram
+from spikewire.streams.wire import BioEvent
+
+
+@dataclass(frozen=True)
+class RigSettings(Settings):
+    """Where the rig is and how its channels are read."""
+
+    stream: str = setting("", "The rig's raw voltage stream: 'name=X', 'type=X' or 'source_id=X' (bare: name).")
+    channels: int = setting(0, "Channels the stream must have (0: accept any).", check=non_negative)
+    cutoff_hz: float = setting(300.0, "High-pass cutoff of the spike filter [Hz].", check=positive)
+    threshold_sd: float = setting(4.5, "Detection threshold in noise SDs (median absolute deviation).",
+                                  check=positive)
+    dead_time: float = setting(1e-3, "Per-channel dead time after a detection [s].", check=non_negative)
+    calibration: float = setting(0.5, "Seconds of data that set each channel's noise level (no detections "
+                                 "before).", check=positive)
+    channel_map: tuple[int, ...] = setting((), "Neuron id of each rig channel (default: the channel index).")
+    stim_stream: str = setting("spikewire-stim", "Name of the stimulation-command outlet the rig's app reads.")
+    stim_channels: tuple[int, ...] = setting((), "Rig channel that stimulates each neuron (default: its id).")
+    stim_width: float = setting(200e-6, "Width of each stimulation pulse [s].", check=positive)
+    stale_after: float = setting(0.5, "No data for this long marks the rig down [s].", check=positive)
+    max_chunk: int = setting(8192, "Samples pulled at most per tick (buffer size).", check=positive)
+
+    def validate(self, key: str) -> None:
+        if not self.stream:
+            return  # required only with backend = "rig" (checked there)
+        from spikewire.streams.lsl_link import parse_query
+
+        try:
+            parse_query(self.stream)
+        except ValueError as e:
+            raise SettingsError(f"{key}.stream", str(e)) from None
+        if self.channels and self.channel_map and len(self.channel_map) != self.channels:
+            raise SettingsError(f"{key}.channel_map", f"has {len(self.channel_map)} entries for {self.channels} channels")
+
+
+class RigBackend:
+    def __init__(self, node_name: str, site: str, cfg: RigSettings, stim_window: float, size: int):
+        self.name = node_name
+        self.site = site
+        self.cfg = cfg
+        self.stim_window = stim_window
+        self.size = size
+        self.inlet = None
+        self.stim = None
+        self.detector = None
+        self.first_index = 0
+        self.last_stim = np.full(size, -np.inf)
+        self.counts = np.zeros((size, 3), np.int64)
+        self.stimuli = np.zeros(size, np.int64)
+        self.held = 0
+        self.unmapped = 0
+        self.latency = LogHistogram()  # rig sample time -> spike event emitted
+
+    def open(self) -> None:
+        """Create the LSL endpoints (called in the node process, before ready)."""
+        from spikewire.streams.lsl_link import RigInlet, StimOutlet
+
+        self.inlet = RigInlet(self.cfg.stream, self.cfg.channels, self.cfg.max_chunk, self.cfg.stale_after)
+        self.stim = StimOutlet(self.cfg.stim_stream, f"spikewire.{self.name}.stim", self.name, self.site)
+
+    def warm_up(self) -> None:
+        from spikewire.nodes.kernels import detect
+
+        detect.warm_up()
+
+    def _detector(self):
+        from spikewire.nodes.kernels.detect import SpikeDetector
+
+        channels, rate = self.inlet.channels, self.inlet.rate
+        cmap = np.array(self.cfg.channel_map or range(channels), dtype=np.int64)
+        self.detector = SpikeDetector(channels, rate, cutoff_hz=self.cfg.cutoff_hz, threshold_sd=self.cfg.threshold_sd,
+                                      dead_time_s=self.cfg.dead_time, calibration_s=self.cfg.calibration,
+                                      channel_map=cmap)
+        self.first_index = 0
+
+    def tick(self, now: float, emit) -> None:
+        if self.inlet is None:
+            return
+        was_up = self.inlet.up
+        got = self.inlet.poll(now)
+        if got is None:
+            return
+        if not was_up or self.detector is None:
+            self._detector()  # a new (or returning) rig: its channels and noise may have changed
+        data, ts = got
+        sample_idx, neurons = self.detector.process(data, self.first_index)
+        self.first_index += len(ts)
+        emitted_at = now
+        for idx, neuron in zip(sample_idx.tolist(), neurons.tolist()):
+            t = float(ts[idx - (self.first_index - len(ts))])
+            if not 0 <= neuron < self.size:
+                self.unmapped += 1
+                continue
+            kind = (BioEvent.STIMULATED_AP if 0.0 <= t - self.last_stim[neuron] <= self.stim_window
+                    else BioEvent.SPONTANEOUS_AP)
+            self.counts[neuron, kind] += 1
+            self.latency.record(emitted_at - t)
+            emit(t, neuron, kind)
+
+    def stimulate(self, events: np.ndarray, now: float) -> None:
+        if self.stim is None or self.inlet is None or not self.inlet.up:
+            self.held += len(events)
+            return
+        chans = self.cfg.stim_channels
+        for ident, amp in zip(events["id"].tolist(), events["value"].tolist()):
+            self.stim.pulse(chans[ident] if ident < len(chans) else ident, amp, self.cfg.stim_width, now)
+            self.last_stim[ident] = now
+            self.stimuli[ident] += 1
+
+    def status(self) -> dict:
+        inlet = self.inlet
+        return {"rig_up": bool(inlet and inlet.up), "rig_connects": inlet.connects if inlet else 0,
+                "rig_disconnects": inlet.disconnects if inlet else 0, "rig_samples": inlet.samples if inlet else 0,
+                "stim_sent": self.stim.sent if self.stim else 0, "stim_held": self.held,
+                "calibrated": bool(self.detector is not None and self.detector.calibrated)}
+
+    def summary(self) -> dict:
+        return {**self.status(), "unmapped_spikes": self.unmapped, "refused_streams": dict(self.inlet.refused) if
+                self.inlet else {}, "sample_to_event_s": self.latency.summary()}
+
+    def close(self) -> None:
+        if self.inlet is not None:
+            self.inlet.close()

@@ -1,0 +1,184 @@
+"""Lab Streaming Layer transport: a rig's raw-voltage inlet, the stimulation outlet, event exports.
+
+Catches this module exists to handle:
+
+* Resolving a stream blocks; a node's tick must not. The rig is found by pylsl's ContinuousResolver,
+  which resolves in the background; each tick only asks it for results.
+* Opening an inlet and getting its first sample takes ~16-19 ms here, and a rig may come and go. The
+  inlet is opened with ``recover=False``: a vanished outlet raises ``LostError`` (or, if the rig app
+  freezes, the data simply stop); either way the link is marked down, counted, and the resolver looks
+  for the rig again.
+* Timestamps: inlets use ``proc_clocksync | proc_dejitter``, so sample times arrive already corrected
+  onto this machine's local_clock() (LSL's time correction) and smoothed for regular streams.
+* Irregular-rate streams count their buffers in units of 100 samples and drop the oldest silently when a
+  burst overflows; outlets here are sized for the rates they carry.
+* Discovery stays on this machine unless LSLAPICFG says otherwise (``streams/lsl_api.cfg``).
+
+Stimulation commands (our documented channel layout, float32, irregular rate, one sample per pulse)::
+
+    channel 0  target_channel   rig channel (electrode) to stimulate
+    channel 1  amplitude        pulse amplitude, in the unit of the CME stimulus (V)
+    channel 2  width_s          pulse width [s]
+
+and each sample's timestamp is when spikewire asked for the pulse (local_clock()).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from spikewire.streams.clock import local_clock
+
+import pylsl  # noqa: E402,I001  (after the clock module, which sets the machine-scoped LSLAPICFG)
+
+STIM_CHANNELS = (("target_channel", "index"), ("amplitude", "V"), ("width_s", "s"))
+
+
+def parse_query(query: str) -> tuple[str, str]:
+    """'name=X', 'type=X' or 'source_id=X' (a bare value means the name) -> (property, value)."""
+    prop, eq, value = query.partition("=")
+    if not eq:
+        return "name", query
+    prop = prop.strip()
+    if prop not in ("name", "type", "source_id"):
+        raise ValueError(f"stream query must be name=..., type=... or source_id=..., got {query!r}")
+    return prop, value.strip()
+
+
+class RigInlet:
+    """The rig's raw voltage stream: found in the background, pulled into a preallocated buffer."""
+
+    def __init__(self, query: str, channels: int, max_chunk: int, stale_after: float):
+        self.prop, self.value = parse_query(query)
+        self.expected_channels = channels
+        self.stale_after = stale_after
+        self.resolver = pylsl.ContinuousResolver(prop=self.prop, value=self.value, forget_after=1.0)
+        self.inlet: pylsl.StreamInlet | None = None
+        self.info: pylsl.StreamInfo | None = None
+        self.buf: np.ndarray | None = None
+        self.max_chunk = max_chunk
+        self.up = False
+        self.opened_at = 0.0
+        self.last_data = 0.0
+        self.connects = 0
+        self.disconnects = 0
+        self.samples = 0
+        self.refused: dict[str, int] = {}
+        self.last_uid = ""
+
+    @property
+    def rate(self) -> float:
+        return self.info.nominal_srate() if self.info is not None else 0.0
+
+    @property
+    def channels(self) -> int:
+        return self.info.channel_count() if self.info is not None else self.expected_channels
+
+    def _open(self, now: float) -> None:
+        for info in self.resolver.results():
+            if info.uid() == self.last_uid and not self.up and now - self.opened_at < self.stale_after * 4:
+                continue  # the stream we just dropped, still remembered by the resolver
+            if self.expected_channels and info.channel_count() != self.expected_channels:
+                self.refused["channel_count"] = self.refused.get("channel_count", 0) + 1
+                continue
+            if info.channel_format() not in (pylsl.cf_float32, pylsl.cf_double64, pylsl.cf_int16, pylsl.cf_int32):
+                self.refused["format"] = self.refused.get("format", 0) + 1
+                continue
+            self.info = info
+            self.inlet = pylsl.StreamInlet(info, max_buflen=2, recover=False,
+                                           processing_flags=pylsl.proc_clocksync | pylsl.proc_dejitter)
+            self.buf = np.zeros((self.max_chunk, info.channel_count()), np.float32)
+            self.opened_at = now
+            self.last_uid = info.uid()
+            return
+
+    def _down(self) -> None:
+        if self.up:
+            self.disconnects += 1
+        self.up = False
+        if self.inlet is not None:
+            self.inlet.close_stream()
+        self.inlet = None
+
+    def poll(self, now: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """Whatever samples arrived since the last poll: (samples view, timestamps), or None."""
+        if self.inlet is None:
+            self._open(now)
+            if self.inlet is None:
+                return None
+        try:
+            data, ts = self.inlet.pull_chunk(timeout=0.0, max_samples=self.max_chunk, dest_obj=self.buf,
+                                             as_numpy=True)
+        except pylsl.LostError:
+            self._down()
+            return None
+        if len(ts):
+            if not self.up:
+                self.up = True
+                self.connects += 1
+            self.last_data = now
+            self.samples += len(ts)
+            return data, ts
+        # Nothing new: a rig that stopped sending (or never started after we opened it) is down.
+        if now - max(self.last_data, self.opened_at) > self.stale_after:
+            self._down()
+        return None
+
+    def close(self) -> None:
+        self._down()
+
+
+class StimOutlet:
+    """Stimulation commands for a rig's stimulator app (channel layout in the module docstring)."""
+
+    def __init__(self, name: str, source_id: str, node: str, site: str):
+        info = pylsl.StreamInfo(name, "Stimulation", len(STIM_CHANNELS), pylsl.IRREGULAR_RATE, pylsl.cf_float32,
+                                source_id)
+        _describe(info, node, site, STIM_CHANNELS)
+        self.outlet = pylsl.StreamOutlet(info, chunk_size=1, max_buffered=10)  # x100 samples when irregular
+        self.sample = np.zeros(len(STIM_CHANNELS), np.float32)
+        self.sent = 0
+
+    def have_consumers(self) -> bool:
+        return self.outlet.have_consumers()
+
+    def pulse(self, channel: int, amplitude: float, width: float, t: float | None = None) -> None:
+        self.sample[:] = (channel, amplitude, width)
+        self.outlet.push_sample(self.sample, t if t is not None else local_clock())
+        self.sent += 1
+
+
+class EventOutlet:
+    """An output port's events as an LSL stream, so LabRecorder (or any LSL client) records them next
+    to the rig's data: irregular rate, 2 double channels (id, value), each sample stamped with the
+    event's time ``t``."""
+
+    def __init__(self, name: str, stream_type: str, source_id: str, node: str, site: str, port: str,
+                 value_unit: str):
+        info = pylsl.StreamInfo(name, stream_type, 2, pylsl.IRREGULAR_RATE, pylsl.cf_double64, source_id)
+        _describe(info, node, site, (("id", "index"), ("value", value_unit)), port=port)
+        self.outlet = pylsl.StreamOutlet(info, chunk_size=0, max_buffered=100)
+        self.pushed = 0
+
+    def push(self, events: np.ndarray) -> None:
+        if not len(events):
+            return
+        chunk = np.empty((len(events), 2))
+        chunk[:, 0] = events["id"]
+        chunk[:, 1] = events["value"]
+        self.outlet.push_chunk(chunk, events["t"].tolist())
+        self.pushed += len(events)
+
+
+def _describe(info: pylsl.StreamInfo, node: str, site: str, channels, port: str = "") -> None:
+    desc = info.desc()
+    desc.append_child_value("manufacturer", "spikewire")
+    desc.append_child_value("node", node)
+    desc.append_child_value("site", site)
+    if port:
+        desc.append_child_value("port", port)
+    chans = desc.append_child("channels")
+    for label, unit in channels:
+        ch = chans.append_child("channel")
+        ch.append_child_value("label", label)
+        ch.append_child_value("unit", unit)
