@@ -227,6 +227,10 @@ def build_network(data: dict, default_name: str = "network", path: Path | None =
         except SettingsError as e:
             raise NetworkError(e.key, e.reason) from None
         inputs, outputs = cls.ports(settings)
+        for i, port in enumerate(settings.lsl_export):
+            if port not in outputs:
+                raise NetworkError(f"{key}.lsl_export[{i}]", f"node {name!r} has no output port {port!r}; its "
+                                   f"outputs are: {', '.join(outputs) or '(none)'}")
         nodes[name] = NodeSpec(name, kind, cls, settings, inputs, outputs)
 
     source_ids = {}

@@ -88,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         t_warm = local_clock()
         node.warm_up()
         warm_up_s = local_clock() - t_warm
+        runtime.export_lsl(network.name)
         runtime.wait_for_subscribers(args.timeout)
         if mon.metrics:
             runtime.metrics = MetricsServer(runtime, spec.settings.bind, network.metrics_port(spec.name),

@@ -38,6 +38,8 @@ class NodeSettings(Settings):
     tick: float = setting(1e-3, "Wall-clock period of a clock-driven node's tick [s].", check=positive)
     metrics_port: int = setting(0, "HTTP port of this node's Prometheus metrics (0: the network's "
                                 "[monitor] base_port + the node's index).", check=in_range(0, 65535))
+    lsl_export: tuple[str, ...] = setting((), "Output ports also published as LSL streams "
+                                          "('<network>.<node>.<port>'), for LabRecorder or any LSL client.")
     lookahead: float = setting(0.02, "How far a clock-driven node may compute ahead while no input arrives [s]; "
                                "outputs still leave at their deadlines and input rolls the model back. "
                                "0 wakes the process every tick.", check=non_negative)

@@ -104,6 +104,7 @@ class Runtime:
         self.clock = local_clock
         self.metrics = None  # MetricsServer, when the network exports metrics
         self.probe: ProbeState | None = None
+        self.lsl_exports: dict = {}  # output port -> streams.lsl_link.EventOutlet
         self.started_at = 0.0
         self.control = None  # optional: object with .fd, .poll() -> list[dict], .send(dict)
         self.on_message = None  # optional: callable(dict) for control messages
@@ -273,13 +274,28 @@ class Runtime:
             for out in self.node.probe_route(port):
                 self.publishers[out].publish(forward, Kind.PROBE)
 
+    def export_lsl(self, network_name: str) -> None:
+        """Mirror the node's ``lsl_export`` output ports as LSL streams."""
+        from spikewire.streams.lsl_link import EventOutlet
+
+        units = {Kind.SPIKE: ("Spikes", "A"), Kind.STIMULUS: ("Stimuli", "V"), Kind.BIO: ("Events", "type")}
+        node = self.node
+        for port in node.settings.lsl_export:
+            stream_type, unit = units.get(node.outputs[port].kind, ("Events", "a.u."))
+            name = f"{network_name}.{node.name}.{port}"
+            self.lsl_exports[port] = EventOutlet(name, stream_type, f"spikewire.{name}", node.name, node.settings.site,
+                                                 port, unit)
+
     def _publish(self, port: str, events) -> None:
         self.publishers[port].publish(events)
+        export = self.lsl_exports.get(port)
+        if export is not None:
+            export.push(events)
 
     def _flush(self) -> None:
         outbox = self.node.outbox
         for port, events in outbox.pending():
-            self.publishers[port].publish(events)
+            self._publish(port, events)
         outbox.clear()
 
     def _housekeeping(self) -> None:
