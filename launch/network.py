@@ -36,11 +36,12 @@ class NetworkError(SettingsError):
 
 def node_kinds() -> dict[str, type[Node]]:
     from spikewire.nodes.biological import BiologicalNode
+    from spikewire.nodes.hub_bridge import HubBridgeNode
     from spikewire.nodes.memristor import MemristorNode
     from spikewire.nodes.probe import PulseSource, LatencySink
     from spikewire.nodes.silicon import SiliconNode
 
-    return {c.kind: c for c in (SiliconNode, MemristorNode, BiologicalNode, PulseSource, LatencySink)}
+    return {c.kind: c for c in (SiliconNode, MemristorNode, BiologicalNode, PulseSource, LatencySink, HubBridgeNode)}
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ def build_report(network: Network, finals: dict[str, dict], duration: float, out
         memristors += [{"node": name, **m} for m in model.get("memristors", [])]
         nodes[name] = {"final": True, "kind": f.get("kind"), "loop": f.get("loop"), "process": f.get("process"),
                        "metrics": f.get("metrics"), "probes": f.get("probes"),
+                       "model": {k: v for k, v in model.items() if k not in ("neurons", "memristors", "phases")},
                        "rejected": model.get("rejected", {}),
                        "malformed": sum(sum(ln["malformed"].values()) for p in f.get("inputs", {}).values()
                                         for ln in p["links"].values())}
