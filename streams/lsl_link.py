@@ -81,6 +81,9 @@ class RigInlet:
             if self.expected_channels and info.channel_count() != self.expected_channels:
                 self.refused["channel_count"] = self.refused.get("channel_count", 0) + 1
                 continue
+            if info.nominal_srate() <= 0:  # spike detection needs a regular sampling rate
+                self.refused["irregular_rate"] = self.refused.get("irregular_rate", 0) + 1
+                continue
             if info.channel_format() not in (pylsl.cf_float32, pylsl.cf_double64, pylsl.cf_int16, pylsl.cf_int32):
                 self.refused["format"] = self.refused.get("format", 0) + 1
                 continue

@@ -6,9 +6,9 @@
 
 import time
 
-from spikewire.nodes.kernels import adex, izhikevich, memristor
+from spikewire.nodes.kernels import adex, detect, izhikevich, memristor
 
 t0 = time.perf_counter()
-for module in (adex, izhikevich, memristor):
+for module in (adex, izhikevich, memristor, detect):
     module.warm_up()
 print(f"numba kernels compiled and cached in {time.perf_counter() - t0:.1f} s")
