@@ -11,7 +11,7 @@ REF_STAMP := $(REF)/.installed
 # Keep LSL discovery on this machine unless the caller says otherwise.
 export LSLAPICFG ?= $(CURDIR)/streams/lsl_api.cfg
 
-.PHONY: demo test bench venv ref prometheus-bin clean
+.PHONY: demo rig-demo test bench venv ref prometheus-bin clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ prometheus-bin:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
 	  else echo "the monitoring tests need Prometheus: sudo apt-get install prometheus" >&2; fi; }
+
+# The loop closed through a (mock) recording rig over LSL: rig-sim in the background, then the network.
+rig-demo: $(STAMP)
+	$(VENV)/bin/spikewire rig-sim --channels 4 --duration 40 & \
+	  $(VENV)/bin/spikewire run launch/networks/rig_loop.toml --duration 20; status=$$?; wait; exit $$status
 
 test: $(STAMP) $(REF_STAMP) prometheus-bin
 	$(PY) -m pytest -q

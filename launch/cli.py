@@ -64,7 +64,7 @@ def cmd_bench_demo(args) -> int:
 
 PASS_THROUGH_BENCHES = {"adex": "adex_scaling", "scrape": "scrape_impact", "detect": "detection"}
 """`spikewire bench NAME ARGS...` hands ARGS (including --help) to bench/<module>.py's main()."""
-PASS_THROUGH = {"top": "spikewire.monitor.top"}
+PASS_THROUGH = {"top": "spikewire.monitor.top", "rig-sim": "spikewire.launch.rig_sim"}
 """Commands with their own argument parser: `spikewire top ARGS...` is monitor/top.py's main(ARGS)."""
 
 
@@ -117,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("top", help="live terminal view of a running network, from its metrics endpoints "
                    "(spikewire top NETWORK [--interval S] [--iterations N] [--timeout S])")
+
+    sub.add_parser("rig-sim", help="a mock recording rig over LSL (pylsl only): N channels of synthetic voltage with "
+                   "spikes at known times, answering stimulation commands (spikewire rig-sim --help)")
 
     p = sub.add_parser("bench", help="benchmarks that compare against a baseline in the same run")
     bsub = p.add_subparsers(dest="bench", required=True, metavar="BENCH")

@@ -71,9 +71,16 @@ PROBES_LOST = _m("spikewire_probes_lost_total", "counter", "Loop probes sent tha
 REJECTED = _m("spikewire_events_rejected_total", "counter", "Events a node refused (bad ids, values), by reason.",
               "reason")
 
+RIG_UP = _m("spikewire_rig_up", "gauge", "1 while a biological node's recording rig is streaming to it.")
+RIG_DISCONNECTS = _m("spikewire_rig_disconnects_total", "counter", "Times the rig's stream went away.")
+RIG_SAMPLES = _m("spikewire_rig_samples_total", "counter", "Samples received from the rig.")
+STIM_SENT = _m("spikewire_rig_stimuli_sent_total", "counter", "Stimulation commands sent to the rig.")
+STIM_HELD = _m("spikewire_rig_stimuli_held_total", "counter",
+               "Stimuli held back (never sent) because the rig was down.")
+
 CATALOGUE: tuple[Metric, ...] = (
     NODE_UP, NODE_READY, SPIKES, NEURON_SPIKES, RATE, BIO_EVENTS, LATENCY, SENT, SEND_DROPS, RECEIVED, EVENTS, GAPS,
     REORDERED, MALFORMED, CLOCK_OFFSET, TICK_COMPUTE, LAG, TICKS, OVERRUNS, ROLLBACKS, RESISTANCE, PULSES,
-    PROBE_LATENCY, PROBES_LOST, REJECTED,
+    PROBE_LATENCY, PROBES_LOST, REJECTED, RIG_UP, RIG_DISCONNECTS, RIG_SAMPLES, STIM_SENT, STIM_HELD,
 )
 HISTOGRAM_BUCKETS = PROM_BOUNDS

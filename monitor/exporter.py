@@ -79,6 +79,12 @@ class NodeCollector:
             fams[C.RESISTANCE.name].add_metric([name, dev], r)
             fams[C.PULSES.name].add_metric([name, dev, "ltp"], status["ltp"][dev])
             fams[C.PULSES.name].add_metric([name, dev, "ltd"], status["ltd"][dev])
+        if "rig_up" in status:
+            fams[C.RIG_UP.name].add_metric([name], 1 if status["rig_up"] else 0)
+            fams[C.RIG_DISCONNECTS.name].add_metric([name], status["rig_disconnects"])
+            fams[C.RIG_SAMPLES.name].add_metric([name], status["rig_samples"])
+            fams[C.STIM_SENT.name].add_metric([name], status["stim_sent"])
+            fams[C.STIM_HELD.name].add_metric([name], status["stim_held"])
         for reason, n in getattr(node, "rejected", {}).items():
             fams[C.REJECTED.name].add_metric([name, reason], n)
 

@@ -8,8 +8,11 @@ Catches this module exists to handle:
   inlet is opened with ``recover=False``: a vanished outlet raises ``LostError`` (or, if the rig app
   freezes, the data simply stop); either way the link is marked down, counted, and the resolver looks
   for the rig again.
-* Timestamps: inlets use ``proc_clocksync | proc_dejitter``, so sample times arrive already corrected
-  onto this machine's local_clock() (LSL's time correction) and smoothed for regular streams.
+* Timestamps: LSL's time correction (``inlet.time_correction``) blocks while it probes the outlet (~0.6 s
+  on a first call, measured), and so does ``proc_clocksync``'s first pull: either would stall a tick on
+  every (re)connect. A background thread asks for the correction every few seconds; the loop adds the
+  latest offset to each chunk's timestamps (``proc_dejitter`` smooths them for regular streams). Until the
+  first estimate arrives the offset is 0, which is exact on one machine.
 * Irregular-rate streams count their buffers in units of 100 samples and drop the oldest silently when a
   burst overflows; outlets here are sized for the rates they carry.
 * Discovery stays on this machine unless LSLAPICFG says otherwise (``streams/lsl_api.cfg``).
@@ -25,11 +28,18 @@ and each sample's timestamp is when spikewire asked for the pulse (local_clock()
 
 from __future__ import annotations
 
+import logging
+import threading
+
 import numpy as np
 
 from spikewire.streams.clock import local_clock
 
 import pylsl  # noqa: E402,I001  (after the clock module, which sets the machine-scoped LSLAPICFG)
+from pylsl.util import LostError  # noqa: E402
+
+log = logging.getLogger("spikewire.lsl")
+CORRECTION_PERIOD = 5.0
 
 STIM_CHANNELS = (("target_channel", "index"), ("amplitude", "V"), ("width_s", "s"))
 
@@ -65,6 +75,8 @@ class RigInlet:
         self.samples = 0
         self.refused: dict[str, int] = {}
         self.last_uid = ""
+        self.offset = 0.0  # latest LSL time correction of the open stream [s]
+        self._corrector: _TimeCorrection | None = None
 
     @property
     def rate(self) -> float:
@@ -88,8 +100,9 @@ class RigInlet:
                 self.refused["format"] = self.refused.get("format", 0) + 1
                 continue
             self.info = info
-            self.inlet = pylsl.StreamInlet(info, max_buflen=2, recover=False,
-                                           processing_flags=pylsl.proc_clocksync | pylsl.proc_dejitter)
+            self.inlet = pylsl.StreamInlet(info, max_buflen=2, recover=False, processing_flags=pylsl.proc_dejitter)
+            self.offset = 0.0
+            self._corrector = _TimeCorrection(self.inlet, self)
             self.buf = np.zeros((self.max_chunk, info.channel_count()), np.float32)
             self.opened_at = now
             self.last_uid = info.uid()
@@ -99,6 +112,9 @@ class RigInlet:
         if self.up:
             self.disconnects += 1
         self.up = False
+        if self._corrector is not None:
+            self._corrector.stop()
+            self._corrector = None
         if self.inlet is not None:
             self.inlet.close_stream()
         self.inlet = None
@@ -112,10 +128,12 @@ class RigInlet:
         try:
             data, ts = self.inlet.pull_chunk(timeout=0.0, max_samples=self.max_chunk, dest_obj=self.buf,
                                              as_numpy=True)
-        except pylsl.LostError:
+        except LostError:
             self._down()
             return None
         if len(ts):
+            if self.offset:
+                ts += self.offset  # onto this machine's clock (LSL time correction)
             if not self.up:
                 self.up = True
                 self.connects += 1
@@ -129,6 +147,28 @@ class RigInlet:
 
     def close(self) -> None:
         self._down()
+
+
+class _TimeCorrection:
+    """Keeps ``owner.offset`` up to date with the inlet's LSL time correction, off the node's loop."""
+
+    def __init__(self, inlet: pylsl.StreamInlet, owner: RigInlet):
+        self.inlet = inlet
+        self.owner = owner
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="lsl-time-correction", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.owner.offset = self.inlet.time_correction(timeout=2.0)
+            except (LostError, pylsl.util.TimeoutError) as e:
+                log.debug("time correction unavailable now: %s", e)
+            self._stop.wait(CORRECTION_PERIOD)
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 class StimOutlet:

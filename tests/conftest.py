@@ -29,9 +29,10 @@ class CliRun:
                                      text=True, bufsize=1, cwd=cwd or ROOT)
         self.lines: list[str] = []
 
-    def wait_for(self, text: str, timeout: float) -> str:
-        """The first output line containing ``text``; fails the test after ``timeout`` s."""
-        for line in self.lines:
+    def wait_for(self, text: str, timeout: float, new_only: bool = False) -> str:
+        """The first output line containing ``text`` (with ``new_only``, among lines not read yet); fails
+        the test after ``timeout`` s."""
+        for line in [] if new_only else self.lines:
             if text in line:
                 return line
         deadline = time.monotonic() + timeout
