@@ -57,7 +57,10 @@ def test_rig_loop_detects_and_stimulates_through_lsl(cli_run, tmp_path):
     truth = _truth(tmp_path / "truth.jsonl")
     evoked = [e for e in truth if e.get("kind") == "spike" and e["evoked"] and e["channel"] == 0]
     stims = [e for e in truth if e.get("kind") == "stim"]
-    assert len(stims) >= 60 and len(evoked) >= 60, "the rig should have received and answered the stimuli"
+    # The rig's stimulation inlet joins ~1 s after it finds the stream; LSL does not replay what was sent
+    # before that. Everything after it must arrive and be answered.
+    assert len(stims) >= max(40, rig_stats["stim_sent"] - 25), (len(stims), rig_stats["stim_sent"])
+    assert len(evoked) >= len(stims) - 2, "the rig should answer every stimulus it received"
     bn = next(n for n in report["neurons"] if n["node"] == "padova")
     # Evoked spikes arrive 5 ms after each stimulus, well inside the 20 ms window: stimulated APs.
     assert bn["stimulated_ap"] >= 0.8 * len(evoked)
