@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,33 +32,14 @@ import time
 import urllib.request
 from pathlib import Path
 
+from spikewire.launch.ports import free_port_block
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_base_port(n: int) -> int:
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        if base + n < 65000:
-            try:
-                socks = []
-                for i in range(n):
-                    t = socket.socket()
-                    socks.append(t)
-                    t.bind(("127.0.0.1", base + i))
-                return base
-            except OSError:
-                continue
-            finally:
-                for t in socks:
-                    t.close()
-    raise RuntimeError("no free port range")
 
 
 def _network(tmp: Path, render: str) -> tuple[Path, list[int]]:
     text = (ROOT / "launch" / "networks" / "paper_loop.toml").read_text()
-    base = _free_base_port(3)
+    base = free_port_block(3)
     text = re.sub(r"base_port = \d+", f'base_port = {base}\nrender = "{render}"', text)
     text = text.replace("tick = 1e-3\n", "tick = 1e-3\nlookahead = 0.0\n")
     path = tmp / f"scrape_{render}.toml"

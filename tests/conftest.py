@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from spikewire.launch.ports import free_port_block
+
 ROOT = Path(__file__).resolve().parent.parent
 NETWORKS = ROOT / "launch" / "networks"
 os.environ.setdefault("LSLAPICFG", str(ROOT / "streams" / "lsl_api.cfg"))
@@ -77,31 +79,6 @@ def cli_run(tmp_path):
     yield start
     for run in runs:
         run.kill()
-
-
-def free_port_block(n: int) -> int:
-    """The first of n consecutive free loopback ports."""
-    import socket
-
-    for _ in range(100):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = probe.getsockname()[1]
-        if base + n >= 65000:
-            continue
-        held = []
-        try:
-            for i in range(n):
-                s = socket.socket()
-                held.append(s)
-                s.bind(("127.0.0.1", base + i))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in held:
-                s.close()
-    raise RuntimeError("no block of free ports")
 
 
 def network_copy(name: str, tmp_path: Path) -> Path:

@@ -3,7 +3,6 @@ of a live paper_loop serves an exposition that `promtool check metrics` accepts.
 
 from __future__ import annotations
 
-import random
 import re
 import shutil
 import socket
@@ -12,6 +11,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from spikewire.launch.ports import free_port_block
 
 from conftest import NETWORKS
 from spikewire.launch.network import Network, load_network
@@ -38,24 +39,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def free_base_port(count: int) -> int:
-    """A port p with p .. p + count - 1 free on 127.0.0.1, below the ephemeral range (so outgoing
-    connections do not take them in the meantime)."""
-    for _ in range(200):
-        base = random.randrange(20000, 32000)
-        socks = []
-        try:
-            for p in range(base, base + count):
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    pytest.fail(f"found no {count} consecutive free ports")
+free_base_port = free_port_block
 
 
 def paper_loop_copy(directory: Path, scrape_interval: float | None = None) -> Path:

@@ -7,12 +7,13 @@ import math
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from spikewire.launch.ports import free_port_block
 
 from conftest import NETWORKS, ROOT
 from spikewire.launch.network import load_network
@@ -251,24 +252,7 @@ def test_screen_redraws_in_place_on_a_terminal(monkeypatch):
 
 # --- the command ------------------------------------------------------------------------------------------
 
-def free_port_run(n: int) -> int:
-    """A base port with n free loopback ports from it (the nodes bind them a moment later)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = s.getsockname()[1]
-        socks = [socket.socket() for _ in range(n)]
-        try:
-            for i, s in enumerate(socks):
-                s.bind(("127.0.0.1", base + i))
-            if base + n <= 65000:
-                return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    pytest.fail(f"no {n} consecutive free ports")
+free_port_run = free_port_block
 
 
 def loop_copy(tmp_path: Path) -> tuple[Path, int]:
