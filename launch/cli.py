@@ -43,10 +43,12 @@ def cmd_check(args) -> int:
 
 
 def cmd_run(args) -> int:
+    from spikewire.launch.session import default_session_dir
     from spikewire.launch.supervisor import Supervisor
 
     sup = Supervisor(_load(args.network), duration=args.duration, json_path=args.json, ready_timeout=args.ready_timeout,
-                     status_every=args.status_every, reset_state=args.reset_weights)
+                     status_every=args.status_every, reset_state=args.reset_weights,
+                     session_dir=None if args.no_record else (args.session_dir or str(default_session_dir())))
     return sup.run()
 
 
@@ -102,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds every node has to start, compile and connect (default 60)")
     p.add_argument("--status-every", type=_positive, default=None,
                    help="seconds between live status updates (default 1 on a terminal, 5 otherwise)")
+    p.add_argument("--session-dir", metavar="DIR", help="where to record the session (default sessions/<UTC time>/)")
+    p.add_argument("--no-record", action="store_true", help="do not record a session folder (journal, provenance)")
     p.add_argument("--reset-weights", action="store_true",
                    help="start memristors from r_init instead of their saved crossbar state")
     p.set_defaults(func=cmd_run)

@@ -45,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--control", required=True)
     ap.add_argument("--timeout", type=float, default=60.0, help="setup handshake timeout [s]")
     ap.add_argument("--reset-state", action="store_true", help="ignore saved state (memristor weights)")
+    ap.add_argument("--session", help="session folder: journal every packet to <session>/journal/<node>.swj")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"[{args.node}] %(levelname)s %(message)s", stream=sys.stderr)
     _die_with_parent()
@@ -85,6 +86,10 @@ def main(argv: list[str] | None = None) -> int:
             plans.append(InputPlan(port, tuple((int(s), str(e), str(label)) for s, e, label in sources),
                                    hwm or 100_000))
         runtime.connect(plans)
+        if args.session:
+            from pathlib import Path
+
+            runtime.record_to(Path(args.session) / "journal" / f"{spec.name}.swj")
         t_warm = local_clock()
         node.warm_up()
         warm_up_s = local_clock() - t_warm

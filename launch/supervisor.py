@@ -26,6 +26,7 @@ import zmq
 
 from spikewire.launch.control import ControlServer
 from spikewire.launch.network import Network
+from spikewire.launch.session import Session
 from spikewire.monitor.report import build_report, render_status, render_text
 from spikewire.streams.clock import MACHINE_SCOPED_LSL_CONFIG, local_clock
 
@@ -63,7 +64,7 @@ def describe_exit(code: int) -> str:
 class Supervisor:
     def __init__(self, network: Network, duration: float | None = None, json_path: str | None = None,
                  out: TextIO = sys.stdout, ready_timeout: float = 60.0, status_every: float | None = None,
-                 reset_state: bool = False):
+                 reset_state: bool = False, session_dir: str | None = None):
         if network.path is None:
             raise ValueError("the supervisor needs a network loaded from a file (nodes read it themselves)")
         self.network = network
@@ -74,6 +75,7 @@ class Supervisor:
         self.out = out
         self.ready_timeout = ready_timeout
         self.reset_state = reset_state
+        self.session = Session(Path(session_dir), network.path) if session_dir else None
         self.tty = out.isatty()
         self.status_every = status_every if status_every is not None else (1.0 if self.tty else 5.0)
         self.children: dict[str, Child] = {}
@@ -97,6 +99,7 @@ class Supervisor:
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         code, outcome, t_start = 1, "failed", local_clock()
         self.t_end: float | None = None
+        self.t0: float | None = None
         try:
             self._spawn()
             self._setup()
@@ -114,12 +117,19 @@ class Supervisor:
             ctx.term()
         elapsed = max(0.0, (self.t_end or local_clock()) - t_start)
         report = build_report(self.network, self.finals, elapsed, outcome)
+        if self.session is not None:
+            for name, child in self.children.items():
+                if child.final is None and child.proc.returncode is not None:
+                    self.session.node_event(name, "died", local_clock(), exit=describe_exit(child.proc.returncode))
+            self.session.finish(report, self.t0)
         if self.json_path:  # first: the record must survive a closed stdout
             Path(self.json_path).write_text(json.dumps(report, indent=2, default=float))
         self.say("")
         self.say(render_text(report))
         if self.json_path:
             self.say(f"\nsummary written to {self.json_path}")
+        if self.session is not None:
+            self.say(f"session recorded in {self.session.folder}/")
         return code
 
     def _on_signal(self, signum, _frame) -> None:
@@ -134,6 +144,8 @@ class Supervisor:
                    "--node", name, "--control", self.control.endpoint, "--timeout", str(self.ready_timeout)]
             if self.reset_state:
                 cmd.append("--reset-state")
+            if self.session is not None:
+                cmd += ["--session", str(self.session.folder)]
             proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdin=subprocess.DEVNULL)
             self.children[name] = Child(name, proc)
         self.say(f"spikewire: started {len(self.children)} nodes: "
@@ -165,11 +177,15 @@ class Supervisor:
             child.bound = True
         elif kind == "ready":
             child.ready = True
+            if self.session is not None:
+                self.session.node_event(child.name, "ready", local_clock(), pid=child.proc.pid)
         elif kind == "status":  # rates are taken between a node's last two status messages
             self.prev_statuses[child.name] = self.statuses.get(child.name, msg)
             self.statuses[child.name] = msg
         elif kind == "final":
             child.final = msg.get("summary", {})
+            if self.session is not None:
+                self.session.node_event(child.name, "stopped", local_clock())
         elif kind == "error":
             child.error = str(msg.get("message", "unknown error"))
 
@@ -195,6 +211,7 @@ class Supervisor:
 
     def _start(self) -> float:
         t0 = local_clock() + START_MARGIN
+        self.t0 = t0
         for name in self.children:
             self.control.send(name, {"type": "start", "t0": t0, "duration": None})
         if self.network.phases:

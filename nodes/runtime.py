@@ -71,6 +71,11 @@ class Upstream:
     subscriber: Subscriber
     links: list[LinkIn]
 
+    @property
+    def source_name(self) -> str:
+        """The upstream output port ('node.port', or the external endpoint)."""
+        return self.links[0].label.split(" -> ")[0]
+
     def reject(self, reason: str) -> None:
         for link in self.links:
             link.reject(reason)
@@ -105,6 +110,7 @@ class Runtime:
         self.metrics = None  # MetricsServer, when the network exports metrics
         self.probe: ProbeState | None = None
         self.lsl_exports: dict = {}  # output port -> streams.lsl_link.EventOutlet
+        self.journal = None  # streams.journal.JournalWriter, when the session is recorded
         self.started_at = 0.0
         self.control = None  # optional: object with .fd, .poll() -> list[dict], .send(dict)
         self.on_message = None  # optional: callable(dict) for control messages
@@ -219,6 +225,8 @@ class Runtime:
                 if buf is None:
                     break
                 now = local_clock()
+                if self.journal is not None:  # everything that arrived, garbage included
+                    self.journal.log(self._received, up.source_name, now, buf)
                 try:
                     packet = decode(buf)
                 except WireError as e:
@@ -274,6 +282,16 @@ class Runtime:
             for out in self.node.probe_route(port):
                 self.publishers[out].publish(forward, Kind.PROBE)
 
+    def record_to(self, path) -> None:
+        """Journal every packet sent on each output port and received from each upstream to ``path``."""
+        from spikewire.streams.journal import RECEIVED, SENT, JournalWriter
+
+        names = list(self.publishers) + [up.source_name for up in self.upstreams]
+        self.journal = journal = JournalWriter(path, self.node.name, names)
+        for port, pub in self.publishers.items():
+            pub.on_sent = lambda data, port=port: journal.log(SENT, port, local_clock(), data)
+        self._received = RECEIVED
+
     def export_lsl(self, network_name: str) -> None:
         """Mirror the node's ``lsl_export`` output ports as LSL streams."""
         from spikewire.streams.lsl_link import EventOutlet
@@ -301,6 +319,8 @@ class Runtime:
     def _housekeeping(self) -> None:
         for pub in self.publishers.values():
             pub.poll_subscriptions()
+        if self.journal is not None:
+            self.journal.flush()  # every 50 ms: a crash loses at most this window
 
     def _on_control(self, msg: dict) -> None:
         if msg.get("type") == "stop":
@@ -349,9 +369,14 @@ class Runtime:
             out["probes"] = self.probe.summary()
         if self.metrics is not None:
             out["metrics"] = {"port": self.metrics.port, "render_s": self.metrics.render_time.summary()}
+        if self.journal is not None:
+            self.journal.flush()
+            out["journal"] = self.journal.summary()
         return out
 
     def close(self) -> None:
+        if self.journal is not None:
+            self.journal.close()
         if self.metrics is not None:
             self.metrics.close()
         for pub in self.publishers.values():

@@ -35,6 +35,7 @@ class Publisher:
         self.dropped = 0
         self.events_sent = 0
         self.subscriptions = 0
+        self.on_sent = None  # optional callable(bytes): every packet sent (the session journal)
         self.socket = ctx.socket(zmq.XPUB)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.SNDHWM, hwm)
@@ -48,12 +49,14 @@ class Publisher:
         loop probes). False (and counted) if the send queue is full."""
         seq = self.sequence
         self.sequence = seq + 1  # a dropped packet still consumes its number: the receiver sees the gap
+        data = encode(self.kind if kind is None else kind, self.source, seq, local_clock(), events)
         try:
-            self.socket.send(encode(self.kind if kind is None else kind, self.source, seq, local_clock(), events),
-                             zmq.NOBLOCK)
+            self.socket.send(data, zmq.NOBLOCK)
         except zmq.Again:
             self.dropped += 1
             return False
+        if self.on_sent is not None:
+            self.on_sent(data)
         self.sent += 1
         self.events_sent += len(events)
         return True
