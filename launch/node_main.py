@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                       "metrics": runtime.metrics.port if runtime.metrics is not None else None})
         start = control.wait("start", args.timeout)
         runtime.run(float(start["t0"]), start.get("duration"))
-        control.send({"type": "final", "summary": runtime.summary(local_clock())})
+        control.send({"type": "final", "summary": runtime.summary(local_clock()), "log": node.take_log()})
         return 0
     except InterruptedError:
         return 0

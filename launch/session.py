@@ -5,6 +5,9 @@
         provenance.json                versions, git commit, command line, node start/stop times,
                                        per-link clock offsets, outcome
         summary.json                   the run summary (as --json writes it)
+        status.jsonl                   every node's status message (1 Hz: counts, resistances, ...) with the
+                                       model events since the previous one ("log": plasticity pulses with
+                                       their exact times and resistance before/after), one JSON per line
         journal/<node>.swj             every packet each node sent and received (streams/journal.py)
 """
 
@@ -70,7 +73,13 @@ class Session:
             "nodes": {},
             "links": {},
         }
+        self._status = None  # status.jsonl, opened at the first status message
         self.write()
+
+    def record_status(self, node: str, msg: dict) -> None:
+        if self._status is None:
+            self._status = open(self.folder / "status.jsonl", "a", buffering=1)  # line-buffered: crash-safe
+        self._status.write(json.dumps({"node": node, **msg}, default=float) + "\n")
 
     def node_event(self, node: str, what: str, t_local: float, **extra) -> None:
         entry = self.provenance["nodes"].setdefault(node, {})
@@ -84,6 +93,9 @@ class Session:
         # One machine, one clock: every link's offset is 0 by construction (issue 7 estimates it across hosts).
         self.provenance["links"] = {ln["link"]: {"clock_offset_s": 0.0} for ln in report.get("links", [])}
         (self.folder / "summary.json").write_text(json.dumps(report, indent=2, default=float))
+        if self._status is not None:
+            self._status.close()
+            self._status = None
         self.write()
 
     def write(self) -> None:

@@ -180,10 +180,14 @@ class Supervisor:
             if self.session is not None:
                 self.session.node_event(child.name, "ready", local_clock(), pid=child.proc.pid)
         elif kind == "status":  # rates are taken between a node's last two status messages
+            if self.session is not None:
+                self.session.record_status(child.name, msg)
             self.prev_statuses[child.name] = self.statuses.get(child.name, msg)
             self.statuses[child.name] = msg
         elif kind == "final":
             child.final = msg.get("summary", {})
+            if self.session is not None and msg.get("log"):
+                self.session.record_status(child.name, {"type": "final", "t": local_clock(), "log": msg["log"]})
             if self.session is not None:
                 self.session.node_event(child.name, "stopped", local_clock())
         elif kind == "error":

@@ -188,6 +188,11 @@ class Node:
     def restore(self, state: object) -> None:
         raise NotImplementedError(f"{type(self).__name__} does not support compute-ahead")
 
+    def take_log(self) -> list[dict]:
+        """Model events since the last call (e.g. plasticity pulses with their times), for the session
+        record; the runtime sends them with each status message. Default: none."""
+        return []
+
     def mark_phases(self, t: float) -> None:
         """Record ``status`` for every protocol phase that has ended by session time ``t`` (called before
         the model moves past ``t``: at a tick's start, or before an event is handled)."""

@@ -197,6 +197,7 @@ class MemristorNode(Node):
         self.groups = {name: SynapseGroup(name, cfg, s.device.r_min, s.device.r_max) for name, cfg in s.synapses.items()}
         self.rejected: dict[str, int] = {}
         self.state_path: Path | None = None
+        self.pulse_log: list[dict] = []  # every pulse since the last take_log(), for the session record
 
     @classmethod
     def ports(cls, settings: MemristorSettings):
@@ -274,15 +275,23 @@ class MemristorNode(Node):
             r *= 1.0 + self.settings.read_noise * self.rng.standard_normal()
         return r
 
-    def _pulse(self, group: SynapseGroup, row: int, potentiate: bool) -> None:
+    def take_log(self) -> list[dict]:
+        log_, self.pulse_log = self.pulse_log, []
+        return log_
+
+    def _pulse(self, group: SynapseGroup, row: int, potentiate: bool, now: float = 0.0) -> None:
         rule = group.cfg.plasticity
         wl, bl = group.wl[row], group.bl[row]
+        r_before = self.r[wl, bl]
         if potentiate:
             self.r[wl, bl] = mk.apply_pulse(self.r[wl, bl], rule.ltp_voltage, rule.ltp_width, self.params[wl, bl])
             group.ltp[row] += 1
         else:
             self.r[wl, bl] = mk.apply_pulse(self.r[wl, bl], rule.ltd_voltage, rule.ltd_width, self.params[wl, bl])
             group.ltd[row] += 1
+        label = group.name if len(group.pre) == 1 else f"{group.name}[{group.pre[row]}->{group.post[row]}]"
+        self.pulse_log.append({"event": "pulse", "t": now, "device": label, "direction": "ltp" if potentiate else "ltd",
+                               "r_before": float(r_before), "r_after": float(self.r[wl, bl])})
 
     def on_events(self, port: str, kind: Kind, events: np.ndarray, now: float) -> None:
         syn, _, role = port.rpartition(".")
@@ -308,7 +317,7 @@ class MemristorNode(Node):
             group.last_pre[pre] = now
             for row in rows:
                 if rule.rule == "stdp" and 0.0 <= now - group.last_post[group.post[row]] <= rule.ltd_window:
-                    self._pulse(group, row, potentiate=False)
+                    self._pulse(group, row, potentiate=False, now=now)
                 self.outbox.emit(group.port_out, now, int(group.post[row]),
                                  group.value(self.read(group.wl[row], group.bl[row])))
 
@@ -334,9 +343,9 @@ class MemristorNode(Node):
                     n = mk.count_recent(group.ring, pre, now, rule.window)
                     decision = mk.srdp_decision(n, rule.ltp_above, rule.ltd_below)
                     if decision:
-                        self._pulse(group, row, potentiate=decision > 0)
+                        self._pulse(group, row, potentiate=decision > 0, now=now)
                 elif 0.0 <= now - group.last_pre[pre] <= rule.ltp_window:
-                    self._pulse(group, row, potentiate=True)
+                    self._pulse(group, row, potentiate=True, now=now)
 
     # --- reports ---------------------------------------------------------------------------------
     def devices(self):

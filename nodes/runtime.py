@@ -204,7 +204,7 @@ class Runtime:
                 if self.control is not None:
                     if now >= next_status:
                         next_status = now + self.status_period
-                        self.control.send({"type": "status", **self.status(now)})
+                        self.control.send({"type": "status", **self.status(now), "log": self.node.take_log()})
                     self._drain([None])
                 if now >= stop_at:
                     break
