@@ -42,6 +42,12 @@ def cmd_check(args) -> int:
     return 0
 
 
+def default_session_dir():
+    from spikewire.launch.session import default_session_dir as d
+
+    return d()
+
+
 def cmd_run(args) -> int:
     from spikewire.launch.session import default_session_dir
     from spikewire.launch.supervisor import Supervisor
@@ -68,6 +74,38 @@ PASS_THROUGH_BENCHES = {"adex": "adex_scaling", "scrape": "scrape_impact", "dete
 """`spikewire bench NAME ARGS...` hands ARGS (including --help) to bench/<module>.py's main()."""
 PASS_THROUGH = {"top": "spikewire.monitor.top", "rig-sim": "spikewire.launch.rig_sim"}
 """Commands with their own argument parser: `spikewire top ARGS...` is monitor/top.py's main(ARGS)."""
+
+
+def cmd_replay(args) -> int:
+    import json
+    from pathlib import Path
+
+    from spikewire.launch.supervisor import Supervisor
+
+    session = Path(args.session)
+    if not (session / "network.toml").is_file() or not (session / "journal").is_dir():
+        print(f"{session}: not a spikewire session folder (no network.toml / journal/)", file=sys.stderr)
+        return 2
+    net = _load(str(session / "network.toml"))
+    live = [n for n in args.nodes.split(",") if n]
+    unknown = [n for n in live if n not in net.nodes]
+    if not live or unknown:
+        print(f"--nodes: name nodes of the session's network to run live ({', '.join(net.nodes)}); "
+              f"got {args.nodes!r}", file=sys.stderr)
+        return 2
+    replayed = [n for n in net.nodes if n not in live]
+    missing = [n for n in replayed if not (session / "journal" / f"{n}.swj").is_file()]
+    if missing:
+        print(f"{session}: no journal for {', '.join(missing)}", file=sys.stderr)
+        return 2
+    duration = args.duration
+    if duration is None:
+        duration = json.loads((session / "summary.json").read_text()).get("duration_s") or 10.0
+    out_dir = args.session_dir or str(session / "replays" / Path(str(default_session_dir())).name)
+    print(f"spikewire: replaying {', '.join(replayed)} from {session} into live {', '.join(live)}")
+    sup = Supervisor(net, duration=duration / args.speed, json_path=args.json, reset_state=True,
+                     session_dir=out_dir, replay={"session": str(session), "replayed": replayed, "speed": args.speed})
+    return sup.run()
 
 
 def cmd_prometheus(args) -> int:
@@ -113,6 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="validate a network file without starting anything")
     p.add_argument("network", help="network file (TOML)")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("replay", help="rerun some nodes of a recorded session live, fed by the others' recorded "
+                       "output with its original timing")
+    p.add_argument("session", help="a session folder (from spikewire run)")
+    p.add_argument("--nodes", required=True, help="comma-separated nodes to run live; the rest are replayed")
+    p.add_argument("--speed", type=_positive, default=1.0, help="replay speed factor (default 1)")
+    p.add_argument("--duration", type=_positive, help="seconds of the original session to replay (default: all)")
+    p.add_argument("--json", metavar="PATH", help="write the summary as JSON")
+    p.add_argument("--session-dir", metavar="DIR", help="where to record the replay (default SESSION/replays/<time>)")
+    p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("prometheus", help="write prometheus.yml, alert rules and a Grafana dashboard for a network")
     p.add_argument("network", help="network file (TOML)")

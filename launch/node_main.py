@@ -46,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=60.0, help="setup handshake timeout [s]")
     ap.add_argument("--reset-state", action="store_true", help="ignore saved state (memristor weights)")
     ap.add_argument("--session", help="session folder: journal every packet to <session>/journal/<node>.swj")
+    ap.add_argument("--replay-from", help="a recorded session: the --replayed nodes republish its recording")
+    ap.add_argument("--replayed", default="", help="comma-separated nodes that are replayed, not live")
+    ap.add_argument("--speed", type=float, default=1.0, help="replay speed factor")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"[{args.node}] %(levelname)s %(message)s", stream=sys.stderr)
     _die_with_parent()
@@ -56,7 +59,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         network = load_network(args.network)
         spec = network.nodes[args.node]
-        node = spec.cls(spec.name, spec.settings)
+        replayed = set(filter(None, args.replayed.split(",")))
+        if spec.name in replayed:
+            from pathlib import Path
+
+            from spikewire.nodes.replay import ReplayNode
+
+            node = ReplayNode(spec.name, spec.settings, spec.outputs, Path(args.replay_from), args.speed)
+        else:
+            node = spec.cls(spec.name, spec.settings)
         node.context = {"network": network.name, "network_dir": str(network.path.parent),
                         "reset_state": args.reset_state}
         node.phase_ends = network.phase_ends
@@ -64,15 +75,17 @@ def main(argv: list[str] | None = None) -> int:
         source_ids = {port: network.source_ids[(spec.name, port)] for port in spec.outputs}
         # A downstream node opens one connection per upstream port, however many of its inputs it feeds.
         expected: dict[str, int] = {}
-        for port, _dst in {(ln.src_port, ln.dst_node) for ln in network.links_from(spec.name)}:
-            expected[port] = expected.get(port, 0) + 1
+        for port, dst in {(ln.src_port, ln.dst_node) for ln in network.links_from(spec.name)}:
+            if dst not in replayed:  # a replayed node subscribes to nothing
+                expected[port] = expected.get(port, 0) + 1
         runtime = Runtime(node, ctx, source_ids, expected, bind_host=spec.settings.bind)
         runtime.control = control
         mon = network.monitor
         origin = None
         if mon.probe_from:
             probe_node, _, probe_port = mon.probe_from.partition(".")
-            origin = probe_port if probe_node == spec.name else None
+            # A replayed origin would only measure the replay: probes are for live sessions.
+            origin = probe_port if probe_node == spec.name and spec.name not in replayed else None
         runtime.probe = ProbeState(network.node_index(spec.name), origin, mon.probe_every)
         stop = lambda *_: setattr(runtime, "stop_requested", True)  # noqa: E731
         signal.signal(signal.SIGTERM, stop)
@@ -82,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         msg = control.wait("connect", args.timeout)
         plans = []
         for port, sources in msg["inputs"].items():
+            if port not in node.inputs:
+                continue  # a replayed node consumes nothing
             hwm = max((ln.hwm for ln in network.links_into(spec.name) if ln.dst_port == port), default=None)
             plans.append(InputPlan(port, tuple((int(s), str(e), str(label)) for s, e, label in sources),
                                    hwm or 100_000))

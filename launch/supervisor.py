@@ -64,7 +64,7 @@ def describe_exit(code: int) -> str:
 class Supervisor:
     def __init__(self, network: Network, duration: float | None = None, json_path: str | None = None,
                  out: TextIO = sys.stdout, ready_timeout: float = 60.0, status_every: float | None = None,
-                 reset_state: bool = False, session_dir: str | None = None):
+                 reset_state: bool = False, session_dir: str | None = None, replay: dict | None = None):
         if network.path is None:
             raise ValueError("the supervisor needs a network loaded from a file (nodes read it themselves)")
         self.network = network
@@ -76,6 +76,7 @@ class Supervisor:
         self.ready_timeout = ready_timeout
         self.reset_state = reset_state
         self.session = Session(Path(session_dir), network.path) if session_dir else None
+        self.replay = replay  # {"session": path, "replayed": [nodes], "speed": x} for `spikewire replay`
         self.tty = out.isatty()
         self.status_every = status_every if status_every is not None else (1.0 if self.tty else 5.0)
         self.children: dict[str, Child] = {}
@@ -146,6 +147,9 @@ class Supervisor:
                 cmd.append("--reset-state")
             if self.session is not None:
                 cmd += ["--session", str(self.session.folder)]
+            if self.replay:
+                cmd += ["--replay-from", str(self.replay["session"]), "--replayed", ",".join(self.replay["replayed"]),
+                        "--speed", str(self.replay.get("speed", 1.0))]
             proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdin=subprocess.DEVNULL)
             self.children[name] = Child(name, proc)
         self.say(f"spikewire: started {len(self.children)} nodes: "
