@@ -70,7 +70,8 @@ def cmd_bench_demo(args) -> int:
     return demo_main(["--duration", str(args.duration)] + (["--json", args.json] if args.json else []))
 
 
-PASS_THROUGH_BENCHES = {"adex": "adex_scaling", "scrape": "scrape_impact", "detect": "detection"}
+PASS_THROUGH_BENCHES = {"adex": "adex_scaling", "scrape": "scrape_impact", "detect": "detection",
+                        "journal": "journal_cost"}
 """`spikewire bench NAME ARGS...` hands ARGS (including --help) to bench/<module>.py's main()."""
 PASS_THROUGH = {"top": "spikewire.monitor.top", "rig-sim": "spikewire.launch.rig_sim"}
 """Commands with their own argument parser: `spikewire top ARGS...` is monitor/top.py's main(ARGS)."""
@@ -186,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_bench_demo)
     bsub.add_parser("adex", help="largest AdEx population in real time; speed vs Brian2 (see its --help)")
     bsub.add_parser("scrape", help="loop lag with and without Prometheus scrapes (see its --help)")
+    bsub.add_parser("journal", help="session journal: write cost per event and the largest rate recorded live")
     bsub.add_parser("detect", help="spike detection per 1 ms chunk at 256 / 1,024 / 4,096 channels x 30 kHz")
     return ap
 

@@ -23,6 +23,7 @@ class SourceSettings(NodeSettings):
     rate: float = setting(100.0, "Events per second.", check=positive)
     count: int = setting(0, "Stop after this many events (0: never).", check=non_negative)
     size: int = setting(1, "Ids cycle through 0..size-1.", check=positive)
+    burst: int = setting(1, "Events per tick (one packet), so rate x burst events per second.", check=positive)
 
 
 class PulseSource(Node):
@@ -44,8 +45,10 @@ class PulseSource(Node):
     def tick(self, t_start: float, t_end: float) -> None:
         if self.settings.count and self.emitted >= self.settings.count:
             return
-        self.outbox.emit("out", local_clock(), self.emitted % self.settings.size, 1.0)
-        self.emitted += 1
+        now = local_clock()
+        for _ in range(self.settings.burst):
+            self.outbox.emit("out", now, self.emitted % self.settings.size, 1.0)
+            self.emitted += 1
 
     def status(self, now: float) -> dict:
         return {"emitted": self.emitted}
