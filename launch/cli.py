@@ -109,6 +109,18 @@ def cmd_replay(args) -> int:
     return sup.run()
 
 
+def cmd_plot(args) -> int:
+    from spikewire.monitor.plot import NotASession, plot_session
+
+    try:
+        out = plot_session(args.session, args.out, dpi=args.dpi)
+    except (FileNotFoundError, NotASession) as e:
+        print(f"spikewire plot: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_prometheus(args) -> int:
     from pathlib import Path
 
@@ -162,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="PATH", help="write the summary as JSON")
     p.add_argument("--session-dir", metavar="DIR", help="where to record the replay (default SESSION/replays/<time>)")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("plot", help="plot a recorded session: rasters, rates, weights with phases, link latencies")
+    p.add_argument("session", help="a session folder (from spikewire run)")
+    p.add_argument("--out", required=True, metavar="FILE", help="image file to write (.png, .pdf, .svg)")
+    p.add_argument("--dpi", type=int, default=120, help="resolution (default 120)")
+    p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("prometheus", help="write prometheus.yml, alert rules and a Grafana dashboard for a network")
     p.add_argument("network", help="network file (TOML)")
