@@ -109,6 +109,19 @@ def cmd_replay(args) -> int:
     return sup.run()
 
 
+def cmd_export(args) -> int:
+    from spikewire.monitor.nwb_export import SessionError, export_nwb
+
+    try:
+        out = export_nwb(args.session, args.nwb, overwrite=args.overwrite, experimenter=args.experimenter,
+                         lab=args.lab, institution=args.institution)
+    except (SessionError, FileExistsError, FileNotFoundError) as e:
+        print(f"spikewire export: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_plot(args) -> int:
     from spikewire.monitor.plot import NotASession, plot_session
 
@@ -174,6 +187,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="PATH", help="write the summary as JSON")
     p.add_argument("--session-dir", metavar="DIR", help="where to record the replay (default SESSION/replays/<time>)")
     p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("export", help="export a recorded session as an NWB 2 file (units, stimuli, resistance, "
+                       "pulses, phases)")
+    p.add_argument("session", help="a session folder (from spikewire run)")
+    p.add_argument("--nwb", required=True, metavar="OUT.nwb", help="NWB file to write")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT.nwb if it exists")
+    p.add_argument("--experimenter", help="experimenter name(s) for the NWB metadata")
+    p.add_argument("--lab", help="lab for the NWB metadata")
+    p.add_argument("--institution", help="institution for the NWB metadata")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("plot", help="plot a recorded session: rasters, rates, weights with phases, link latencies")
     p.add_argument("session", help="a session folder (from spikewire run)")

@@ -161,6 +161,15 @@ class TickScheduler:
             outbox.clear()
         return self._next_wake()
 
+    def settle(self, now: float) -> None:
+        """Stop at what has been published: publish what is due, and undo ticks computed ahead but not yet
+        due, so the model's counts are exactly what left the node (called when the session drains)."""
+        if self.batch is None:
+            return
+        self._publish_due(now)
+        if self.batch is not None:
+            self._rollback(self.batch_start + self.published, now)
+
     def _next_wake(self) -> float:
         for i in range(self.published, len(self.batch)):
             if self.batch[i]:

@@ -328,6 +328,8 @@ class Runtime:
         elif msg.get("type") == "drain" and not self.draining:
             self.draining = True
             self.drained_at = local_clock()
+            if self.scheduler is not None:
+                self.scheduler.settle(self.drained_at)
         elif self.on_message is not None:
             self.on_message(msg)
 

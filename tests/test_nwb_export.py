@@ -1,0 +1,235 @@
+"""NWB export: a real recorded session exported and read back against its own summary, checked by NWB
+Inspector; and, without processes, a session whose journal tail was cut, and the export's refusals."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+from nwbinspector import Importance, inspect_nwbfile
+from pynwb import NWBHDF5IO
+
+from conftest import NETWORKS, network_copy, read_json, spikewire_cmd
+from spikewire.monitor.nwb_export import DamagedSessionWarning, SessionError, export_nwb
+from spikewire.streams.journal import RECEIVED, SENT, JournalWriter
+from spikewire.streams.wire import BioEvent, Kind, empty_events, encode
+
+SEVERE = {Importance.ERROR, Importance.PYNWB_VALIDATION, Importance.CRITICAL}
+
+
+def _short_fig2(tmp_path: Path) -> Path:
+    """paper_fig2 with 2 s phases, so 8 s reach all four (and both pulse directions). The last phase runs
+    at 2.2 Hz rather than 2: its last spike then comes 0.18 s before the end instead of on it, where a run
+    that stops may or may not send it (and Padova may or may not apply its stimulus)."""
+    path = network_copy("paper_fig2.toml", tmp_path)
+    text, n_phases = re.subn(r"duration = 10\.0", "duration = 2.0", path.read_text())
+    text, n_sched = re.subn(r"schedule = \[\[0, 10\.0\], \[10, 30\.0\], \[20, 10\.0\], \[30, 2\.0\]\]",
+                            "schedule = [[0, 10.0], [2, 30.0], [4, 10.0], [6, 2.2]]", text)
+    assert (n_phases, n_sched) == (4, 1), "paper_fig2.toml changed: update this test's protocol rewrite"
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    """(session folder, its summary, the exported file): one 8 s run shared by the tests below."""
+    where = tmp_path_factory.mktemp("fig2")
+    session = where / "session"
+    cmd = spikewire_cmd("run", str(_short_fig2(where)), "--duration", "8", "--session-dir", str(session),
+                        "--reset-weights")
+    try:
+        done = subprocess.run(cmd, check=False, cwd=where, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"spikewire run did not finish within 60 s:\n{e.stdout}\n{e.stderr}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = export_nwb(session, where / "fig2.nwb")
+    return session, read_json(session / "summary.json"), out
+
+
+def _units(nwb) -> dict[tuple[str, str, int], tuple[np.ndarray, np.ndarray]]:
+    df = nwb.units.to_dataframe()
+    return {(r.node, r.population, int(r.neuron_id)): (np.asarray(r.spike_times), np.asarray(r.bio_event_type))
+            for r in df.itertuples()}
+
+
+@pytest.mark.integration
+def test_units_are_every_spike_each_node_sent(recorded):
+    _, summary, path = recorded
+    links = {ln["link"]: ln for ln in summary["links"]}
+    with NWBHDF5IO(str(path), "r") as io:
+        nwb = io.read()
+        units = _units(nwb)
+        psps = len(nwb.events["psps"])
+        assert set(units) == {("zurich", "anpre", 0), ("zurich", "anpost", 0), ("padova", "padova", 0)}
+        for n in summary["neurons"]:
+            times, types = units[(n["node"], n["population"], int(n["neuron"]))]
+            assert np.all(np.diff(times) > 0) and 0 <= times[0] and times[-1] <= summary["duration_s"]
+            # A node that computes ahead counts spikes it had not sent when the run stopped (up to 20 ms of
+            # them): the summary may exceed the record of what was sent by that, and by nothing else.
+            assert 0 <= n["spikes"] - len(times) <= 1, n
+            if n["node"] == "padova":
+                assert Counter(types.tolist()) == {BioEvent.STIMULATED_AP: n["stimulated_ap"],
+                                                  BioEvent.SPONTANEOUS_AP: n["spontaneous_ap"]}
+        # The pacemaker's last spike is 0.18 s before the end: nothing computed ahead, so exactly equal.
+        anpre = next(n for n in summary["neurons"] if n["population"] == "anpre")
+        assert len(units[("zurich", "anpre", 0)][0]) == anpre["spikes"]
+        # What the receiving nodes counted, independently of any journal.
+        assert len(units[("zurich", "anpre", 0)][0]) == links["zurich.anpre.spikes -> southampton.mr1.pre"]["events"]
+        assert len(units[("zurich", "anpost", 0)][0]) == links["zurich.anpost.spikes -> southampton.mr2.post"]["events"]
+        assert len(units[("padova", "padova", 0)][0]) + psps == links["padova.events -> southampton.mr1.post"]["events"]
+        assert nwb.units.resolution == pytest.approx(1e-4)
+
+
+@pytest.mark.integration
+def test_stimuli_pulses_resistance_and_epochs_match_the_summary(recorded):
+    session, summary, path = recorded
+    padova = next(n for n in summary["neurons"] if n["node"] == "padova")
+    mems = {m["name"]: m for m in summary["memristors"]}
+    with NWBHDF5IO(str(path), "r") as io:
+        nwb = io.read()
+        stimuli = nwb.events["stimuli"].to_dataframe()
+        assert len(stimuli) == padova["stimuli"] > 0
+        assert set(stimuli["port"]) == {"mr1.out"} and stimuli["amplitude"].between(0.0, 1.0).all()
+        assert len(nwb.events["psps"]) == padova["psp"]
+
+        pulses = nwb.events["plasticity_pulses"].to_dataframe()
+        counted = Counter(zip(pulses["device"], pulses["direction"]))
+        for name, m in mems.items():
+            assert counted[(name, "ltp")] == m["ltp_pulses"] and counted[(name, "ltd")] == m["ltd_pulses"]
+        assert mems["mr1"]["ltp_pulses"] > 0 and mems["mr1"]["ltd_pulses"] > 0  # both phases did their work
+        assert np.all(np.diff(pulses["timestamp"]) >= 0) and (pulses["duration"] == 100e-6).all()
+
+        for name, m in mems.items():
+            series = nwb.acquisition[f"resistance_{name}"]
+            t, r = series.timestamps[:], series.data[:]
+            assert series.unit == "ohm" and np.all(np.diff(t) > 0) and t[0] == 0.0
+            assert np.all((10e3 <= r) & (r <= 17e3))
+            assert r[0] == m["r_start"] and r[-1] == pytest.approx(m["r_end"])
+            mine = pulses[pulses["device"] == name]
+            assert set(mine["r_after"]) <= set(r)  # every pulse's exact value is a sample
+
+        reached = summary["phases"]
+        epochs = nwb.epochs.to_dataframe()
+        assert [tags[0] for tags in epochs["tags"]] == [p["phase"] for p in reached]
+        assert [p["phase"] for p in reached] == ["none-1", "ltp", "none-2", "ltd"]
+        assert list(epochs["start_time"]) == [p["start_s"] for p in reached]
+        assert list(epochs["stop_time"]) == [p["end_s"] for p in reached]
+        assert epochs["completed"].all()
+
+        provenance = read_json(session / "provenance.json")
+        assert (provenance["source"]["commit"] or "unknown (not a git checkout)") in nwb.notes
+        assert " ".join(provenance["command_line"]) in nwb.notes
+        assert nwb.session_start_time.tzinfo is not None and nwb.session_description.startswith("Serb et al. 2020")
+
+
+@pytest.mark.integration
+def test_nwb_inspector_finds_nothing_critical(recorded):
+    _, _, path = recorded
+    messages = list(inspect_nwbfile(nwbfile_path=path))
+    severe = [m for m in messages if m.importance in SEVERE]
+    assert not severe, "\n".join(f"{m.importance.name} {m.check_function_name}: {m.message}" for m in severe)
+    for m in messages:  # what remains is metadata spikewire cannot know (run with -s to see it)
+        print(f"{m.importance.name} {m.check_function_name} {m.object_name}: {m.message}")
+
+
+# --- a session made by hand: exact contents, no processes ----------------------------------------------------
+T0 = 1000.0
+SPIKES = [0.1, 0.2, 0.3, 0.4, 0.5]
+BIO = [(0.12, BioEvent.STIMULATED_AP), (0.21, BioEvent.PSP), (0.33, BioEvent.SPONTANEOUS_AP),
+       (0.41, BioEvent.PSP), (0.52, BioEvent.STIMULATED_AP)]
+
+
+def _packet(kind: Kind, seq: int, t: float, ident: int, value: float) -> bytes:
+    ev = empty_events(1)
+    ev["t"], ev["id"], ev["value"] = T0 + t, ident, value
+    return encode(kind, 1, seq, T0 + t + 1e-4, ev)
+
+
+def _journal(folder: Path, node: str, ports: list[str], packets: list[tuple[int, str, bytes]]) -> None:
+    w = JournalWriter(folder / "journal" / f"{node}.swj", node, ports)
+    for direction, port, data in packets:
+        w.log(direction, port, T0 + 0.6, data)
+    w.close()
+
+
+def _handmade_session(folder: Path) -> Path:
+    folder.mkdir()
+    shutil.copyfile(NETWORKS / "paper_loop.toml", folder / "network.toml")
+    (folder / "provenance.json").write_text(json.dumps({
+        "created": "2025-01-02T03:04:04.000+00:00", "command_line": ["spikewire", "run", "paper_loop.toml"],
+        "versions": {"spikewire": "0.1.0"}, "source": {"path": "/src", "commit": "abc123", "dirty": False},
+        "host": "lab", "cwd": "/tmp", "t0_local_clock": T0, "outcome": "completed",
+        "nodes": {"zurich": {"ready": {"utc": "2025-01-02T03:04:05.000+00:00", "local_clock": T0 - 0.2}}}}))
+    (folder / "summary.json").write_text(json.dumps({
+        "duration_s": 0.6, "phases": [], "links": [],
+        "memristors": [{"node": "southampton", "name": "mr1", "r_start": 14000.0, "r_end": 13900.0,
+                        "ltp_pulses": 1, "ltd_pulses": 0}]}))
+    pulse = {"event": "pulse", "t": T0 + 0.25, "device": "mr1", "direction": "ltp", "r_before": 14000.0,
+             "r_after": 13900.0}
+    (folder / "status.jsonl").write_text(
+        json.dumps({"node": "southampton", "type": "status", "t": T0 + 0.5,
+                    "model": {"resistance": {"mr1": 13900.0, "mr2": 14000.0}}, "log": [pulse]}) + "\n")
+    _journal(folder, "zurich", ["anpre.spikes", "anpost.spikes", "southampton.mr2.out"],
+             [(SENT, "anpre.spikes", _packet(Kind.SPIKE, i, t, 0, 1.0)) for i, t in enumerate(SPIKES)])
+    _journal(folder, "southampton", ["mr1.out", "mr2.out", "zurich.anpre.spikes"],
+             [(SENT, "mr1.out", _packet(Kind.STIMULUS, i, t + 0.001, 0, 0.5)) for i, t in enumerate(SPIKES)]
+             + [(RECEIVED, "zurich.anpre.spikes", _packet(Kind.SPIKE, 0, 0.1, 0, 1.0))])
+    _journal(folder, "padova", ["events", "southampton.mr1.out"],
+             [(SENT, "events", _packet(Kind.BIO, i, t, 0, float(kind))) for i, (t, kind) in enumerate(BIO)])
+    return folder
+
+
+def test_a_damaged_journal_tail_exports_what_survived(tmp_path):
+    session = _handmade_session(tmp_path / "session")
+    journal = session / "journal" / "padova.swj"
+    whole = journal.read_bytes()
+    journal.write_bytes(whole[:-5])  # padova killed mid-write: its last record (an AP at 0.52 s) is lost
+    record = 8 + 12 + 32 + 16  # record header + body header + packet header + one event
+    with pytest.warns(DamagedSessionWarning, match=rf"padova.swj: damaged tail \(truncated record\); "
+                                                   rf"skipped its last {record - 5} bytes"):
+        path = export_nwb(session, tmp_path / "out.nwb")
+    with NWBHDF5IO(str(path), "r") as io:
+        nwb = io.read()
+        units = _units(nwb)
+        assert units[("zurich", "anpre", 0)][0] == pytest.approx(SPIKES)
+        times, types = units[("padova", "padova", 0)]
+        assert times == pytest.approx([0.12, 0.33]) and list(types) == [1, 2]
+        assert list(units[("zurich", "anpost", 0)][0]) == []  # could spike, did not: still a unit
+        assert nwb.events["psps"]["timestamp"][:] == pytest.approx([0.21, 0.41])
+        assert nwb.events["stimuli"]["timestamp"][:] == pytest.approx([t + 0.001 for t in SPIKES])
+        assert "synaptic_events" not in nwb.events  # received packets are not what a node sent
+        journals = nwb.processing["misc"]["journals"].to_dataframe().set_index("node")
+        assert journals.loc["padova", "skipped_bytes"] == record - 5 and journals.loc["zurich", "skipped_bytes"] == 0
+        assert f"skipped its last {record - 5} bytes" in nwb.notes
+        assert nwb.session_start_time == datetime(2025, 1, 2, 3, 4, 5, 200000, tzinfo=timezone.utc)
+        r = nwb.acquisition["resistance_mr1"]
+        assert list(r.timestamps[:]) == pytest.approx([0.0, 0.25, 0.5])
+        assert list(r.data[:]) == [14000.0, 13900.0, 13900.0]
+        assert nwb.epochs is None  # paper_loop has no protocol
+
+
+def test_refuses_a_folder_that_is_not_a_session(tmp_path):
+    with pytest.raises(SessionError, match="is not a spikewire session folder"):
+        export_nwb(tmp_path, tmp_path / "out.nwb")
+    with pytest.raises(SessionError, match="no such session folder"):
+        export_nwb(tmp_path / "nowhere", tmp_path / "out.nwb")
+
+
+def test_an_existing_file_is_replaced_only_when_asked(tmp_path):
+    session = _handmade_session(tmp_path / "session")
+    out = tmp_path / "out.nwb"
+    out.write_text("an earlier export")
+    with pytest.raises(FileExistsError, match="overwrite"):
+        export_nwb(session, out)
+    assert out.read_text() == "an earlier export"
+    export_nwb(session, out, overwrite=True)
+    with NWBHDF5IO(str(out), "r") as io:
+        assert len(io.read().units) == 3
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left behind
