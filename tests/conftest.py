@@ -95,5 +95,21 @@ def network_copy(name: str, tmp_path: Path) -> Path:
     return path
 
 
+def short_fig2(directory: Path, phase: float, last_rate: float = 2.0) -> Path:
+    """paper_fig2 on free ports with its four protocol phases squeezed to ``phase`` seconds each (the
+    pacemaker's schedule follows), so a short run reaches all four."""
+    import re
+
+    path = network_copy("paper_fig2.toml", directory)
+    text, n = re.subn(r"duration = 10\.0", f"duration = {phase}", path.read_text())
+    text, m = re.subn(r"schedule = \[\[0, 10\.0\], \[10, 30\.0\], \[20, 10\.0\], \[30, 2\.0\]\]",
+                      f"schedule = [[0, 10.0], [{phase}, 30.0], [{2 * phase}, 10.0], [{3 * phase}, {last_rate}]]",
+                      text)
+    if (n, m) != (4, 1):
+        raise ValueError("paper_fig2.toml's protocol changed: update short_fig2 in tests/conftest.py")
+    path.write_text(text)
+    return path
+
+
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())

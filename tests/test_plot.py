@@ -14,10 +14,15 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import read_json, short_fig2, spikewire_cmd
 from matplotlib.text import Text
-
-from conftest import network_copy, read_json, spikewire_cmd
-from spikewire.monitor.plot import DamagedSessionWarning, NotASession, build_figure, plot_session, read_session
+from spikewire.monitor.plot import (
+    DamagedSessionWarning,
+    NotASession,
+    build_figure,
+    plot_session,
+    read_session,
+)
 
 PHASES = ["none-1", "ltp", "none-2", "ltd"]
 
@@ -25,12 +30,7 @@ PHASES = ["none-1", "ltp", "none-2", "ltd"]
 @pytest.fixture(scope="module")
 def session(tmp_path_factory):
     where = tmp_path_factory.mktemp("plot")
-    net = network_copy("paper_fig2.toml", where)
-    text, n = re.subn(r"duration = 10\.0", "duration = 1.5", net.read_text())
-    text, m = re.subn(r"schedule = \[\[0, 10\.0\], \[10, 30\.0\], \[20, 10\.0\], \[30, 2\.0\]\]",
-                      "schedule = [[0, 10.0], [1.5, 30.0], [3, 10.0], [4.5, 2.0]]", text)
-    assert (n, m) == (4, 1), "paper_fig2.toml's protocol changed: update how this test squeezes it"
-    net.write_text(text)
+    net = short_fig2(where, 1.5)
     folder = where / "session"
     try:
         run = subprocess.run(spikewire_cmd("run", str(net), "--duration", "6", "--session-dir", str(folder)),
