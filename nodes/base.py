@@ -125,10 +125,11 @@ class Node:
     supports_lookahead: ClassVar[bool] = False
     """True when ``snapshot``/``restore`` capture all model state, so the runtime may compute ahead."""
 
-    def __init__(self, name: str, settings: NodeSettings):
+    def __init__(self, name: str, settings: NodeSettings,
+                 ports: tuple[dict[str, InPort], dict[str, OutPort]] | None = None):
         self.name = name
         self.settings = settings
-        inputs, outputs = self.ports(settings)
+        inputs, outputs = ports if ports is not None else self.ports(settings)
         self.inputs = inputs
         self.outputs = outputs
         self.outbox = Outbox(outputs)

@@ -26,17 +26,7 @@ class ReplayNode(Node):
 
     def __init__(self, name: str, settings: NodeSettings, outputs: dict[str, OutPort], session: Path,
                  speed: float = 1.0):
-        self.name = name
-        self.settings = settings
-        self.inputs = {}
-        self.outputs = outputs
-        from spikewire.nodes.base import Outbox
-
-        self.outbox = Outbox(outputs)
-        self.t0 = 0.0
-        self.context = {}
-        self.phase_ends = ()
-        self.phase_marks = []
+        super().__init__(name, settings, ports=({}, outputs))  # consumes nothing, publishes what was recorded
         self.speed = speed
         journal = read_journal(Path(session) / "journal" / f"{name}.swj")
         self.skipped_bytes = journal.skipped_bytes

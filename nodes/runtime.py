@@ -26,6 +26,7 @@ from spikewire.nodes.base import Node
 from spikewire.nodes.clocked import TickScheduler
 from spikewire.streams.clock import local_clock
 from spikewire.nodes.probes import ProbeState
+from spikewire.streams.journal import RECEIVED
 from spikewire.streams.wire import Kind, WireError, decode
 from spikewire.streams.zmq_link import DEFAULT_HWM, Publisher, Subscriber
 
@@ -226,7 +227,7 @@ class Runtime:
                     break
                 now = local_clock()
                 if self.journal is not None:  # everything that arrived, garbage included
-                    self.journal.log(self._received, up.source_name, now, buf)
+                    self.journal.log(RECEIVED, up.source_name, now, buf)
                 try:
                     packet = decode(buf)
                 except WireError as e:
@@ -284,13 +285,12 @@ class Runtime:
 
     def record_to(self, path) -> None:
         """Journal every packet sent on each output port and received from each upstream to ``path``."""
-        from spikewire.streams.journal import RECEIVED, SENT, JournalWriter
+        from spikewire.streams.journal import SENT, JournalWriter
 
         names = list(self.publishers) + [up.source_name for up in self.upstreams]
         self.journal = journal = JournalWriter(path, self.node.name, names)
         for port, pub in self.publishers.items():
             pub.on_sent = lambda data, port=port: journal.log(SENT, port, local_clock(), data)
-        self._received = RECEIVED
 
     def export_lsl(self, network_name: str) -> None:
         """Mirror the node's ``lsl_export`` output ports as LSL streams."""
