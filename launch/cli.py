@@ -22,11 +22,11 @@ class BadNetwork(Exception):
     """The network file was refused (already reported on stderr)."""
 
 
-def _load(path: str):
+def _load(path: str, check_keys: bool = True):
     from spikewire.launch.network import NetworkError, load_network
 
     try:
-        return load_network(path)
+        return load_network(path, check_keys)
     except NetworkError as e:
         print(f"{path}: {e}", file=sys.stderr)
         raise BadNetwork from None
@@ -49,13 +49,75 @@ def default_session_dir():
 
 
 def cmd_run(args) -> int:
+    from spikewire.launch.network import NetworkError, curve_config
     from spikewire.launch.session import default_session_dir
     from spikewire.launch.supervisor import Supervisor
 
-    sup = Supervisor(_load(args.network), duration=args.duration, json_path=args.json, ready_timeout=args.ready_timeout,
-                     status_every=args.status_every, reset_state=args.reset_weights,
-                     session_dir=None if args.no_record else (args.session_dir or str(default_session_dir())))
+    net = _load(args.network)
+    if args.site is not None:
+        if net.sites is None:
+            print(f"{args.network}: --site needs a [sites.<name>] table per site in the network file", file=sys.stderr)
+            return 2
+        if args.site not in net.sites:
+            print(f"{args.network}: no site {args.site!r}; sites are: {', '.join(net.sites)}", file=sys.stderr)
+            return 2
+        if not net.site_nodes(args.site):
+            print(f"{args.network}: site {args.site!r} has no nodes", file=sys.stderr)
+            return 2
+    # Keys are checked here, before any node starts, so a missing or wrong key is one clear line.
+    sites = [args.site] if args.site else sorted({net.site_of(n) for n in net.nodes}) if net.sites else []
+    try:
+        for site in sites:
+            curve_config(net, site, args.secret_key)
+    except NetworkError as e:
+        print(f"{args.network}: {e}", file=sys.stderr)
+        return 2
+    session = None
+    if not args.no_record:
+        session = args.session_dir or str(default_session_dir()) + (f"-{args.site}" if args.site else "")
+    sup = Supervisor(net, duration=args.duration, json_path=args.json, ready_timeout=args.ready_timeout,
+                     status_every=args.status_every, reset_state=args.reset_weights, session_dir=session,
+                     site=args.site, secret_key=args.secret_key)
     return sup.run()
+
+
+def cmd_keygen(args) -> int:
+    from spikewire.streams.security import keygen
+
+    if args.network:
+        net = _load(args.network, check_keys=False)
+        if net.sites is None:
+            print(f"{args.network}: no [sites] to make keys for", file=sys.stderr)
+            return 2
+        made = 0
+        for site, cfg in net.sites.items():
+            if args.site and site != args.site:
+                continue
+            if not cfg.public_key or not cfg.secret_key:
+                print(f"sites.{site}: no public_key/secret_key file named; skipped")
+                continue
+            pub, sec = net.key_path(cfg.public_key), net.key_path(cfg.secret_key)
+            if pub.exists() or sec.exists():
+                print(f"sites.{site}: {pub if pub.exists() else sec} exists; kept")
+                continue
+            if pub.parent != sec.parent or pub.name + "_secret" != sec.name:
+                print(f"sites.{site}: secret_key must be public_key + '_secret' in the same folder "
+                      f"(the ZeroMQ certificate convention), got {sec}", file=sys.stderr)
+                return 2
+            keygen(pub.parent, pub.name.removesuffix(".key"))
+            print(f"sites.{site}: wrote {pub} (public) and {sec} (secret, mode 600)")
+            made += 1
+        return 0
+    if not args.name:
+        print("spikewire keygen: give a NAME, or --network FILE", file=sys.stderr)
+        return 2
+    try:
+        pub, sec = keygen(args.dir, args.name)
+    except FileExistsError as e:
+        print(f"spikewire keygen: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {pub} (public: give it to the other sites) and {sec} (secret: keep it here, mode 600)")
+    return 0
 
 
 def cmd_bench_hop(args) -> int:
@@ -73,7 +135,8 @@ def cmd_bench_demo(args) -> int:
 PASS_THROUGH_BENCHES = {"adex": "adex_scaling", "scrape": "scrape_impact", "detect": "detection",
                         "journal": "journal_cost"}
 """`spikewire bench NAME ARGS...` hands ARGS (including --help) to bench/<module>.py's main()."""
-PASS_THROUGH = {"top": "spikewire.monitor.top", "rig-sim": "spikewire.launch.rig_sim"}
+PASS_THROUGH = {"top": "spikewire.monitor.top", "rig-sim": "spikewire.launch.rig_sim",
+                "fault-proxy": "spikewire.streams.fault_proxy"}
 """Commands with their own argument parser: `spikewire top ARGS...` is monitor/top.py's main(ARGS)."""
 
 
@@ -172,7 +235,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-record", action="store_true", help="do not record a session folder (journal, provenance)")
     p.add_argument("--reset-weights", action="store_true",
                    help="start memristors from r_init instead of their saved crossbar state")
+    p.add_argument("--site", metavar="NAME", help="start only this site's nodes; links from other sites connect to "
+                   "their addresses in the network file (each lab runs its own site)")
+    p.add_argument("--secret-key", metavar="FILE", help="this site's CURVE secret key (default: the file's "
+                   "sites.<site>.secret_key)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("keygen", help="make a CURVE key pair (NAME.key public, NAME.key_secret secret), or every "
+                       "missing key a network file names (--network)")
+    p.add_argument("name", nargs="?", help="key name, e.g. the site's name")
+    p.add_argument("--dir", default=".", help="folder to write NAME.key and NAME.key_secret to (default .)")
+    p.add_argument("--network", metavar="FILE", help="make the missing key pairs of this network's [sites]")
+    p.add_argument("--site", help="with --network: only this site's key pair")
+    p.set_defaults(func=cmd_keygen)
+
+    sub.add_parser("fault-proxy", help="a TCP proxy that injects delay, jitter, loss and reordering into a spikewire "
+                   "link, for rehearsing internet conditions (spikewire fault-proxy --help)")
 
     p = sub.add_parser("check", help="validate a network file without starting anything")
     p.add_argument("network", help="network file (TOML)")

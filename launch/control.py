@@ -17,9 +17,12 @@ Messages are small JSON objects with a ``type`` (never pickle). The exchange, in
 from __future__ import annotations
 
 import json
+import logging
 import time
 
 import zmq
+
+log = logging.getLogger("spikewire.control")
 
 
 def _decode(raw: bytes) -> dict:
@@ -81,18 +84,26 @@ class ControlServer:
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.bind(f"tcp://{host}:*")
         self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.malformed = 0  # messages that were not [node name, JSON object]: counted and dropped
 
     def send(self, node: str, msg: dict) -> None:
         self.socket.send_multipart([node.encode(), json.dumps(msg).encode()])
 
     def recv(self, timeout: float) -> tuple[str, dict] | None:
-        """One message within ``timeout`` seconds, or None."""
-        if not self.socket.poll(int(timeout * 1000)):
-            return None
-        frames = self.socket.recv_multipart()
-        if len(frames) != 2:
-            raise ValueError(f"control message with {len(frames)} frames")
-        return frames[0].decode(), _decode(frames[1])
+        """One well-formed message within ``timeout`` seconds, or None. Anything else that arrives (a
+        stray or hostile peer on the port) is counted, logged once, and skipped."""
+        deadline = time.monotonic() + timeout
+        while self.socket.poll(max(0, int((deadline - time.monotonic()) * 1000))):
+            frames = self.socket.recv_multipart()
+            try:
+                if len(frames) != 2:
+                    raise ValueError(f"{len(frames)} frames, expected 2")
+                return frames[0].decode(), _decode(frames[1])
+            except ValueError as e:  # UnicodeDecodeError and json.JSONDecodeError are ValueErrors
+                self.malformed += 1
+                if self.malformed == 1:
+                    log.warning("dropped a malformed control message (%s); further ones are only counted", e)
+        return None
 
     def close(self) -> None:
         self.socket.close(linger=0)

@@ -10,9 +10,20 @@ Layout::
     [nodes.<name>]             kind = "silicon" | "memristor" | "biological" | ...; then the kind's keys
     [protocol]                 phases = [{name, duration}, ...]: an experiment's phases (optional)
     [monitor]                  metrics ports, loop probes, alert budgets (optional)
+    [sites.<name>]             where a site's outgoing links listen and its CURVE keys (optional: without
+                               it, sites are labels and every link is local to one machine)
+    [security]                 curve = "off" | "required" for links between sites; extra allowed keys
+    [transport]                heartbeats, peer timeout, clock synchronisation
+    [safety]                   the interlock that holds stimulation and programming on stale/lossy input
     [[links]]                  from = "<node>.<output port>", to = "<node>.<input port>"
                                (or endpoint = "tcp://host:port" and source = <id >= 1000> for a publisher
-                                outside this network)
+                                outside this network); delay = D for a jitter buffer, late = its policy,
+                               via = an endpoint to connect through (a relay, NAT or fault proxy)
+
+Sites: a link between nodes of different sites is an *inter-site* link. Its publisher listens on a fixed
+port of its site (``[sites.<site>] port`` + k, k counting the site's output ports that have inter-site
+links, in name order), every site can work out every address from the file alone, and
+``spikewire run FILE --site NAME`` starts only that site's nodes.
 """
 
 from __future__ import annotations
@@ -23,11 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from spikewire.launch.settings import Settings, SettingsError, in_range, parse, positive, setting
+from spikewire.launch.settings import Settings, SettingsError, in_range, non_negative, parse, positive, setting
 from spikewire.nodes.base import InPort, Node, OutPort
 
 NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 EXTERNAL_SOURCE_MIN = 1000
+TOP_LEVEL = ("network", "nodes", "links", "protocol", "monitor", "sites", "security", "transport", "safety")
 
 
 class NetworkError(SettingsError):
@@ -87,16 +99,87 @@ class MonitorSettings(Settings):
 
 
 @dataclass(frozen=True)
+class SiteSettings(Settings):
+    """One lab: where its outgoing (inter-site) links listen, and its CURVE key pair."""
+
+    address: str = setting("127.0.0.1", "Host name or address other sites connect to for this site's links.")
+    bind: str = setting("127.0.0.1", "Address this site's inter-site publishers bind to ('0.0.0.0' to be "
+                        "reachable from other machines).")
+    port: int = setting(0, "First TCP port of this site's inter-site publishers: its k-th output port with links "
+                        "to other sites (in name order) listens on port + k. Required if any link leaves the site.",
+                        check=in_range(0, 65000))
+    public_key: str = setting("", "This site's CURVE public key file (`spikewire keygen`), relative to the "
+                              "network file. Required when [security] curve = \"required\".")
+    secret_key: str = setting("", "This site's CURVE secret key file, relative to the network file; read only "
+                              "when this site runs (--secret-key overrides it).")
+
+
+@dataclass(frozen=True)
+class SecuritySettings(Settings):
+    """Encryption and authentication of inter-site links (links inside a site stay on loopback)."""
+
+    curve: Literal["off", "required"] = setting(
+        "off", "'required': every inter-site link is CurveZMQ-encrypted and a site admits only the public keys "
+        "of the sites in this file (plus 'allow'); plaintext peers are refused. 'off': plaintext.")
+    allow: tuple[str, ...] = setting((), "Further public key files admitted (an observer's tap, a dashboard).")
+
+
+@dataclass(frozen=True)
+class TransportSettings(Settings):
+    """Liveness and clocks of every link."""
+
+    heartbeat_every: float = setting(0.2, "An idle output port sends a heartbeat this often [s].",
+                                     check=in_range(0.01, 5.0))
+    peer_timeout: float = setting(0.6, "A link with nothing (not even a heartbeat) for this long is down [s].",
+                                  check=in_range(0.02, 30.0))
+    clock_sync_every: float = setting(0.25, "Clock-sync ping period of each inter-site link [s].",
+                                      check=in_range(0.01, 60.0))
+    clock_window: int = setting(16, "The offset is taken from the lowest-delay exchange of this many.",
+                                check=in_range(1, 1024))
+
+    def validate(self, key: str) -> None:
+        if self.peer_timeout <= 2 * self.heartbeat_every:
+            raise SettingsError(f"{key}.peer_timeout", f"must exceed two heartbeat periods "
+                                f"(2 x {self.heartbeat_every:g} s), got {self.peer_timeout:g}")
+
+
+@dataclass(frozen=True)
+class SafetySettings(Settings):
+    """The interlock: stimulation and memristor programming are held while a node's input is stale or
+    lossy, and released automatically once it has been healthy for ``release_after``."""
+
+    interlock: bool = setting(True, "Hold stimulation and device programming on bad input.")
+    stale_after: float = setting(0.5, "An input link silent this long (no data, no heartbeat) holds [s].",
+                                 check=positive)
+    max_loss: float = setting(0.05, "An input link losing more than this fraction of packets over "
+                              "loss_window holds.", check=in_range(0.0, 1.0))
+    loss_window: float = setting(2.0, "Window of the loss fraction [s].", check=positive)
+    release_after: float = setting(0.5, "Input must be healthy this long before a hold is released [s].",
+                                   check=non_negative)
+
+
+@dataclass(frozen=True)
 class LinkSettings(Settings):
     from_: str = setting("", "Output port '<node>.<port>' (leave out for an external publisher).", key="from")
     to: str = setting("", "Input port '<node>.<port>'.")
     endpoint: str = setting("", "External publisher's ZeroMQ endpoint (instead of 'from').")
     source: int = setting(0, "Source id an external publisher stamps on its packets (>= 1000).")
     hwm: int = setting(100_000, "High-water mark (packets queued) at each end.", check=positive)
+    sockbuf: int = setting(0, "Kernel socket buffer at each end [bytes]; 0: the OS default (several MB on Linux "
+                           "loopback: under overload, a hidden queue of seconds). Set it with hwm to bound a "
+                           "link's queue in time.", check=in_range(0, 1 << 30))
+    delay: float = setting(0.0, "Jitter buffer: deliver each packet at its send time (in this node's clock) plus "
+                           "this delay, so that network jitter becomes a constant synaptic delay [s]. 0: deliver "
+                           "on arrival.", check=in_range(0.0, 10.0))
+    late: Literal["drop", "deliver"] = setting("drop", "A packet arriving after its delivery time: 'drop' it or "
+                                               "'deliver' it at once, marked late. Counted either way.")
+    via: str = setting("", "Connect to this endpoint instead of the publisher's own (a relay, NAT or fault proxy).")
 
     def validate(self, key: str) -> None:
         if not self.to:
             raise SettingsError(f"{key}.to", "required: the input port '<node>.<port>' this link feeds")
+        if self.via and not self.via.startswith("tcp://"):
+            raise SettingsError(f"{key}.via", f"must be a tcp:// endpoint, got {self.via!r}")
 
 
 @dataclass(frozen=True)
@@ -119,6 +202,17 @@ class Link:
     source_id: int
     endpoint: str  # fixed endpoint of an external publisher, else ""
     hwm: int
+    delay: float = 0.0
+    late: str = "drop"
+    sockbuf: int = 0
+    via: str = ""
+    src_site: str = ""
+    dst_site: str = ""
+
+    @property
+    def inter_site(self) -> bool:
+        """Between two sites of a network with [sites]: fixed ports, CURVE if required, clock sync."""
+        return bool(self.src_site) and self.src_site != self.dst_site
 
     @property
     def label(self) -> str:
@@ -136,6 +230,39 @@ class Network:
     source_ids: dict[tuple[str, str], int]
     phases: tuple[tuple[str, float, float], ...] = ()  # (name, start, end) in session seconds
     monitor: MonitorSettings = MonitorSettings()
+    sites: dict[str, SiteSettings] | None = None  # None: no [sites] table, every link is local
+    security: SecuritySettings = SecuritySettings()
+    transport: TransportSettings = TransportSettings()
+    safety: SafetySettings = SafetySettings()
+
+    def site_of(self, node: str) -> str:
+        return self.nodes[node].settings.site
+
+    def site_nodes(self, site: str) -> list[str]:
+        return [n for n, spec in self.nodes.items() if spec.settings.site == site]
+
+    def site_ports(self, site: str) -> list[tuple[str, str]]:
+        """The site's output ports with inter-site links, in the order that numbers their TCP ports."""
+        return sorted({(ln.src_node, ln.src_port) for ln in self.links if ln.inter_site and ln.src_site == site})
+
+    def fixed_endpoint(self, node: str, port: str, bind: bool) -> str | None:
+        """Where an output port with inter-site links listens (``bind``) or is reached; None if it has none."""
+        if self.sites is None:
+            return None
+        site = self.site_of(node)
+        ports = self.site_ports(site)
+        if (node, port) not in ports:
+            return None
+        s = self.sites[site]
+        return f"tcp://{s.bind if bind else s.address}:{s.port + ports.index((node, port))}"
+
+    def curve_port(self, node: str, port: str) -> bool:
+        """True if this output port is a CURVE server (it has inter-site links and CURVE is required)."""
+        return self.security.curve == "required" and self.fixed_endpoint(node, port, True) is not None
+
+    def key_path(self, ref: str) -> Path:
+        p = Path(ref)
+        return p if p.is_absolute() or self.path is None else self.path.parent / p
 
     def node_index(self, node: str) -> int:
         return list(self.nodes).index(node)
@@ -155,7 +282,9 @@ class Network:
         return [ln for ln in self.links if ln.dst_node == node]
 
 
-def load_network(path: str | Path) -> Network:
+def load_network(path: str | Path, check_keys: bool = True) -> Network:
+    """The validated network of a file. ``check_keys=False`` skips reading the CURVE public key files
+    (``spikewire keygen --network`` loads a file whose keys do not exist yet)."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -165,7 +294,7 @@ def load_network(path: str | Path) -> Network:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise _toml_error(str(e), text) from None
-    return build_network(data, default_name=path.stem, path=path)
+    return build_network(data, default_name=path.stem, path=path, check_keys=check_keys)
 
 
 def _toml_error(msg: str, text: str) -> NetworkError:
@@ -190,14 +319,23 @@ def _toml_error(msg: str, text: str) -> NetworkError:
     return NetworkError("", f"not valid TOML: {msg}")
 
 
-def build_network(data: dict, default_name: str = "network", path: Path | None = None) -> Network:
+def build_network(data: dict, default_name: str = "network", path: Path | None = None,
+                  check_keys: bool = True) -> Network:
     for key in data:
-        if key not in ("network", "nodes", "links", "protocol", "monitor"):
-            raise NetworkError(key, "unknown top-level key; expected network, nodes, links, protocol, monitor")
+        if key not in TOP_LEVEL:
+            raise NetworkError(key, f"unknown top-level key; expected {', '.join(TOP_LEVEL)}")
     try:
         info = parse(NetworkInfo, data.get("network", {}), "network")
         protocol = parse(ProtocolSettings, data.get("protocol", {}), "protocol")
         monitor = parse(MonitorSettings, data.get("monitor", {}), "monitor")
+        security = parse(SecuritySettings, data.get("security", {}), "security")
+        transport = parse(TransportSettings, data.get("transport", {}), "transport")
+        safety = parse(SafetySettings, data.get("safety", {}), "safety")
+        sites = None
+        if "sites" in data:
+            if not isinstance(data["sites"], dict) or not data["sites"]:
+                raise NetworkError("sites", "must be a table of [sites.<name>] tables")
+            sites = {name: parse(SiteSettings, table, f"sites.{name}") for name, table in data["sites"].items()}
     except SettingsError as e:
         raise NetworkError(e.key, e.reason) from None
     phases, t = [], 0.0
@@ -274,7 +412,12 @@ def build_network(data: dict, default_name: str = "network", path: Path | None =
         if ident in seen:
             raise NetworkError(key, f"duplicates links[{seen[ident]}] ({ls.from_ or ls.endpoint} -> {ls.to})")
         seen[ident] = i
-        links.append(Link(i, src_node, src_port, dst_node, dst_port, source_id, ls.endpoint, ls.hwm))
+        src_site = nodes[src_node].settings.site if src_node and sites is not None else ""
+        dst_site = nodes[dst_node].settings.site if sites is not None else ""
+        if ls.via and not (src_site and src_site != dst_site):
+            raise NetworkError(f"{key}.via", "only a link between two sites can go via another endpoint")
+        links.append(Link(i, src_node, src_port, dst_node, dst_port, source_id, ls.endpoint, ls.hwm, ls.delay,
+                          ls.late, ls.sockbuf, ls.via, src_site, dst_site))
     if monitor.probe_from:
         _port(nodes, monitor.probe_from, "monitor.probe_from", "output")
     if monitor.metrics:
@@ -284,8 +427,55 @@ def build_network(data: dict, default_name: str = "network", path: Path | None =
             if port in seen_ports:
                 raise NetworkError(f"nodes.{name}.metrics_port", f"port {port} is already used by node {seen_ports[port]!r}")
             seen_ports[port] = name
-    return Network(info.name or default_name, info.description, path, nodes, tuple(links), source_ids, tuple(phases),
-                   monitor)
+    net = Network(info.name or default_name, info.description, path, nodes, tuple(links), source_ids, tuple(phases),
+                  monitor, sites, security, transport, safety)
+    if sites is not None:
+        _check_sites(net, check_keys)
+    elif security.curve == "required":
+        raise NetworkError("security.curve", "CURVE protects links between sites: declare them in [sites.<name>]")
+    return net
+
+
+def _check_sites(net: Network, check_keys: bool) -> None:
+    """Every node's site is declared; sites with outgoing links have ports that do not collide; with CURVE
+    required, every site involved has a readable public key (secret keys are checked where they are used)."""
+    from spikewire.streams.security import KeyError_, load_public
+
+    sites = net.sites
+    for name, spec in net.nodes.items():
+        if spec.settings.site not in sites:
+            raise NetworkError(f"nodes.{name}.site", f"site {spec.settings.site!r} is not declared in [sites]; "
+                               f"declared: {', '.join(sites)}")
+    used: dict[tuple[str, int], str] = {}
+    for site, s in sites.items():
+        ports = net.site_ports(site)
+        if ports and not s.port:
+            raise NetworkError(f"sites.{site}.port", f"required: {len(ports)} output port(s) of this site have links "
+                               "to other sites and need a fixed TCP port")
+        for k in range(len(ports)):
+            where = (s.address, s.port + k)
+            if where in used or s.port + k > 65535:
+                raise NetworkError(f"sites.{site}.port", f"port {s.port + k} (for {'.'.join(ports[k])}) is also "
+                                   f"used by {used.get(where, 'nothing valid')}")
+            used[where] = f"site {site!r}"
+    if net.security.curve != "required":
+        return
+    involved = {ln.src_site for ln in net.links if ln.inter_site} | {ln.dst_site for ln in net.links if ln.inter_site}
+    for site in sorted(involved):
+        if not sites[site].public_key:
+            raise NetworkError(f"sites.{site}.public_key", "required when [security] curve = \"required\" "
+                               "(make a key pair with `spikewire keygen`)")
+        if not check_keys:
+            continue
+        try:
+            load_public(net.key_path(sites[site].public_key))
+        except KeyError_ as e:
+            raise NetworkError(f"sites.{site}.public_key", str(e)) from None
+    for i, ref in enumerate(net.security.allow if check_keys else ()):
+        try:
+            load_public(net.key_path(ref))
+        except KeyError_ as e:
+            raise NetworkError(f"security.allow[{i}]", str(e)) from None
 
 
 def _port(nodes: dict[str, NodeSpec], ref: str, key: str, direction: str) -> tuple[str, str]:
@@ -299,3 +489,28 @@ def _port(nodes: dict[str, NodeSpec], ref: str, key: str, direction: str) -> tup
         listing = ", ".join(ports) or "(none)"
         raise NetworkError(key, f"node {node!r} has no {direction} port {port!r}; its {direction}s are: {listing}")
     return node, port
+
+
+def curve_config(net: Network, site: str, secret_key: str | None = None):
+    """The CURVE set-up of a process at ``site`` (None when CURVE is off): its key pair (from
+    ``secret_key`` or the file's ``sites.<site>.secret_key``), the keys it admits and each site's server key.
+    Raises NetworkError naming the key that is missing, unreadable or does not match."""
+    from spikewire.streams.security import CurveConfig, KeyError_, load_public, load_secret
+
+    if net.security.curve != "required" or net.sites is None:
+        return None
+    key = f"sites.{site}.secret_key"
+    ref = secret_key or net.sites[site].secret_key
+    if not ref:
+        raise NetworkError(key, "required to run this site with CURVE (or pass --secret-key FILE)")
+    try:
+        public, secret = load_secret(Path(secret_key) if secret_key else net.key_path(ref))
+    except KeyError_ as e:
+        raise NetworkError(key, str(e)) from None
+    servers = {s: load_public(net.key_path(cfg.public_key)) for s, cfg in net.sites.items() if cfg.public_key}
+    if site in servers and servers[site] != public:
+        raise NetworkError(key, f"does not belong to sites.{site}.public_key (the public halves differ)")
+    allowed = {k: s for s, k in servers.items()}
+    for i, ref in enumerate(net.security.allow):
+        allowed.setdefault(load_public(net.key_path(ref)), f"allow[{i}]")
+    return CurveConfig(public, secret, allowed, servers)

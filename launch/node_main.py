@@ -20,10 +20,10 @@ import traceback
 import zmq
 
 from spikewire.launch.control import ControlClient
-from spikewire.launch.network import load_network
+from spikewire.launch.network import curve_config, load_network
 from spikewire.monitor.exporter import MetricsServer
 from spikewire.nodes.probes import ProbeState
-from spikewire.nodes.runtime import InputPlan, Runtime
+from spikewire.nodes.runtime import InputPlan, LinkOptions, Runtime
 from spikewire.streams.clock import local_clock
 
 log = logging.getLogger("spikewire.node")
@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--replay-from", help="a recorded session: the --replayed nodes republish its recording")
     ap.add_argument("--replayed", default="", help="comma-separated nodes that are replayed, not live")
     ap.add_argument("--speed", type=float, default=1.0, help="replay speed factor")
+    ap.add_argument("--secret-key", help="this site's CURVE secret key file (instead of the network file's)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"[{args.node}] %(levelname)s %(message)s", stream=sys.stderr)
     _die_with_parent()
@@ -73,12 +74,27 @@ def main(argv: list[str] | None = None) -> int:
         node.phase_ends = network.phase_ends
         node.load_state()
         source_ids = {port: network.source_ids[(spec.name, port)] for port in spec.outputs}
+        site = spec.settings.site
         # A downstream node opens one connection per upstream port, however many of its inputs it feeds.
+        # Only links inside the site are waited for: other sites come and go on their own.
         expected: dict[str, int] = {}
-        for port, dst in {(ln.src_port, ln.dst_node) for ln in network.links_from(spec.name)}:
+        for port, dst in {(ln.src_port, ln.dst_node) for ln in network.links_from(spec.name) if not ln.inter_site}:
             if dst not in replayed:  # a replayed node subscribes to nothing
                 expected[port] = expected.get(port, 0) + 1
-        runtime = Runtime(node, ctx, source_ids, expected, bind_host=spec.settings.bind)
+        fixed = {port: ep for port in spec.outputs if (ep := network.fixed_endpoint(spec.name, port, bind=True))}
+        curve_ports = frozenset(port for port in spec.outputs if network.curve_port(spec.name, port))
+        needs_curve = curve_ports or any(ln.inter_site for ln in network.links_into(spec.name))
+        curve = curve_config(network, site, args.secret_key) if needs_curve else None
+        # An output port's send queue: the largest hwm of its links; its kernel buffer: the smallest sockbuf set.
+        port_queues = {}
+        for port in spec.outputs:
+            out_links = [ln for ln in network.links_from(spec.name) if ln.src_port == port]
+            if out_links:
+                bufs = [ln.sockbuf for ln in out_links if ln.sockbuf]
+                port_queues[port] = (max(ln.hwm for ln in out_links), min(bufs) if bufs else 0)
+        runtime = Runtime(node, ctx, source_ids, expected, bind_host=spec.settings.bind, endpoints=fixed,
+                          curve=curve, curve_ports=curve_ports, transport=network.transport, safety=network.safety,
+                          port_queues=port_queues)
         runtime.control = control
         mon = network.monitor
         origin = None
@@ -97,9 +113,14 @@ def main(argv: list[str] | None = None) -> int:
         for port, sources in msg["inputs"].items():
             if port not in node.inputs:
                 continue  # a replayed node consumes nothing
-            hwm = max((ln.hwm for ln in network.links_into(spec.name) if ln.dst_port == port), default=None)
+            links = [ln for ln in network.links_into(spec.name) if ln.dst_port == port]
+            hwm = max((ln.hwm for ln in links), default=None)
+            bufs = [ln.sockbuf for ln in links if ln.sockbuf]
+            options = {ln.label: LinkOptions(ln.delay, ln.late, ln.inter_site, ln.src_site,
+                                             bool(ln.src_node) and network.curve_port(ln.src_node, ln.src_port))
+                       for ln in links}
             plans.append(InputPlan(port, tuple((int(s), str(e), str(label)) for s, e, label in sources),
-                                   hwm or 100_000))
+                                   hwm or 100_000, options, min(bufs) if bufs else 0))
         runtime.connect(plans)
         if args.session:
             from pathlib import Path
@@ -120,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
                       "metrics": runtime.metrics.port if runtime.metrics is not None else None})
         start = control.wait("start", args.timeout)
         runtime.run(float(start["t0"]), start.get("duration"))
-        control.send({"type": "final", "summary": runtime.summary(local_clock()), "log": node.take_log()})
+        control.send({"type": "final", "summary": runtime.summary(local_clock()), "log": runtime.take_log()})
         return 0
     except InterruptedError:
         return 0

@@ -90,8 +90,13 @@ class Session:
         self.provenance["t0_local_clock"] = t0
         self.provenance["outcome"] = report.get("outcome")
         self.provenance["finished"] = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-        # One machine, one clock: every link's offset is 0 by construction (issue 7 estimates it across hosts).
-        self.provenance["links"] = {ln["link"]: {"clock_offset_s": 0.0} for ln in report.get("links", [])}
+        # Links inside a site share one clock (offset 0 by construction); an inter-site link's offset and
+        # round trip are the receiver's NTP-style estimate at the end (status.jsonl has them over time).
+        self.provenance["links"] = {
+            ln["link"]: {"clock_offset_s": ln.get("clock_offset_s") if ln.get("inter_site") else 0.0,
+                         "rtt_s": ln.get("rtt_s"), "inter_site": bool(ln.get("inter_site")),
+                         "outages": ln.get("outages"), "restarts": ln.get("restarts")}
+            for ln in report.get("links", []) if ln.get("received") is not None}
         (self.folder / "summary.json").write_text(json.dumps(report, indent=2, default=float))
         if self._status is not None:
             self._status.close()

@@ -64,10 +64,14 @@ def describe_exit(code: int) -> str:
 class Supervisor:
     def __init__(self, network: Network, duration: float | None = None, json_path: str | None = None,
                  out: TextIO = sys.stdout, ready_timeout: float = 60.0, status_every: float | None = None,
-                 reset_state: bool = False, session_dir: str | None = None, replay: dict | None = None):
+                 reset_state: bool = False, session_dir: str | None = None, replay: dict | None = None,
+                 site: str | None = None, secret_key: str | None = None):
         if network.path is None:
             raise ValueError("the supervisor needs a network loaded from a file (nodes read it themselves)")
         self.network = network
+        self.site = site  # run only this site's nodes; links from other sites connect to their fixed ports
+        self.secret_key = secret_key
+        self.node_names = network.site_nodes(site) if site else list(network.nodes)
         if duration is None and network.phases:
             duration = network.phases[-1][2]  # a protocol runs to its end unless told otherwise
         self.duration = duration
@@ -117,7 +121,7 @@ class Supervisor:
             self.control.close()
             ctx.term()
         elapsed = max(0.0, (self.t_end or local_clock()) - t_start)
-        report = build_report(self.network, self.finals, elapsed, outcome)
+        report = build_report(self.network, self.finals, elapsed, outcome, self.node_names)
         if self.session is not None:
             for name, child in self.children.items():
                 if child.final is None and child.proc.returncode is not None:
@@ -140,9 +144,11 @@ class Supervisor:
     def _spawn(self) -> None:
         env = dict(os.environ)
         env.setdefault("LSLAPICFG", MACHINE_SCOPED_LSL_CONFIG)
-        for name in self.network.nodes:
+        for name in self.node_names:
             cmd = [sys.executable, "-m", "spikewire.launch.node_main", "--network", str(self.network.path),
                    "--node", name, "--control", self.control.endpoint, "--timeout", str(self.ready_timeout)]
+            if self.secret_key:
+                cmd += ["--secret-key", self.secret_key]
             if self.reset_state:
                 cmd.append("--reset-state")
             if self.session is not None:
@@ -152,7 +158,7 @@ class Supervisor:
                         "--speed", str(self.replay.get("speed", 1.0))]
             proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdin=subprocess.DEVNULL)
             self.children[name] = Child(name, proc)
-        self.say(f"spikewire: started {len(self.children)} nodes: "
+        self.say(f"spikewire: started {len(self.children)} nodes{f' of site {self.site}' if self.site else ''}: "
                  + ", ".join(f"{n} (pid {c.proc.pid})" for n, c in self.children.items()))
 
     def _pump(self, timeout: float, strict: bool = True) -> None:
@@ -212,7 +218,12 @@ class Supervisor:
         for name in self.children:
             inputs: dict[str, list] = {}
             for link in self.network.links_into(name):
-                endpoint = link.endpoint or self.children[link.src_node].endpoints[link.src_port]
+                if link.endpoint or link.via:
+                    endpoint = link.endpoint or link.via
+                elif link.src_node in self.children:
+                    endpoint = self.children[link.src_node].endpoints[link.src_port]
+                else:  # another site's node: its fixed port (or the relay the link goes via)
+                    endpoint = link.via or self.network.fixed_endpoint(link.src_node, link.src_port, bind=False)
                 inputs.setdefault(link.dst_port, []).append([link.source_id, endpoint, link.label])
             self.control.send(name, {"type": "connect", "inputs": inputs})
         self._wait_all("ready", lambda c: c.ready)
@@ -243,7 +254,7 @@ class Supervisor:
                 self._draw()
 
     def _draw(self) -> None:
-        lines = render_status(self.network, self.statuses, self.prev_statuses)
+        lines = render_status(self.network, self.statuses, self.prev_statuses, self.node_names)
         if self.tty:
             # One screen row per node, so the redraw can move up exactly that many rows.
             width = shutil.get_terminal_size().columns - 1

@@ -55,7 +55,22 @@ GAPS = _m("spikewire_link_sequence_gaps_total", "counter", "Packets missing from
 REORDERED = _m("spikewire_link_out_of_order_total", "counter", "Packets that arrived after a later one.", "link")
 MALFORMED = _m("spikewire_link_malformed_total", "counter", "Packets dropped as malformed, by reason.", "link", "reason")
 CLOCK_OFFSET = _m("spikewire_link_clock_offset_seconds", "gauge",
-                  "Estimated clock offset of a link's sender (0 on one machine).", "link")
+                  "Sender's clock minus ours, NTP-style estimate (inter-site links; 0 within a site).", "link")
+RTT = _m("spikewire_link_rtt_seconds", "gauge", "Round-trip time of the link's lowest-delay recent clock exchange.",
+         "link")
+LINK_UP = _m("spikewire_link_up", "gauge", "1 while the link's sender is heard (data or heartbeats).", "link")
+OUTAGES = _m("spikewire_link_outages_total", "counter", "Times the link's sender fell silent past peer_timeout.", "link")
+DOWNTIME = _m("spikewire_link_downtime_seconds_total", "counter", "Seconds the link has been down.", "link")
+RESTARTS = _m("spikewire_link_peer_restarts_total", "counter", "Times the link's sender restarted.", "link")
+LATE = _m("spikewire_link_late_total", "counter", "Packets past their jitter-buffer delivery time, by action "
+          "(dropped, delivered).", "link", "action")
+BUFFERED = _m("spikewire_link_jitter_buffered", "gauge", "Packets waiting in the link's jitter buffer.", "link")
+REFUSED = _m("spikewire_connections_refused_total", "counter",
+             "Connections refused: CURVE key not allowed, mechanism mismatch, protocol error, not ZMTP.", "reason")
+INTERLOCK = _m("spikewire_interlock_held", "gauge", "1 while the safety interlock holds stimulation and programming.")
+HOLDS = _m("spikewire_interlock_holds_total", "counter", "Times the safety interlock engaged.")
+HELD_EVENTS = _m("spikewire_interlock_held_events_total", "counter",
+                 "Stimulus events and programming pulses not carried out because of the interlock.")
 TICK_COMPUTE = _m("spikewire_tick_compute_seconds", "histogram",
                   "Compute time of one model tick (ticks recomputed after a compute-ahead rollback count too).")
 LAG = _m("spikewire_loop_lag_seconds", "histogram", "How late the loop woke for a due tick or output.")
@@ -80,7 +95,8 @@ STIM_HELD = _m("spikewire_rig_stimuli_held_total", "counter",
 
 CATALOGUE: tuple[Metric, ...] = (
     NODE_UP, NODE_READY, SPIKES, NEURON_SPIKES, RATE, BIO_EVENTS, LATENCY, SENT, SEND_DROPS, RECEIVED, EVENTS, GAPS,
-    REORDERED, MALFORMED, CLOCK_OFFSET, TICK_COMPUTE, LAG, TICKS, OVERRUNS, ROLLBACKS, RESISTANCE, PULSES,
+    REORDERED, MALFORMED, CLOCK_OFFSET, RTT, LINK_UP, OUTAGES, DOWNTIME, RESTARTS, LATE, BUFFERED, REFUSED,
+    INTERLOCK, HOLDS, HELD_EVENTS, TICK_COMPUTE, LAG, TICKS, OVERRUNS, ROLLBACKS, RESISTANCE, PULSES,
     PROBE_LATENCY, PROBES_LOST, REJECTED, RIG_UP, RIG_DISCONNECTS, RIG_SAMPLES, STIM_SENT, STIM_HELD,
 )
 HISTOGRAM_BUCKETS = PROM_BOUNDS

@@ -91,18 +91,37 @@ class NodeCollector:
         for port, pub in rt.publishers.items():
             fams[C.SENT.name].add_metric([name, port], pub.sent)
             fams[C.SEND_DROPS.name].add_metric([name, port], pub.dropped)
+        t_now = rt.clock()
         for up in rt.upstreams:
+            down_for = t_now - up.down_since if up.state == "down" else 0.0
             for link in up.links:
                 lab = [name, link.label]
                 fams[C.RECEIVED.name].add_metric(lab, link.received)
                 fams[C.EVENTS.name].add_metric(lab, link.events)
                 fams[C.GAPS.name].add_metric(lab, link.gaps)
                 fams[C.REORDERED.name].add_metric(lab, link.out_of_order)
-                fams[C.CLOCK_OFFSET.name].add_metric(lab, 0.0)
+                fams[C.CLOCK_OFFSET.name].add_metric(lab, up.offset)
+                if up.clock is not None and up.clock.synced:
+                    fams[C.RTT.name].add_metric(lab, up.clock.rtt)
+                fams[C.LINK_UP.name].add_metric(lab, 1 if up.state == "up" else 0)
+                fams[C.OUTAGES.name].add_metric(lab, up.outages)
+                fams[C.DOWNTIME.name].add_metric(lab, up.downtime + down_for)
+                fams[C.RESTARTS.name].add_metric(lab, up.restarts)
+                if link.delay:
+                    fams[C.LATE.name].add_metric([name, link.label, "dropped"], link.late_dropped)
+                    fams[C.LATE.name].add_metric([name, link.label, "delivered"], link.late_delivered)
+                    fams[C.BUFFERED.name].add_metric(lab, link.buffered)
                 for reason in MALFORMED_REASONS:
                     fams[C.MALFORMED.name].add_metric([name, link.label, reason], link.malformed.get(reason, 0))
                 _hist(fams[C.LATENCY.name], lab, link.latency)
 
+        for reason, n in rt.refusals.counts.items():
+            fams[C.REFUSED.name].add_metric([name, reason], n)
+        if rt.interlocked:
+            fams[C.INTERLOCK.name].add_metric([name], 1 if rt.held_since is not None else 0)
+            fams[C.HOLDS.name].add_metric([name], rt.holds)
+            held = rt.held_events + getattr(node, "held_pulses", 0) + getattr(node, "held_stimuli", 0)
+            fams[C.HELD_EVENTS.name].add_metric([name], held)
         sched = rt.scheduler
         if sched is not None:
             _hist(fams[C.TICK_COMPUTE.name], [name], sched.compute)

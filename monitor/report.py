@@ -13,9 +13,12 @@ def _us(x: float | None) -> str:
     return f"{x * 1e6:,.0f}"
 
 
-def build_report(network: Network, finals: dict[str, dict], duration: float, outcome: str) -> dict:
+def build_report(network: Network, finals: dict[str, dict], duration: float, outcome: str,
+                 only: list[str] | None = None) -> dict:
+    """``only``: the nodes this run started (one site's); links are reported from the ends that ran here."""
+    names = list(network.nodes) if only is None else only
     neurons, memristors, links, nodes = [], [], [], {}
-    for name in network.nodes:
+    for name in names:
         f = finals.get(name)
         if f is None:
             nodes[name] = {"final": False}
@@ -26,21 +29,30 @@ def build_report(network: Network, finals: dict[str, dict], duration: float, out
         nodes[name] = {"final": True, "kind": f.get("kind"), "loop": f.get("loop"), "process": f.get("process"),
                        "metrics": f.get("metrics"), "probes": f.get("probes"),
                        "model": {k: v for k, v in model.items() if k not in ("neurons", "memristors", "phases")},
-                       "rejected": model.get("rejected", {}),
+                       "rejected": model.get("rejected", {}), "refused": f.get("refused", {}),
+                       "interlock": f.get("interlock"), "outputs": f.get("outputs", {}),
                        "malformed": sum(sum(ln["malformed"].values()) for p in f.get("inputs", {}).values()
                                         for ln in p["links"].values())}
     for link in network.links:
+        if link.dst_node not in names and link.src_node not in names:
+            continue
         src = finals.get(link.src_node, {}).get("outputs", {}).get(link.src_port, {}) if link.src_node else {}
         port = finals.get(link.dst_node, {}).get("inputs", {}).get(link.dst_port, {})
         rx = port.get("links", {}).get(str(link.source_id), {})
         lat = rx.get("latency_s", {})
         sent = src.get("sent")
+        up = rx.get("upstream", {})
+        clock = up.get("clock") or {}
         links.append({
             "link": link.label, "sent": sent, "received": rx.get("received"), "events": rx.get("events"),
             "dropped": (src.get("dropped", 0) or 0) + (rx.get("gaps", 0) or 0),
             "send_queue_drops": src.get("dropped", 0), "gaps": rx.get("gaps"),
-            "in_flight": (sent - (rx.get("received") or 0) - (src.get("dropped", 0) or 0) - (rx.get("gaps", 0) or 0))
-            if sent is not None else None,
+            # Send-queue drops consume no sequence number, so sent = received + gaps + in flight.
+            "in_flight": (sent - (rx.get("received") or 0) - (rx.get("gaps", 0) or 0)) if sent is not None and rx else None,
+            "inter_site": link.inter_site, "curve": up.get("curve"), "outages": up.get("outages"),
+            "restarts": up.get("restarts"), "downtime_s": up.get("downtime_s"), "state": up.get("state"),
+            "clock_offset_s": clock.get("offset_s"), "rtt_s": clock.get("rtt_s"),
+            "trailing": rx.get("trailing"), "jitter_buffer": rx.get("jitter_buffer"),
             "out_of_order": rx.get("out_of_order"), "malformed": sum(rx.get("malformed", {}).values()),
             "malformed_by_reason": rx.get("malformed", {}),
             "latency_p50_s": lat.get("p50"), "latency_p99_s": lat.get("p99"), "latency_max_s": lat.get("max"),
@@ -93,6 +105,14 @@ def render_text(report: dict) -> str:
             ["node", "device", "R start kOhm", "R end kOhm", "LTP", "LTD"],
             [[m["node"], m["name"], f"{m['r_start'] / 1e3:.3f}", f"{m['r_end'] / 1e3:.3f}", m["ltp_pulses"],
               m["ltd_pulses"]] for m in report["memristors"]], {2, 3, 4, 5}) + [""]
+    inter = [ln for ln in report["links"] if ln.get("inter_site") and ln.get("received") is not None]
+    if inter:
+        out += ["Inter-site links (offset: sender's clock minus ours; latency above is corrected by it)"] + _table(
+            ["link", "curve", "offset us", "rtt us", "outages", "restarts", "down s", "late dropped/delivered"],
+            [[ln["link"], "yes" if ln["curve"] else "no", _us(ln["clock_offset_s"]), _us(ln["rtt_s"]),
+              ln["outages"], ln["restarts"], f"{ln['downtime_s'] or 0:.2f}",
+              f"{ln['jitter_buffer']['late_dropped']}/{ln['jitter_buffer']['late_delivered']}" if ln["jitter_buffer"]
+              else "-"] for ln in inter], {2, 3, 4, 5, 6}) + [""]
     if report["links"]:
         out += ["Links (latency = receive time - send time, us)"] + _table(
             ["link", "sent", "received", "dropped", "malformed", "p50", "p99", "max"],
@@ -119,18 +139,27 @@ def render_text(report: dict) -> str:
             continue
         loop, proc = n["loop"], n["process"]
         tc = loop["tick_compute_s"]
+        notes = f"cpu {proc['cpu_s']:.1f} s"
+        if n["rejected"]:
+            notes += f", rejected {n['rejected']}"
+        if n.get("refused"):
+            notes += f", refused connections {n['refused']}"
+        il = n.get("interlock")
+        if il and il["holds"]:
+            notes += f", interlock held {il['holds']}x for {il['held_s']:.2f} s"
         rows.append([name, loop["ticks"], _us(tc.get("p50")), _us(tc.get("p99")), loop["overruns"],
-                     f"{proc['max_rss_mb']:.0f}", f"cpu {proc['cpu_s']:.1f} s"
-                     + (f", rejected {n['rejected']}" if n["rejected"] else "")])
+                     f"{proc['max_rss_mb']:.0f}", notes])
     out += ["Nodes"] + _table(["node", "ticks", "tick p50 us", "tick p99 us", "overruns", "peak MB", "notes"],
                               rows, {1, 2, 3, 4, 5})
     return "\n".join(out)
 
 
-def render_status(network: Network, statuses: dict[str, dict], previous: dict[str, dict]) -> list[str]:
-    """One line per node for the live view: rates, resistances, input links' latency and drops."""
+def render_status(network: Network, statuses: dict[str, dict], previous: dict[str, dict],
+                  only: list[str] | None = None) -> list[str]:
+    """One line per node (of ``only``, if given) for the live view: rates, resistances, input links'
+    latency and drops, links that are down, interlock holds."""
     lines = []
-    for name in network.nodes:
+    for name in network.nodes if only is None else only:
         st = statuses.get(name)
         if st is None:
             lines.append(f"{name:<12} (waiting)")
@@ -155,11 +184,17 @@ def render_status(network: Network, statuses: dict[str, dict], previous: dict[st
                     continue
                 seen.add(source)
                 lat = ln["latency_s"]
-                if lat.get("count"):
+                up = ln.get("upstream", {})
+                if up.get("state") == "down":
+                    parts.append(f"<- {source} DOWN")
+                elif lat.get("count"):
                     parts.append(f"<- {source} p50/p99 {_us(lat['p50'])}/{_us(lat['p99'])} us"
                                  f" drops {ln['gaps']}")
                 bad = sum(ln["malformed"].values())
                 if bad:
                     parts.append(f"malformed {bad}")
+        il = st.get("interlock")
+        if il and il.get("holding"):
+            parts.append(f"INTERLOCK HOLD ({il['reason']})")
         lines.append(f"{name:<12} " + "  ".join(parts))
     return lines

@@ -124,6 +124,10 @@ class Node:
     Settings: ClassVar[type[NodeSettings]]
     supports_lookahead: ClassVar[bool] = False
     """True when ``snapshot``/``restore`` capture all model state, so the runtime may compute ahead."""
+    interlocked: ClassVar[bool] = False
+    """True for a node that stimulates tissue or programs devices: the safety interlock holds it (sets
+    ``held``) while its input is stale or lossy. While held it must not program or stimulate (and count
+    what it held back); the runtime also holds every STIMULUS packet it would publish."""
 
     def __init__(self, name: str, settings: NodeSettings,
                  ports: tuple[dict[str, InPort], dict[str, OutPort]] | None = None):
@@ -140,6 +144,8 @@ class Node:
         """Session times at which the network's protocol phases end."""
         self.phase_marks: list[dict] = []
         """``status()`` at each phase end reached so far, taken on the model's own time line."""
+        self.held = False
+        """Set by the runtime's safety interlock (see ``interlocked``)."""
 
     @classmethod
     def ports(cls, settings: NodeSettings) -> tuple[dict[str, InPort], dict[str, OutPort]]:

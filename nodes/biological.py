@@ -64,6 +64,7 @@ class BiologicalSettings(ClockedSettings):
 
 class BiologicalNode(Node):
     kind = "biological"
+    interlocked = True  # stimulates (a rig's tissue, or the model cell)
     Settings = BiologicalSettings
     supports_lookahead = True
 
@@ -93,6 +94,7 @@ class BiologicalNode(Node):
         self.counts = np.zeros((n, 3), np.int64)  # per neuron: PSP, stimulated AP, spontaneous AP
         self.stimuli = np.zeros(n, np.int64)
         self.rejected: dict[str, int] = {}
+        self.held_stimuli = 0  # stimulus events the safety interlock held back
 
     @classmethod
     def ports(cls, settings: BiologicalSettings):
@@ -115,6 +117,9 @@ class BiologicalNode(Node):
         return ("events",)
 
     def on_events(self, port: str, kind: Kind, events: np.ndarray, now: float) -> None:
+        if self.held:  # the safety interlock: stimulate nothing while the input is not trustworthy
+            self.held_stimuli += len(events)
+            return
         ok = events["id"] < self.settings.size
         if self.rig is not None:
             if not ok.all():
@@ -207,7 +212,7 @@ class BiologicalNode(Node):
             neurons.append({"population": self.name, "neuron": str(i), "spikes": spikes, "rate_hz": spikes / duration,
                             "stimuli": int(self.stimuli[i]), "psp": psp, "stimulated_ap": stim_ap,
                             "spontaneous_ap": spont_ap})
-        out = {"neurons": neurons, "rejected": dict(self.rejected)}
+        out = {"neurons": neurons, "rejected": dict(self.rejected), "held_stimuli": self.held_stimuli}
         if self.rig is not None:
             out["rig"] = self.rig.summary()
             for n in neurons:

@@ -180,6 +180,7 @@ class SynapseGroup:
 class MemristorNode(Node):
     kind = "memristor"
     Settings = MemristorSettings
+    interlocked = True  # programs devices, and its stimulus outputs drive the CME
 
     def __init__(self, name: str, settings: MemristorSettings):
         super().__init__(name, settings)
@@ -198,6 +199,7 @@ class MemristorNode(Node):
         self.rejected: dict[str, int] = {}
         self.state_path: Path | None = None
         self.pulse_log: list[dict] = []  # every pulse since the last take_log(), for the session record
+        self.held_pulses = 0  # plasticity pulses the safety interlock held back
 
     @classmethod
     def ports(cls, settings: MemristorSettings):
@@ -280,6 +282,9 @@ class MemristorNode(Node):
         return log_
 
     def _pulse(self, group: SynapseGroup, row: int, potentiate: bool, now: float = 0.0) -> None:
+        if self.held:  # the safety interlock: no programming while the input is not trustworthy
+            self.held_pulses += 1
+            return
         rule = group.cfg.plasticity
         wl, bl = group.wl[row], group.bl[row]
         r_before = self.r[wl, bl]
@@ -366,6 +371,6 @@ class MemristorNode(Node):
                  "r_start": float(self.r_start[g.wl[row], g.bl[row]]), "r_end": float(self.r[g.wl[row], g.bl[row]]),
                  "ltp_pulses": int(g.ltp[row]), "ltd_pulses": int(g.ltd[row])}
                 for label, g, row in self.devices()]
-        return {"memristors": mems, "rejected": dict(self.rejected),
+        return {"memristors": mems, "rejected": dict(self.rejected), "held_pulses": self.held_pulses,
                 "state_file": str(self.state_path) if self.state_path else None}
 

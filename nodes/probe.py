@@ -61,6 +61,8 @@ class PulseSource(Node):
 class SinkSettings(NodeSettings):
     capacity: int = setting(1_000_000, "Latency samples kept (later ones are counted, not kept).", check=positive)
     report_samples: bool = setting(False, "Include every kept latency sample in the final summary.")
+    cost: float = setting(0.0, "Busy time spent on each packet [s]: a deliberately slow receiver, for "
+                          "back-pressure tests.", check=non_negative)
 
 
 class LatencySink(Node):
@@ -78,6 +80,10 @@ class LatencySink(Node):
         return {"in": InPort(frozenset(Kind), "any events")}, {}
 
     def on_events(self, port: str, kind: Kind, events: np.ndarray, now: float) -> None:
+        if self.settings.cost:
+            until = local_clock() + self.settings.cost
+            while local_clock() < until:
+                pass
         k = len(events)
         self.by_kind[kind.name] = self.by_kind.get(kind.name, 0) + k
         room = min(k, len(self.latency) - self.n)

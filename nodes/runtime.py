@@ -10,13 +10,30 @@ Measured here, per node: tick compute time, loop lag (how late each tick started
 finished after the next one was due), skipped ticks; per input link: packets, events, sequence gaps,
 out-of-order packets, latency (receive time minus the packet's send time, one clock on one machine);
 per input port: malformed packets by reason; per output port: packets sent and dropped at a full queue.
+
+Links that must survive the internet (see docs/sites.md):
+
+* Liveness: every output port sends heartbeats when idle; an upstream silent for ``peer_timeout`` is
+  *down* (logged, counted as an outage, its downtime summed) and *up* again with its next packet. A new
+  epoch in its heartbeats, or an old sequence number after an outage, means the peer restarted: the
+  link's sequence accounting starts over and nobody else restarts.
+* Clocks: an inter-site upstream is pinged every ``clock_sync_every``; its offset (``ClockEstimator``)
+  corrects the link's latency and its jitter-buffer release times.
+* Jitter buffer: a link with ``delay`` D delivers each packet at its send time (in our clock) + D; one
+  that arrives later is dropped or delivered at once, as the link's ``late`` policy says, and counted.
+* Safety interlock: a node that stimulates or programs devices is held (``Node.held``; its STIMULUS
+  packets are not published) while any input link is stale or losing packets beyond ``[safety]``, and
+  released once the input has been healthy for ``release_after``. Each hold is logged and counted.
+* Refusals: connections refused by CURVE, mechanism mismatch or non-ZMTP bytes are counted by reason.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
 import resource
 import select
+from collections import deque
 from dataclasses import dataclass, field
 
 import zmq
@@ -26,7 +43,9 @@ from spikewire.nodes.base import Node
 from spikewire.nodes.clocked import TickScheduler
 from spikewire.streams.clock import local_clock
 from spikewire.nodes.probes import ProbeState
+from spikewire.streams.clocksync import ClockEstimator
 from spikewire.streams.journal import RECEIVED
+from spikewire.streams.security import HandshakeWatch, Refusals, ZapHandler
 from spikewire.streams.wire import Kind, WireError, decode
 from spikewire.streams.zmq_link import DEFAULT_HWM, Publisher, Subscriber
 
@@ -35,6 +54,24 @@ log = logging.getLogger("spikewire.runtime")
 HOUSEKEEPING_PERIOD = 0.05
 METRICS_SLACK = 0.002
 """Render the metrics exposition only when the next deadline is at least this far away."""
+MISSING_TRACKED = 65536
+"""Sequence numbers of lost packets remembered per link, so a late (reordered) arrival un-counts its loss."""
+DRAIN_BUDGET = 256
+"""Packets read from one upstream per loop iteration. A flooded input must not starve the rest of the
+loop (ticks, heartbeats, control, metrics): what is left is read on the next iteration."""
+LOSS_MIN_PACKETS = 20
+"""The interlock judges a link's loss fraction only over at least this many expected packets."""
+
+
+@dataclass(frozen=True)
+class LinkOptions:
+    """What the network file says about one link beyond its ends."""
+
+    delay: float = 0.0  # jitter buffer D [s]; 0: none
+    late: str = "drop"  # policy for packets arriving after send time + D
+    inter_site: bool = False
+    site: str = ""  # the upstream's site
+    curve: bool = False  # connect as a CURVE client of ``site``
 
 
 @dataclass
@@ -44,21 +81,78 @@ class LinkIn:
     label: str
     port: str
     accepts: frozenset
+    delay: float = 0.0
+    late_policy: str = "drop"
+    capacity: int = DEFAULT_HWM  # packets the jitter buffer may hold; beyond, arrivals are dropped (counted)
     received: int = 0
     events: int = 0
-    gaps: int = 0
+    gaps: int = 0  # packets lost: sequence numbers skipped and not (yet) arrived late
     out_of_order: int = 0
     last_seq: int = -1
+    next_seq_hint: int = 0  # from the latest heartbeat: the number the next data packet will carry
+    missing: dict[int, None] = field(default_factory=dict)  # ordered set of lost sequence numbers
+    late_dropped: int = 0
+    late_delivered: int = 0
+    buffered: int = 0  # packets waiting in the jitter buffer
+    buffer_overflow: int = 0
     malformed: dict[str, int] = field(default_factory=dict)
     latency: LogHistogram = field(default_factory=LogHistogram)
+    lateness: LogHistogram = field(default_factory=LogHistogram)
+    loss_marks: deque = field(default_factory=deque)  # (t, received, gaps) for the interlock's window
 
     def reject(self, reason: str) -> None:
         self.malformed[reason] = self.malformed.get(reason, 0) + 1
 
+    def count(self, seq: int, n_events: int, latency: float) -> None:
+        last = self.last_seq
+        if seq > last:
+            if last >= 0 and seq > last + 1:
+                self.gaps += seq - last - 1
+                missing = self.missing
+                for s in range(max(last + 1, seq - MISSING_TRACKED), seq):
+                    missing[s] = None
+                while len(missing) > MISSING_TRACKED:
+                    del missing[next(iter(missing))]
+            self.last_seq = seq
+        else:
+            self.out_of_order += 1
+            if seq in self.missing:  # it was counted lost; it was only late
+                del self.missing[seq]
+                self.gaps -= 1
+        self.received += 1
+        self.events += n_events
+        self.latency.record(latency)
+
+    def restart(self) -> None:
+        """The sender restarted: its sequence begins again."""
+        self.last_seq = -1
+        self.next_seq_hint = 0
+        self.missing.clear()
+
+    @property
+    def trailing(self) -> int:
+        """Packets the sender's heartbeat says it sent after the last one that arrived (lost, or in flight)."""
+        return max(0, self.next_seq_hint - 1 - self.last_seq)
+
+    def loss_fraction(self, now: float, window: float) -> float:
+        """Packets lost / expected over the last ``window`` s (0 with too few packets to judge)."""
+        marks = self.loss_marks
+        marks.append((now, self.received, self.gaps))
+        while len(marks) > 2 and marks[1][0] <= now - window:
+            marks.popleft()
+        _, r0, g0 = marks[0]
+        lost, got = self.gaps - g0, self.received - r0
+        return lost / (lost + got) if lost + got >= LOSS_MIN_PACKETS else 0.0
+
     def summary(self) -> dict:
-        return {"label": self.label, "received": self.received, "events": self.events, "gaps": self.gaps,
-                "out_of_order": self.out_of_order, "malformed": dict(self.malformed),
-                "latency_s": self.latency.summary()}
+        out = {"label": self.label, "received": self.received, "events": self.events, "gaps": self.gaps,
+               "out_of_order": self.out_of_order, "trailing": self.trailing, "malformed": dict(self.malformed),
+               "latency_s": self.latency.summary()}
+        if self.delay:
+            out["jitter_buffer"] = {"delay_s": self.delay, "policy": self.late_policy, "late_dropped": self.late_dropped,
+                                    "late_delivered": self.late_delivered, "overflow": self.buffer_overflow,
+                                    "lateness_s": self.lateness.summary()}
+        return out
 
 
 @dataclass
@@ -71,15 +165,53 @@ class Upstream:
     endpoint: str
     subscriber: Subscriber
     links: list[LinkIn]
+    options: LinkOptions = LinkOptions()
+    clock: ClockEstimator | None = None  # inter-site links only
+    watch: HandshakeWatch | None = None
+    state: str = "waiting"  # waiting (never heard), up, down
+    last_heard: float = 0.0
+    down_since: float = 0.0
+    outages: int = 0
+    downtime: float = 0.0
+    restarts: int = 0
+    heartbeats: int = 0
+    epoch: float | None = None
+    pings: dict[int, float] = field(default_factory=dict)  # nonce -> t1 of pings not yet answered
+    nonce: int = 0
+    next_ping: float = 0.0
+    pings_lost: int = 0
 
     @property
     def source_name(self) -> str:
         """The upstream output port ('node.port', or the external endpoint)."""
         return self.links[0].label.split(" -> ")[0]
 
+    @property
+    def offset(self) -> float:
+        """The sender's clock minus ours (0 until measured, and on one machine)."""
+        return self.clock.offset if self.clock is not None else 0.0
+
     def reject(self, reason: str) -> None:
         for link in self.links:
             link.reject(reason)
+
+    def restart(self) -> None:
+        self.restarts += 1
+        for link in self.links:
+            link.restart()
+        if self.clock is not None:
+            self.clock.reset()
+        self.pings.clear()
+
+    def summary(self, now: float) -> dict:
+        out = {"state": self.state, "outages": self.outages, "restarts": self.restarts, "heartbeats": self.heartbeats,
+               "downtime_s": self.downtime + (now - self.down_since if self.state == "down" else 0.0),
+               "inter_site": self.options.inter_site, "curve": self.options.curve}
+        if self.clock is not None:
+            out["clock"] = {**self.clock.summary(), "pings": self.subscriber.pings, "pings_lost": self.pings_lost}
+        if self.watch is not None:
+            out["handshakes"] = self.watch.handshakes
+        return out
 
 
 @dataclass(frozen=True)
@@ -89,18 +221,35 @@ class InputPlan:
     port: str
     sources: tuple[tuple[int, str, str], ...]  # (source id, endpoint, link label)
     hwm: int = DEFAULT_HWM
+    options: dict[str, LinkOptions] = field(default_factory=dict)  # by link label
+    sockbuf: int = 0  # kernel receive buffer [bytes]; 0: the OS default
 
 
 class Runtime:
     def __init__(self, node: Node, ctx: zmq.Context, source_ids: dict[str, int], expected_subscribers: dict[str, int],
-                 bind_host: str = "127.0.0.1", endpoints: dict[str, str] | None = None, hwm: int = DEFAULT_HWM):
+                 bind_host: str = "127.0.0.1", endpoints: dict[str, str] | None = None, hwm: int = DEFAULT_HWM,
+                 curve=None, curve_ports: frozenset[str] = frozenset(), transport=None, safety=None,
+                 port_queues: dict[str, tuple[int, int]] | None = None):
+        from spikewire.launch.network import SafetySettings, TransportSettings
+
         self.node = node
         self.ctx = ctx
         self.expected_subscribers = expected_subscribers
+        self.transport = transport or TransportSettings()
+        self.safety = safety or SafetySettings()
+        self.curve = curve  # streams.security.CurveConfig, when inter-site links use CURVE
+        self.refusals = Refusals(node.name)
+        # The ZAP handler must exist before any CURVE server socket binds.
+        self.zap = ZapHandler(ctx, curve.allowed, self.refusals) if curve is not None and curve_ports else None
         self.publishers: dict[str, Publisher] = {}
+        self.watches: list[HandshakeWatch] = []
         for port, spec in node.outputs.items():
             endpoint = (endpoints or {}).get(port, f"tcp://{bind_host}:*")
-            self.publishers[port] = Publisher(ctx, spec.kind, source_ids[port], endpoint, hwm)
+            port_hwm, sockbuf = (port_queues or {}).get(port, (hwm, 0))  # the port's links' hwm, sockbuf
+            pub = Publisher(ctx, spec.kind, source_ids[port], endpoint, port_hwm,
+                            curve if port in curve_ports else None, sockbuf)
+            self.publishers[port] = pub
+            self.watches.append(HandshakeWatch(pub.socket, self.refusals, server=True))
         self.upstreams: list[Upstream] = []
         self.stop_requested = False
         self.draining = False  # stop producing (no more ticks) but keep receiving and answering
@@ -117,6 +266,17 @@ class Runtime:
         self.on_message = None  # optional: callable(dict) for control messages
         self.status_period = 1.0
         self._warned: set[str] = set()
+        self.delayed: list = []  # the jitter buffers: heap of (release time, n, link, packet)
+        self._backlog: list[Upstream] = []  # upstreams with input left after a budgeted drain
+        self._delayed_n = 0
+        self.interlocked = bool(node.interlocked and self.safety.interlock and node.inputs)
+        self.holds = 0
+        self.held_since: float | None = None
+        self.held_total = 0.0
+        self.held_events = 0  # STIMULUS events not published while held
+        self.hold_reason = ""
+        self._healthy_since = 0.0
+        self.log: list[dict] = []  # runtime events (outages, restarts, holds) for the session record
 
     # --- setup ---------------------------------------------------------------------------------
     @property
@@ -124,18 +284,26 @@ class Runtime:
         return {port: pub.endpoint for port, pub in self.publishers.items()}
 
     def connect(self, plans: list[InputPlan]) -> None:
-        """One SUB per distinct upstream (source id, endpoint), shared by every input port it feeds."""
+        """One XSUB per distinct upstream (source id, endpoint), shared by every input port it feeds."""
         by_source: dict[tuple[int, str], Upstream] = {}
         for plan in plans:
             spec = self.node.inputs[plan.port]
             for source_id, endpoint, label in plan.sources:
+                opts = plan.options.get(label, LinkOptions())
                 up = by_source.get((source_id, endpoint))
                 if up is None:
-                    sub = Subscriber(self.ctx, plan.hwm)
+                    if opts.curve and self.curve is None:
+                        raise ValueError(f"{label}: the link needs CURVE but this node has no keys")
+                    sub = Subscriber(self.ctx, plan.hwm, self.curve if opts.curve else None, opts.site, plan.sockbuf)
+                    watch = HandshakeWatch(sub.socket, self.refusals, server=False) if opts.inter_site else None
                     sub.connect(endpoint)
-                    up = by_source[(source_id, endpoint)] = Upstream(source_id, endpoint, sub, [])
+                    up = by_source[(source_id, endpoint)] = Upstream(
+                        source_id, endpoint, sub, [], opts, ClockEstimator(self.transport.clock_window)
+                        if opts.inter_site else None, watch)
                     self.upstreams.append(up)
-                up.links.append(LinkIn(label, plan.port, spec.accepts))
+                    if watch is not None:
+                        self.watches.append(watch)
+                up.links.append(LinkIn(label, plan.port, spec.accepts, opts.delay, opts.late, plan.hwm))
 
     def wait_for_subscribers(self, timeout: float) -> None:
         """Block until every output port has as many subscriptions as links leave it (the readiness
@@ -165,34 +333,54 @@ class Runtime:
         wake_at = float("inf")
         if self.probe is not None:
             self.probe.start(t0)
+        for up in self.upstreams:
+            up.last_heard = t0  # silence is judged from the start of the session
+        self._healthy_since = t0
         stop_at = t0 + duration if duration else float("inf")
         next_house = local_clock()
         next_status = t0 + self.status_period
         # Only sockets whose notification fd select() reports readable can have new input, so idle
         # ticks touch no socket at all. The fds are edge-triggered: a reported socket is always drained
-        # to EAGAIN, and SUB sockets are never written to (a send could swallow the edge). The control
-        # socket does send, so it is also drained every housekeeping period.
+        # to EAGAIN, and a socket that sends (control, XSUB pings) is drained right after. Publishers
+        # send data, which can swallow the edge of a ping that arrived meanwhile: they are also read
+        # every housekeeping period.
         by_fd: dict[int, Upstream | None] = {u.subscriber.fd: u for u in self.upstreams}
         if self.control is not None:
             by_fd[self.control.fd] = None
+        pub_fds = {pub.fd: pub for pub in self.publishers.values()}
+        side_fds = {w.fd: w for w in self.watches}
+        if self.zap is not None:
+            side_fds[self.zap.fd] = self.zap
         own_fds = set(node.fds())  # the node's own I/O (level-triggered OS sockets)
-        fds = list(by_fd) + list(own_fds)
+        fds = list(by_fd) + list(pub_fds) + list(side_fds) + list(own_fds)
         ready: list[int] = fds
+        delayed = self.delayed
+        backlog = self._backlog
         while not self.stop_requested:
-            if ready:
-                self._drain([by_fd[fd] for fd in ready if fd in by_fd])
+            if ready or backlog:
+                # Upstreams left with input by the last budgeted drain come first (their fd will not
+                # fire again: the edge was consumed).
+                todo = backlog[:] + [by_fd[fd] for fd in ready if fd in by_fd and by_fd[fd] not in backlog]
+                backlog.clear()
+                self._drain(todo)
                 for fd in ready:
-                    if fd in own_fds:
+                    if fd in pub_fds:
+                        pub_fds[fd].poll_subscriptions()
+                    elif fd in side_fds:
+                        side_fds[fd].poll()
+                    elif fd in own_fds:
                         node.on_readable(fd, local_clock())
                         self._flush()
             now = local_clock()
+            if delayed and delayed[0][0] <= now:
+                self._release(now)
             if self.draining:
                 wake_at = float("inf")
             elif sched is not None and (sched.batch is None or now >= wake_at):
                 wake_at = sched.advance(now)
             if now >= next_house:
                 next_house = now + HOUSEKEEPING_PERIOD
-                self._housekeeping()
+                self._housekeeping(now)
                 if self.probe is not None and not self.draining:
                     probe = self.probe.due(now)
                     if probe is not None:
@@ -205,12 +393,12 @@ class Runtime:
                 if self.control is not None:
                     if now >= next_status:
                         next_status = now + self.status_period
-                        self.control.send({"type": "status", **self.status(now), "log": self.node.take_log()})
+                        self.control.send({"type": "status", **self.status(now), "log": self.take_log()})
                     self._drain([None])
                 if now >= stop_at:
                     break
-            wait = min(wake_at, next_house) - local_clock()
-            ready = select.select(fds, [], [], wait if wait > 0 else 0)[0]
+            wait = min(wake_at, next_house, delayed[0][0] if delayed else wake_at) - local_clock()
+            ready = select.select(fds, [], [], wait if wait > 0 and not backlog else 0)[0]
 
     def _drain(self, upstreams: list[Upstream | None]) -> None:
         """Receive everything waiting on ``upstreams`` (None stands for the control socket)."""
@@ -221,7 +409,7 @@ class Runtime:
                     self._on_control(msg)
                 continue
             sub = up.subscriber
-            while True:
+            for _ in range(DRAIN_BUDGET):
                 buf = sub.recv_nowait()
                 if buf is None:
                     break
@@ -233,47 +421,118 @@ class Runtime:
                 except WireError as e:
                     up.reject(e.reason)
                     self._warn_once(f"{up.endpoint}:{e.reason}", f"{node.name}: dropped a malformed packet from "
-                                    f"{up.links[0].label.split(' -> ')[0]} ({e})")
+                                    f"{up.source_name} ({e})")
                     continue
                 if packet.source != up.source_id:
                     up.reject("unknown_source")
                     self._warn_once(f"{up.endpoint}:src", f"{node.name}: dropped a packet stamped with source "
                                     f"{packet.source} on the connection of source {up.source_id}")
                     continue
-                n_events = len(packet.events)
-                latency = now - packet.send_time
+                kind = packet.kind
+                was_down = up.state == "down"
+                if up.state != "up":
+                    self._link_up(up, now)
+                up.last_heard = now
+                if kind == Kind.HEARTBEAT:
+                    self._on_heartbeat(up, packet)
+                    continue
+                if kind == Kind.CLOCK:
+                    self._on_pong(up, packet, now)
+                    continue
+                if was_down and packet.sequence <= up.links[0].last_seq:
+                    self._peer_restarted(up, "its sequence started again after an outage")
+                latency = now - packet.send_time + up.offset
                 for link in up.links:
-                    if packet.kind == Kind.PROBE:  # a packet on the link, but no data events
-                        self._count(link, packet, latency, 0)
-                        self._on_probe(link.port, packet.events, now)
-                        continue
-                    if packet.kind not in link.accepts:
+                    if kind != Kind.PROBE and kind not in link.accepts:
                         link.reject("wrong_kind")
-                        self._warn_once(f"{link.label}:kind", f"{link.label}: dropped a {packet.kind.name} packet; "
+                        self._warn_once(f"{link.label}:kind", f"{link.label}: dropped a {kind.name} packet; "
                                         f"{link.port} accepts {', '.join(k.name for k in link.accepts)}")
                         continue
-                    self._count(link, packet, latency, n_events)
-                    if not n_events:
-                        continue
-                    if self.scheduler is not None:
-                        self.scheduler.on_input(link.port, packet.kind, packet.events, now)
-                    else:
-                        node.mark_phases(now)
-                        node.on_events(link.port, packet.kind, packet.events, now)
-                        self._flush()
+                    link.count(packet.sequence, 0 if kind == Kind.PROBE else len(packet.events), latency)
+                    if link.delay:
+                        release = packet.send_time - up.offset + link.delay
+                        if release > now:
+                            if link.buffered >= link.capacity:
+                                link.buffer_overflow += 1
+                                continue
+                            link.buffered += 1
+                            self._delayed_n += 1
+                            heapq.heappush(self.delayed, (release, self._delayed_n, link, packet))
+                            continue
+                        link.lateness.record(now - release)
+                        if link.late_policy == "drop":
+                            link.late_dropped += 1
+                            continue
+                        link.late_delivered += 1
+                    self._deliver(link, packet, now)
+            else:  # the budget ran out with input left
+                if up not in self._backlog:
+                    self._backlog.append(up)
 
-    @staticmethod
-    def _count(link: LinkIn, packet, latency: float, n_events: int) -> None:
-        seq = packet.sequence
-        if seq > link.last_seq:
-            if link.last_seq >= 0 and seq > link.last_seq + 1:
-                link.gaps += seq - link.last_seq - 1
-            link.last_seq = seq
+    def _deliver(self, link: LinkIn, packet, now: float) -> None:
+        """Hand one packet's events to the node (or forward a probe), as if it arrived at ``now``."""
+        if packet.kind == Kind.PROBE:
+            self._on_probe(link.port, packet.events, now)
+            return
+        events = packet.events
+        if not len(events):
+            return
+        if self.scheduler is not None:
+            self.scheduler.on_input(link.port, packet.kind, events, now)
         else:
-            link.out_of_order += 1
-        link.received += 1
-        link.events += n_events
-        link.latency.record(latency)
+            self.node.mark_phases(now)
+            self.node.on_events(link.port, packet.kind, events, now)
+            self._flush()
+
+    def _release(self, now: float) -> None:
+        """Deliver every jitter-buffered packet whose time has come, at its own release time."""
+        delayed = self.delayed
+        while delayed and delayed[0][0] <= now:
+            release, _, link, packet = heapq.heappop(delayed)
+            link.buffered -= 1
+            self._deliver(link, packet, release)
+
+    # --- liveness and clocks -------------------------------------------------------------------
+    def _link_up(self, up: Upstream, now: float) -> None:
+        if up.state == "down":
+            gap = now - up.down_since
+            up.downtime += gap
+            log.warning("%s: %s is back after %.2f s", self.node.name, up.source_name, gap)
+            self._record("link_up", now, source=up.source_name, after_s=gap)
+        up.state = "up"
+
+    def _on_heartbeat(self, up: Upstream, packet) -> None:
+        up.heartbeats += 1
+        if len(packet.events) == 1:
+            epoch = float(packet.events[0]["t"])
+            if up.epoch is not None and epoch != up.epoch:
+                self._peer_restarted(up, "a new epoch in its heartbeat")
+            up.epoch = epoch
+        for link in up.links:
+            link.next_seq_hint = packet.sequence
+
+    def _peer_restarted(self, up: Upstream, why: str) -> None:
+        up.restart()
+        log.warning("%s: %s restarted (%s); its link starts over", self.node.name, up.source_name, why)
+        self._record("peer_restarted", local_clock(), source=up.source_name, why=why)
+
+    def _on_pong(self, up: Upstream, packet, t4: float) -> None:
+        ev = packet.events
+        if up.clock is None or len(ev) != 2:
+            return
+        t1 = up.pings.pop(int(ev[0]["id"]), None)
+        if t1 is None or t1 != float(ev[0]["t"]):
+            return  # the answer to another subscriber's ping (pongs go to every subscriber of the port)
+        up.clock.add(t1, float(ev[1]["t"]), packet.send_time, t4)
+
+    def _ping(self, up: Upstream, now: float) -> None:
+        up.next_ping = now + self.transport.clock_sync_every
+        if len(up.pings) > 8:  # unanswered for a while: count them lost, keep the map small
+            up.pings_lost += len(up.pings)
+            up.pings.clear()
+        up.nonce = (up.nonce + 1) & 0xFFFFFFFF
+        up.pings[up.nonce] = up.subscriber.ping(up.nonce)
+        self._drain([up])  # the send may have consumed the fd's edge
 
     def _on_probe(self, port: str, events, now: float) -> None:
         if self.probe is None:
@@ -305,6 +564,9 @@ class Runtime:
                                                  port, unit)
 
     def _publish(self, port: str, events) -> None:
+        if self.held_since is not None and self.publishers[port].kind == Kind.STIMULUS:
+            self.held_events += len(events)  # the interlock: no stimulation on untrustworthy input
+            return
         self.publishers[port].publish(events)
         export = self.lsl_exports.get(port)
         if export is not None:
@@ -316,11 +578,68 @@ class Runtime:
             self._publish(port, events)
         outbox.clear()
 
-    def _housekeeping(self) -> None:
+    def _housekeeping(self, now: float) -> None:
+        every = self.transport.heartbeat_every
         for pub in self.publishers.values():
             pub.poll_subscriptions()
+            pub.heartbeat(now, every)
+        for w in self.watches:
+            w.poll()
+        if self.zap is not None:
+            self.zap.poll()
+        timeout = self.transport.peer_timeout
+        for up in self.upstreams:
+            if up.state == "up" and now - up.last_heard > timeout:
+                up.state = "down"
+                up.down_since = up.last_heard
+                up.outages += 1
+                log.warning("%s: %s silent for %.2f s: link down (outage %d)", self.node.name, up.source_name,
+                            now - up.last_heard, up.outages)
+                self._record("link_down", now, source=up.source_name, outage=up.outages)
+            if up.clock is not None and now >= up.next_ping:
+                self._ping(up, now)
+        if self.interlocked:
+            self._interlock(now)
         if self.journal is not None:
             self.journal.flush()  # every 50 ms: a crash loses at most this window
+
+    def _interlock(self, now: float) -> None:
+        """Hold the node while any input link is stale or lossy; release after ``release_after`` healthy."""
+        safety = self.safety
+        bad = ""
+        for up in self.upstreams:
+            if now - up.last_heard > safety.stale_after:
+                bad = bad or f"{up.source_name} silent for {now - up.last_heard:.2f} s"
+            for link in up.links:
+                loss = link.loss_fraction(now, safety.loss_window)
+                if loss > safety.max_loss:
+                    bad = bad or f"{link.label} lost {100 * loss:.1f} % of packets over {safety.loss_window:g} s"
+        if bad:
+            self._healthy_since = now
+            if self.held_since is None:
+                self.held_since = now
+                self.holds += 1
+                self.hold_reason = bad
+                self.node.held = True
+                log.warning("%s: interlock HOLD %d (stimulation and programming held): %s", self.node.name,
+                            self.holds, bad)
+                self._record("interlock_hold", now, reason=bad, hold=self.holds)
+        elif self.held_since is not None and now - self._healthy_since >= safety.release_after:
+            held = now - self.held_since
+            self.held_total += held
+            self.held_since = None
+            self.node.held = False
+            log.warning("%s: interlock released after %.2f s (input healthy for %g s)", self.node.name, held,
+                        safety.release_after)
+            self._record("interlock_release", now, held_s=held, hold=self.holds)
+
+    def _record(self, event: str, t: float, **fields) -> None:
+        self.log.append({"event": event, "t": t, "node": self.node.name, **fields})
+
+    def take_log(self) -> list[dict]:
+        """The node's model log and the runtime's own events since the last call."""
+        out, self.log = self.log, []
+        return out + self.node.take_log()
 
     def _on_control(self, msg: dict) -> None:
         if msg.get("type") == "stop":
@@ -344,19 +663,31 @@ class Runtime:
             return {"ticks": 0, "overruns": 0, "skipped_ticks": 0, "tick_compute_s": {"count": 0}, "lag_s": {"count": 0}}
         return self.scheduler.summary()
 
-    def io_summary(self) -> dict:
+    def io_summary(self, now: float | None = None) -> dict:
+        now = local_clock() if now is None else now
         outputs = {p: {"sent": pub.sent, "dropped": pub.dropped, "events": pub.events_sent,
-                       "subscribers": pub.subscriptions} for p, pub in self.publishers.items()}
+                       "subscribers": pub.subscriptions, "heartbeats": pub.heartbeats, "pongs": pub.pongs,
+                       "upstream_malformed": pub.upstream_malformed, "curve": pub.curve}
+                   for p, pub in self.publishers.items()}
         inputs: dict[str, dict] = {}
         for up in self.upstreams:
             for link in up.links:
-                inputs.setdefault(link.port, {"links": {}})["links"][str(up.source_id)] = link.summary()
-        return {"outputs": outputs, "inputs": inputs}
+                inputs.setdefault(link.port, {"links": {}})["links"][str(up.source_id)] = {
+                    **link.summary(), "upstream": up.summary(now)}
+        out = {"outputs": outputs, "inputs": inputs,
+               "refused": {k: v for k, v in self.refusals.counts.items() if v}}
+        if self.zap is not None:
+            out["admitted"] = dict(self.zap.admitted)
+        if self.interlocked:
+            out["interlock"] = {"holds": self.holds, "holding": self.held_since is not None,
+                                "held_s": self.held_total + (now - self.held_since if self.held_since is not None else 0),
+                                "held_stimulus_events": self.held_events, "reason": self.hold_reason}
+        return out
 
     def status(self, now: float) -> dict:
         return {"node": self.node.name, "t": now, "elapsed": now - self.started_at,
                 "model": self.node.status(now), "loop": {k: v for k, v in self.loop_summary().items() if not k.endswith("_s")},
-                **self.io_summary()}
+                **self.io_summary(now)}
 
     def summary(self, now: float) -> dict:
         """Final figures; rates are over the producing time (start to drain)."""
@@ -365,7 +696,7 @@ class Runtime:
         self.node.mark_phases(end)
         out = {"node": self.node.name, "kind": self.node.kind, "elapsed": end - self.started_at,
                "model": self.node.summary(end), "phases": list(self.node.phase_marks),
-               "loop": self.loop_summary(), **self.io_summary(),
+               "loop": self.loop_summary(), **self.io_summary(now),
                "process": {"cpu_s": usage.ru_utime + usage.ru_stime, "max_rss_mb": usage.ru_maxrss / 1024}}
         if self.probe is not None and self.probe.origin:
             out["probes"] = self.probe.summary()
@@ -381,8 +712,12 @@ class Runtime:
             self.journal.close()
         if self.metrics is not None:
             self.metrics.close()
+        for w in self.watches:
+            w.close()
         for pub in self.publishers.values():
             pub.close()
         for up in self.upstreams:
             up.subscriber.close()
+        if self.zap is not None:
+            self.zap.close()
         self.node.close()

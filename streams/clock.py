@@ -6,6 +6,10 @@ processes on one machine are plain differences and LSL rig timestamps need no co
 Importing this module points ``LSLAPICFG`` at the packaged machine-scoped LSL configuration unless the
 caller already set it: liblsl reads it once, at its first use, and its default discovery would otherwise
 multicast on the LAN.
+
+``SPIKEWIRE_CLOCK_SHIFT`` (seconds, default 0) adds a constant to this process's clock. It exists so that
+sites on one machine can be given clocks as far apart as two labs' (the inter-site clock estimation is
+tested that way); it is never set in normal runs.
 """
 
 import os
@@ -14,6 +18,15 @@ from importlib.resources import files
 MACHINE_SCOPED_LSL_CONFIG = str(files(__package__) / "lsl_api.cfg")
 os.environ.setdefault("LSLAPICFG", MACHINE_SCOPED_LSL_CONFIG)
 
-from pylsl import local_clock  # noqa: E402  (must follow the LSLAPICFG default)
+from pylsl import local_clock as _lsl_clock  # noqa: E402  (must follow the LSLAPICFG default)
 
-__all__ = ["local_clock", "MACHINE_SCOPED_LSL_CONFIG"]
+CLOCK_SHIFT = float(os.environ.get("SPIKEWIRE_CLOCK_SHIFT", "0") or 0.0)
+
+if CLOCK_SHIFT:
+    def local_clock() -> float:
+        """``pylsl.local_clock()`` plus this process's SPIKEWIRE_CLOCK_SHIFT."""
+        return _lsl_clock() + CLOCK_SHIFT
+else:
+    local_clock = _lsl_clock
+
+__all__ = ["local_clock", "MACHINE_SCOPED_LSL_CONFIG", "CLOCK_SHIFT"]

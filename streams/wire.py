@@ -5,7 +5,8 @@ Layout (little-endian, 32-byte header, no padding)::
     offset size field      meaning
     0      4    magic      b"SPKW"
     4      1    version    WIRE_VERSION (1)
-    5      1    kind       Kind: what the events mean (spikes, stimuli, typed biological events, probes)
+    5      1    kind       Kind: what the events mean (spikes, stimuli, typed biological events, probes),
+                           or link control (heartbeat, clock sync)
     6      2    flags      reserved, must be 0
     8      4    source     u32 id of the sending output port (assigned from the network file)
     12     4    count      u32 number of events that follow
@@ -51,6 +52,16 @@ class Kind(IntEnum):
     """A typed biological event of neuron ``id``; ``value`` is the type: 0 PSP, 1 stimulated AP, 2 spontaneous AP."""
     PROBE = 4
     """A loop probe; ``id`` is the probe number, ``value`` unused."""
+    HEARTBEAT = 5
+    """Link liveness, sent every ``[transport] heartbeat_every`` s on every output port. Does not consume a
+    sequence number: ``sequence`` is the number the next data packet will carry (so a receiver notices
+    lost trailing packets while the link is idle), and the one event's ``t`` is the sender's start time
+    (its epoch: a new epoch means the sender restarted and its sequence began again at 0)."""
+    CLOCK = 6
+    """Clock synchronisation (NTP-style). A receiver sends a ping upstream with one event
+    ``(t1, nonce, 0)``; the publisher answers on the link with a pong of two events ``(t1, nonce, 0)``,
+    ``(t2, nonce, 0)`` where t2 is when the ping arrived, sent at ``send_time`` t3. Does not consume a
+    sequence number."""
 
 
 class BioEvent(IntEnum):
@@ -108,6 +119,8 @@ class Packet(NamedTuple):
 
 
 _KINDS = frozenset(int(k) for k in Kind)
+DATA_KINDS = frozenset((Kind.SPIKE, Kind.STIMULUS, Kind.BIO, Kind.PROBE))
+"""Kinds that consume a sequence number; HEARTBEAT and CLOCK are link control."""
 
 
 def empty_events(n: int = 0) -> np.ndarray:

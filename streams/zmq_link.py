@@ -1,4 +1,4 @@
-"""ZeroMQ transport for spikewire links: one XPUB per output port, one SUB per input port.
+"""ZeroMQ transport for spikewire links: one XPUB per output port, one XSUB per upstream publisher.
 
 Catches this module exists to handle:
 
@@ -7,8 +7,16 @@ Catches this module exists to handle:
   and the runtime reports ready only once every expected link has joined: no sleeps.
 * The default high-water mark (1000) silently drops most of a burst. Marks here are explicit, and
   ``XPUB_NODROP`` makes a full queue raise ``zmq.Again`` at the sender, where it is counted as a drop.
+* Behind the high-water marks sit the kernel's socket buffers, which Linux autotunes to several MB on
+  loopback: under overload that is a hidden queue of seconds. A link's ``sockbuf`` caps them, so an
+  overloaded link drops (counted) at the sender instead of delivering ever staler packets.
 * Sockets are ``linger=0`` so a stopping node never hangs on undelivered messages.
 * Everything binds to 127.0.0.1 unless the network file names another address.
+* The receiving end is an XSUB, not a SUB, because it must talk back over the same (possibly encrypted)
+  connection: clock-sync pings go upstream, the publisher answers on the link. XSUB re-sends its
+  subscription on every reconnect, so a restarted publisher is rejoined without anyone's help.
+* Every output port sends a heartbeat when idle (``Kind.HEARTBEAT``: its epoch and next sequence
+  number), so a receiver tells "quiet" from "gone" within ``peer_timeout``.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ import numpy as np
 import zmq
 
 from spikewire.streams.clock import local_clock
-from spikewire.streams.wire import encode
+from spikewire.streams.wire import EVENT_DTYPE, Kind, WireError, decode, encode
 
 DEFAULT_HWM = 100_000
 LOOPBACK_ANY_PORT = "tcp://127.0.0.1:*"
@@ -27,7 +35,7 @@ class Publisher:
     """Sends one output port's packets; counts packets sent and dropped at a full queue."""
 
     def __init__(self, ctx: zmq.Context, kind: int, source: int, endpoint: str = LOOPBACK_ANY_PORT,
-                 hwm: int = DEFAULT_HWM):
+                 hwm: int = DEFAULT_HWM, curve=None, sockbuf: int = 0):
         self.kind = int(kind)
         self.source = int(source)
         self.sequence = 0
@@ -35,57 +43,128 @@ class Publisher:
         self.dropped = 0
         self.events_sent = 0
         self.subscriptions = 0
+        self.heartbeats = 0
+        self.pongs = 0
+        self.upstream_malformed = 0  # messages from subscribers that were neither subscriptions nor pings
+        self.epoch = local_clock()  # when this publisher started: a receiver seeing it change knows we restarted
+        self.last_send = float("-inf")
+        self.last_heartbeat = float("-inf")
+        self.curve = curve is not None
         self.on_sent = None  # optional callable(bytes): every packet sent (the session journal)
         self.socket = ctx.socket(zmq.XPUB)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.SNDHWM, hwm)
+        if sockbuf:
+            self.socket.setsockopt(zmq.SNDBUF, sockbuf)
         self.socket.setsockopt(zmq.XPUB_VERBOSE, 1)
         self.socket.setsockopt(zmq.XPUB_NODROP, 1)
-        self.socket.bind(endpoint)
+        if curve is not None:
+            curve.make_server(self.socket)
+        try:
+            self.socket.bind(endpoint)
+        except zmq.ZMQError as e:
+            self.socket.close(linger=0)
+            raise OSError(f"cannot listen on {endpoint}: {e}") from None
         self.endpoint = self.socket.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._hb = np.zeros(1, dtype=EVENT_DTYPE)
+        self._hb["t"] = self.epoch
 
     def publish(self, events: np.ndarray, kind: int | None = None) -> bool:
         """Send ``events`` as one packet now (of the port's kind unless ``kind`` says otherwise, as for
         loop probes). False (and counted) if the send queue is full."""
+        # A packet dropped here does not consume a sequence number: a receiver's gaps are exactly what
+        # was lost between the two ends, and this end counts its own drops, so the two never overlap.
         seq = self.sequence
-        self.sequence = seq + 1  # a dropped packet still consumes its number: the receiver sees the gap
-        data = encode(self.kind if kind is None else kind, self.source, seq, local_clock(), events)
+        now = local_clock()
+        data = encode(self.kind if kind is None else kind, self.source, seq, now, events)
         try:
             self.socket.send(data, zmq.NOBLOCK)
         except zmq.Again:
             self.dropped += 1
             return False
+        self.sequence = seq + 1
         if self.on_sent is not None:
             self.on_sent(data)
         self.sent += 1
         self.events_sent += len(events)
+        self.last_send = now
         return True
 
+    def heartbeat(self, now: float, every: float) -> None:
+        """Send a heartbeat if nothing left this port for ``every`` s (data counts as one), and at least
+        once a second (the receiver learns our epoch and next sequence number from it)."""
+        if now - self.last_send < every and now - self.last_heartbeat < 1.0:
+            return
+        self.last_heartbeat = now
+        try:
+            self.socket.send(encode(Kind.HEARTBEAT, self.source, self.sequence, now, self._hb), zmq.NOBLOCK)
+        except zmq.Again:
+            return  # a full queue: the data behind it says more than a heartbeat would
+        self.last_send = now
+        self.heartbeats += 1
+
     def poll_subscriptions(self) -> int:
-        """Read pending (un)subscription notices; returns the number of live subscriptions."""
+        """Read what subscribers sent: (un)subscription notices, and clock-sync pings, which are answered
+        at once. Returns the number of live subscriptions."""
         while True:
             try:
                 msg = self.socket.recv(zmq.NOBLOCK)
             except zmq.Again:
                 return self.subscriptions
-            if msg[:1] == b"\x01":
+            first = msg[:1]
+            if first == b"\x01" and len(msg) == 1:
                 self.subscriptions += 1
-            elif msg[:1] == b"\x00":
+            elif first == b"\x00" and len(msg) == 1:
                 self.subscriptions = max(0, self.subscriptions - 1)
+            else:
+                self._on_ping(msg, local_clock())
+
+    def _on_ping(self, msg: bytes, t2: float) -> None:
+        try:
+            ping = decode(msg)
+        except WireError:
+            self.upstream_malformed += 1
+            return
+        if ping.kind != Kind.CLOCK or len(ping.events) != 1:
+            self.upstream_malformed += 1
+            return
+        pong = np.zeros(2, dtype=EVENT_DTYPE)
+        pong[0] = ping.events[0]
+        pong[1] = (t2, ping.events[0]["id"], 0.0)
+        try:
+            self.socket.send(encode(Kind.CLOCK, self.source, self.sequence, local_clock(), pong), zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        self.pongs += 1
+
+    @property
+    def fd(self) -> int:
+        return self.socket.getsockopt(zmq.FD)
 
     def close(self) -> None:
         self.socket.close(linger=0)
 
 
 class Subscriber:
-    """Receives one input port's packets from every publisher it is connected to."""
+    """Receives one upstream publisher's packets; sends its clock-sync pings back up the link.
 
-    def __init__(self, ctx: zmq.Context, hwm: int = DEFAULT_HWM):
-        self.socket = ctx.socket(zmq.SUB)
+    ``curve``/``server_site``: connect as a CURVE client of that site's publisher."""
+
+    def __init__(self, ctx: zmq.Context, hwm: int = DEFAULT_HWM, curve=None, server_site: str = "",
+                 sockbuf: int = 0):
+        self.socket = ctx.socket(zmq.XSUB)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.RCVHWM, hwm)
-        self.socket.setsockopt(zmq.SUBSCRIBE, b"")
+        if sockbuf:
+            self.socket.setsockopt(zmq.RCVBUF, sockbuf)
+        self.socket.setsockopt(zmq.SNDHWM, 16)  # pings only; a dead peer must not make them pile up
+        if curve is not None:
+            curve.make_client(self.socket, server_site)
+        self.curve = curve is not None
+        self.socket.send(b"\x01")  # subscribe to everything; XSUB repeats it on every (re)connect
         self.endpoints: list[str] = []
+        self.pings = 0
+        self._ping = np.zeros(1, dtype=EVENT_DTYPE)
 
     def connect(self, endpoint: str) -> None:
         self.socket.connect(endpoint)
@@ -102,6 +181,18 @@ class Subscriber:
             return self.socket.recv(zmq.NOBLOCK, copy=True)
         except zmq.Again:
             return None
+
+    def ping(self, nonce: int) -> float:
+        """Send a clock-sync ping; returns its send time t1. (A send can consume the fd's edge: the
+        caller drains the socket right after.)"""
+        t1 = local_clock()
+        self._ping[0] = (t1, nonce, 0.0)
+        try:
+            self.socket.send(encode(Kind.CLOCK, 0, 0, t1, self._ping), zmq.NOBLOCK)
+        except zmq.Again:
+            return t1
+        self.pings += 1
+        return t1
 
     def close(self) -> None:
         self.socket.close(linger=0)

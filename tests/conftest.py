@@ -26,9 +26,10 @@ def spikewire_cmd(*args: str) -> list[str]:
 class CliRun:
     """A `spikewire` subprocess whose stdout is read line by line with timeouts."""
 
-    def __init__(self, *args: str, cwd: Path | None = None):
+    def __init__(self, *args: str, cwd: Path | None = None, env: dict | None = None):
         self.proc = subprocess.Popen(spikewire_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     text=True, bufsize=1, cwd=cwd or ROOT)
+                                     text=True, bufsize=1, cwd=cwd or ROOT,
+                                     env={**os.environ, **env} if env else None)
         self.lines: list[str] = []
 
     def wait_for(self, text: str, timeout: float, new_only: bool = False) -> str:
@@ -113,3 +114,91 @@ def short_fig2(directory: Path, phase: float, last_rate: float = 2.0) -> Path:
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def sites_copy(tmp_path: Path, curve: bool = True, keys: bool = True, name: str = "paper_sites.toml",
+               edit=None) -> Path:
+    """paper_sites.toml in tmp_path with its metrics and every site's ports moved to free ports, and (if
+    ``keys``) a fresh key pair per site in tmp_path/keys. ``curve=False`` turns CURVE off. ``edit``:
+    an optional function(text) -> text applied last (to add a link option, say)."""
+    import re
+
+    text = (NETWORKS / name).read_text()
+    text = re.sub(r"base_port = \d+", f"base_port = {free_port_block(8)}", text)
+    block = free_port_block(12)
+    for i, site in enumerate(("zurich", "southampton", "padova")):
+        text, n = re.subn(rf"(\[sites\.{site}\]\naddress = \"127\.0\.0\.1\"\nport = )\d+", rf"\g<1>{block + 4 * i}",
+                          text)
+        if n != 1:
+            raise ValueError(f"{name}: [sites.{site}] is not 'address' then 'port' any more: update sites_copy")
+    if not curve:
+        text = text.replace('curve = "required"', 'curve = "off"')
+    if edit is not None:
+        text = edit(text)
+    path = tmp_path / name
+    path.write_text(text)
+    if keys:
+        out = subprocess.run(spikewire_cmd("keygen", "--network", str(path)), capture_output=True, text=True,
+                             timeout=60)
+        if out.returncode:
+            raise RuntimeError(f"keygen failed: {out.stdout}{out.stderr}")
+    return path
+
+
+def site_ports(path: Path) -> dict[str, int]:
+    """Each site's first inter-site port in a network file."""
+    import tomllib
+
+    return {name: s["port"] for name, s in tomllib.loads(path.read_text())["sites"].items()}
+
+
+class Sites:
+    """Several `spikewire run NETWORK --site NAME` processes, each with its own JSON summary and session."""
+
+    def __init__(self, network: Path, tmp_path: Path):
+        self.network = network
+        self.tmp = tmp_path
+        self.runs: dict[str, CliRun] = {}
+
+    def start(self, site: str, duration: float, env: dict | None = None, tag: str = "") -> CliRun:
+        name = site + tag
+        args = ["run", str(self.network), "--site", site, "--duration", str(duration), "--json",
+                str(self.tmp / f"{name}.json"), "--session-dir", str(self.tmp / "sessions" / name),
+                "--status-every", "0.5"]
+        run = CliRun(*args, cwd=self.tmp, env=env)
+        self.runs[name] = run
+        return run
+
+    def finish(self, timeout: float) -> dict[str, dict]:
+        out = {}
+        for name, run in self.runs.items():
+            code, text = run.finish(timeout)
+            assert code == 0, f"site {name} exited {code}:\n{text}"
+            out[name] = read_json(self.tmp / f"{name}.json")
+        return out
+
+    def kill_all(self) -> None:
+        for run in self.runs.values():
+            run.kill()
+
+
+@pytest.fixture
+def sites(tmp_path):
+    made: list[Sites] = []
+
+    def make(network: Path) -> Sites:
+        s = Sites(network, tmp_path)
+        made.append(s)
+        return s
+
+    yield make
+    for s in made:
+        s.kill_all()
+
+
+def inter_site_link(summary: dict, label: str) -> dict:
+    """The report row of the link called ``label`` in a site's JSON summary."""
+    for ln in summary["links"]:
+        if ln["link"] == label:
+            return ln
+    raise KeyError(f"no link {label!r}; links: {[ln['link'] for ln in summary['links']]}")

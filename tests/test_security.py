@@ -1,0 +1,138 @@
+"""CURVE between sites: keys, the allow-list, plaintext refused, every refusal counted and logged.
+
+Southampton runs alone as a real site process. Test clients then try its inter-site publisher without
+CURVE, with a key the network file does not list, and with Padova's key; and a plaintext publisher
+poses as Zurich to inject packets into Southampton.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import time
+import tomllib
+import urllib.request
+
+import numpy as np
+import zmq
+import zmq.auth
+
+from conftest import CliRun, read_json, site_ports, sites_copy, spikewire_cmd
+from spikewire.launch.network import load_network
+from spikewire.streams.wire import EVENT_DTYPE, Kind, decode, encode
+
+
+def _receive(sock: zmq.Socket, seconds: float) -> list[bytes]:
+    got, deadline = [], time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        if sock.poll(int(left * 1000) + 1):
+            got.append(sock.recv())
+    return got
+
+
+def _xsub(ctx, endpoint: str, server_key: bytes | None = None, keys: tuple[bytes, bytes] | None = None):
+    s = ctx.socket(zmq.XSUB)
+    s.setsockopt(zmq.LINGER, 0)
+    if server_key is not None:
+        s.curve_serverkey = server_key
+        s.curve_publickey, s.curve_secretkey = keys
+    s.send(b"\x01")
+    s.connect(endpoint)
+    return s
+
+
+def test_keygen_writes_a_key_pair_and_never_overwrites(tmp_path):
+    out = subprocess.run(spikewire_cmd("keygen", "lab", "--dir", str(tmp_path / "k")), capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out
+    pub, sec = tmp_path / "k" / "lab.key", tmp_path / "k" / "lab.key_secret"
+    public, secret = zmq.auth.load_certificate(str(sec))
+    assert zmq.auth.load_certificate(str(pub)) == (public, None) and len(secret) == 40
+    assert stat.S_IMODE(os.stat(sec).st_mode) == 0o600
+    again = subprocess.run(spikewire_cmd("keygen", "lab", "--dir", str(tmp_path / "k")), capture_output=True,
+                           text=True, timeout=60)
+    assert again.returncode == 2 and "exists" in again.stderr
+    assert zmq.auth.load_certificate(str(sec))[1] == secret  # untouched
+
+
+def test_a_site_admits_only_listed_keys_and_refuses_plaintext(tmp_path):
+    net_path = sites_copy(tmp_path)
+    net = load_network(net_path)
+    ports = site_ports(net_path)
+    keys = tmp_path / "keys"
+    southampton_pub = zmq.auth.load_certificate(str(keys / "southampton.key"))[0]
+    padova = zmq.auth.load_certificate(str(keys / "padova.key_secret"))
+    mr1_out = f"tcp://127.0.0.1:{ports['southampton']}"  # the site's first inter-site port (mr1.out)
+    assert net.fixed_endpoint("southampton", "mr1.out", bind=False) == mr1_out
+    anpre = net.fixed_endpoint("zurich", "anpre.spikes", bind=False)  # where Southampton expects Zurich
+    metrics_port = net.metrics_port("southampton")
+
+    run = CliRun("run", str(net_path), "--site", "southampton", "--duration", "30", "--json",
+                 str(tmp_path / "s.json"), "--no-record", cwd=tmp_path)
+    ctx = zmq.Context()
+    try:
+        run.wait_for("all nodes ready", timeout=60)
+        # 1. A plaintext subscriber: the handshake fails (mechanism mismatch); it gets nothing.
+        plain = _xsub(ctx, mr1_out)
+        # 2. A CURVE subscriber whose key the network file does not list: refused by ZAP; nothing, and its
+        #    clock ping (the one thing a subscriber sends upstream) never reaches the publisher.
+        rogue = _xsub(ctx, mr1_out, southampton_pub, zmq.curve_keypair())
+        rogue.send(encode(Kind.CLOCK, 0, 0, 0.0, np.zeros(1, EVENT_DTYPE)))
+        # 3. Padova's key: admitted; Southampton's publisher heartbeats while idle.
+        good = _xsub(ctx, mr1_out, southampton_pub, padova)
+        # 4. A plaintext publisher posing as Zurich at Zurich's address: Southampton's CURVE client refuses it.
+        fake = ctx.socket(zmq.XPUB)
+        fake.setsockopt(zmq.LINGER, 0)
+        fake.bind(anpre)
+        spikes = np.zeros(1, EVENT_DTYPE)
+        source = net.source_ids[("zurich", "anpre.spikes")]
+
+        got_good = _receive(good, 2.0)
+        for seq in range(20):
+            fake.send(encode(Kind.SPIKE, source, seq, 0.0, spikes))
+            time.sleep(0.02)
+        got_plain, got_rogue = _receive(plain, 0.5), _receive(rogue, 0.5)
+        assert got_plain == [] and got_rogue == []
+        kinds = {decode(b).kind for b in got_good}
+        assert Kind.HEARTBEAT in kinds, kinds
+        assert all(decode(b).source == net.source_ids[("southampton", "mr1.out")] for b in got_good)
+        # The refusals are exported while the site runs.
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+        refused = {line.split('reason="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+                   for line in text.splitlines() if line.startswith("spikewire_connections_refused_total{")}
+        assert refused["key_not_allowed"] >= 1 and refused["mechanism_mismatch"] >= 2, refused
+        for s in (plain, rogue, good, fake):
+            s.close(linger=0)
+        run.proc.terminate()  # Ctrl-C/SIGTERM: a clean stop with the summary
+        code, output = run.finish(timeout=60)
+    finally:
+        run.kill()
+        ctx.term()
+    assert code == 0, output
+    summary = read_json(tmp_path / "s.json")
+    node = summary["nodes"]["southampton"]
+    assert node["refused"]["key_not_allowed"] >= 1 and node["refused"]["mechanism_mismatch"] >= 2, node["refused"]
+    # Nothing the fake Zurich sent got in.
+    row = [ln for ln in summary["links"] if ln["link"] == "zurich.anpre.spikes -> southampton.mr1.pre"][0]
+    assert row["received"] == 0 and row["malformed"] == 0, row
+    # Each kind of refusal is logged (the first of each in full).
+    assert "refused a connection (key_not_allowed)" in output and "refused a connection (mechanism_mismatch)" in output
+
+
+def test_network_file_security_errors_name_the_key(tmp_path):
+    from spikewire.launch.network import NetworkError, build_network
+
+    base = tomllib.loads(sites_copy(tmp_path, keys=False).read_text())
+    base["security"] = {"curve": "required"}
+    no_sites = {k: v for k, v in base.items() if k != "sites"}
+    for data, key in ((no_sites, "security.curve"),
+                      ({**base, "security": {"curve": "sometimes"}}, "security.curve"),
+                      ({**base, "sites": {**base["sites"], "padova": {"port": 70000}}}, "sites.padova.port"),
+                      ({**base, "sites": {k: v for k, v in base["sites"].items() if k != "padova"}}, "nodes.padova.site")):
+        try:
+            build_network(data, path=tmp_path / "x.toml")
+        except NetworkError as e:
+            assert e.key == key, (e, key)
+        else:
+            raise AssertionError(f"accepted a file with a bad {key}")
