@@ -45,6 +45,7 @@ CYTHON_CACHE = ROOT / ".venv-ref" / "brian2-cython-cache"
 DT = 1e-4
 TICK = 1e-3
 BUDGET = 1e-3  # tick compute p99 under this is "real time"
+REQUIRED = 10_000  # the issue: a population of this size must stay real time
 RATE = 10.0
 WEIGHT = 4e-9
 WARM_TICKS = 100
@@ -207,11 +208,16 @@ def main(argv: list[str] | None = None) -> int:
         log("largest real-time population: none of the sizes tried")
     else:
         log(f"largest real-time population: {best} neurons")
-        if best < 10_000:
-            per = np.median([r["mean_ms"] / r["n"] * 1e6 / (TICK / DT) for r in table if r["n"] >= 5000] or [0.0])
-            log(f"10,000 neurons are NOT real time here: ~{per:.1f} ns per neuron-step")
-
     ours = {r["n"]: r for r in table}
+    if REQUIRED in ours:
+        r = ours[REQUIRED]
+        log(f"{REQUIRED:,} neurons (the requirement): p50 {r['p50_ms']:.3f} ms, p99 {r['p99_ms']:.3f} ms: "
+            f"{'real time' if r['realtime'] else 'NOT real time'}")
+    big = [r["mean_ms"] / r["n"] * 1e6 / (TICK / DT) for r in table if r["n"] >= 5000]
+    if big:
+        log(f"mean tick compute per neuron-step (N >= 5000): ~{np.median(big):.1f} ns "
+            "(the AdEx kernel plus the tick's other work)")
+
     brian = []
     if brian_sizes:
         log(f"\n(b) real-time factor against Brian2 {'/'.join(targets)} (same network; Brian2 times run() only)")

@@ -127,6 +127,61 @@ def test_adex_counts_spikes_beyond_buffer_but_writes_only_capacity():
     assert list(zip(step.tolist(), ident.tolist())) == spikes[:cap]
 
 
+def test_adex_spikes_in_time_order_across_blocks():
+    """The kernel steps neurons block by block through the whole call and sorts the spikes afterwards:
+    with several blocks (the last one partial) the spikes must still come out by step, then neuron."""
+    n = 2 * adex.BLOCK + 37
+    case = _adex_case(4, n=n, n_steps=400)
+    p, dt, v, w, i_syn, refr, refr_steps, syn_decay, i_bias, syn_in = case
+    spikes, v_r, w_r, i_r, refr_r = adex_reference(v, w, i_syn, refr, p, refr_steps, syn_decay, i_bias, syn_in, dt)
+    blocks = {i // adex.BLOCK for _, i in spikes}
+    assert len(spikes) > 100 and blocks == {0, 1, 2}, "the case should fire in every block"
+    n_k, step, ident, v_a, w_a, i_a, r_a = _run_adex_kernel(adex.adex_run, case, cap=n * 400)
+    assert n_k == len(spikes)
+    assert list(zip(step[:n_k].tolist(), ident[:n_k].tolist())) == spikes
+    assert step[n_k] == -1, "nothing written past the spikes"
+    np.testing.assert_allclose(v_a, v_r, rtol=RTOL, atol=0)
+    np.testing.assert_allclose(w_a, w_r, rtol=RTOL, atol=1e-30)
+    assert r_a.tolist() == refr_r
+
+
+@pytest.mark.parametrize("cap", [0, 1, 7, 64])
+def test_adex_full_buffer_keeps_the_earliest_spikes_across_blocks(cap):
+    """More spikes than the buffer holds, from several blocks: the count is complete and the buffer
+    holds the earliest ``cap`` spikes in time order (later blocks' early spikes displace earlier blocks'
+    late ones)."""
+    case = _adex_case(5, n=2 * adex.BLOCK + 5, n_steps=300)
+    p, dt, v, w, i_syn, refr, refr_steps, syn_decay, i_bias, syn_in = case
+    spikes, *_ = adex_reference(v, w, i_syn, refr, p, refr_steps, syn_decay, i_bias, syn_in, dt)
+    assert len(spikes) > cap + 20
+    n_k, step, ident, *_ = _run_adex_kernel(adex.adex_run, case, cap=cap)
+    assert n_k == len(spikes)
+    assert list(zip(step.tolist(), ident.tolist())) == spikes[:cap]
+
+
+def test_adex_exp_is_libm_exp_within_an_ulp():
+    """The kernel's vectorizable exp against math.exp over the clipped range, ends included."""
+    from numba import njit
+
+    fast_exp = adex._exp
+
+    @njit
+    def apply(x, out):
+        for i in range(x.shape[0]):
+            out[i] = fast_exp(x[i])
+
+    rng = np.random.default_rng(0)
+    ends = [adex.ARG_MIN, -1e-300, 0.0, 1e-300, adex.ARG_MAX]
+    x = np.concatenate([rng.uniform(-30.0, adex.ARG_MAX, 200_000), rng.uniform(adex.ARG_MIN, -30.0, 20_000),
+                        np.arange(adex.ARG_MIN, adex.ARG_MAX + 1.0), ends])
+    ours = np.empty_like(x)
+    apply(x, ours)
+    libm = np.array([math.exp(t) for t in x])
+    assert np.all(np.abs(ours - libm) <= np.spacing(libm)), "more than 1 ulp from math.exp"
+    assert np.max(np.abs(ours - libm) / libm) < 2.3e-16
+    assert ours[-3] == 1.0
+
+
 def test_adex_refractory_holds_reset_and_a_kick_fires_once():
     """One 4 nA kick fires one spike (the pacemaker's premise); V is held at reset while refractory."""
     n, n_steps, dt = 1, 400, 1e-4
