@@ -11,7 +11,7 @@ REF_STAMP := $(REF)/.installed
 # Keep LSL discovery on this machine unless the caller says otherwise.
 export LSLAPICFG ?= $(CURDIR)/streams/lsl_api.cfg
 
-.PHONY: demo rig-demo test bench venv ref prometheus-bin clean
+.PHONY: demo rig-demo sites-demo test bench venv ref prometheus-bin clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,18 @@ prometheus-bin:
 rig-demo: $(STAMP)
 	$(VENV)/bin/spikewire rig-sim --channels 4 --duration 40 & \
 	  $(VENV)/bin/spikewire run launch/networks/rig_loop.toml --duration 20; status=$$?; wait; exit $$status
+
+# The paper's loop as three sites (three `spikewire run --site` processes, CURVE between them), as three
+# labs would run it; here all on 127.0.0.1. Zurich's summary is printed; the others' are in sessions/.
+SITES_NET = launch/networks/paper_sites.toml
+sites-demo: $(STAMP)
+	$(VENV)/bin/spikewire keygen --network $(SITES_NET)
+	$(VENV)/bin/spikewire run $(SITES_NET) --site southampton --duration 20 > sessions-southampton.log 2>&1 & s1=$$!; \
+	  $(VENV)/bin/spikewire run $(SITES_NET) --site padova --duration 20 > sessions-padova.log 2>&1 & s2=$$!; \
+	  $(VENV)/bin/spikewire run $(SITES_NET) --site zurich --duration 20; status=$$?; \
+	  wait $$s1 || status=1; wait $$s2 || status=1; \
+	  echo; echo "southampton and padova printed their summaries to sessions-southampton.log, sessions-padova.log"; \
+	  exit $$status
 
 test: $(STAMP) $(REF_STAMP) prometheus-bin
 	$(PY) -m pytest -q

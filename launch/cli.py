@@ -38,7 +38,19 @@ def cmd_check(args) -> int:
     for spec in net.nodes.values():
         print(f"  {spec.name} ({spec.kind}): in {', '.join(spec.inputs) or '-'}; out {', '.join(spec.outputs) or '-'}")
     for link in net.links:
-        print(f"  link {link.label}")
+        extra = []
+        if link.inter_site:
+            extra.append(f"between sites {link.src_site} -> {link.dst_site}")
+        if link.delay:
+            extra.append(f"jitter buffer {link.delay:g} s, late: {link.late}")
+        if link.via:
+            extra.append(f"via {link.via}")
+        print(f"  link {link.label}" + (f" ({'; '.join(extra)})" if extra else ""))
+    if net.sites is not None:
+        print(f"  security: CURVE {net.security.curve}")
+        for site, cfg in net.sites.items():
+            ports = ", ".join(f"{n}.{p} {net.fixed_endpoint(n, p, bind=False)}" for n, p in net.site_ports(site))
+            print(f"  site {site}: nodes {', '.join(net.site_nodes(site)) or '-'}; inter-site outputs: {ports or '-'}")
     return 0
 
 
@@ -133,7 +145,7 @@ def cmd_bench_demo(args) -> int:
 
 
 PASS_THROUGH_BENCHES = {"adex": "adex_scaling", "scrape": "scrape_impact", "detect": "detection",
-                        "journal": "journal_cost"}
+                        "journal": "journal_cost", "curve": "curve_cost"}
 """`spikewire bench NAME ARGS...` hands ARGS (including --help) to bench/<module>.py's main()."""
 PASS_THROUGH = {"top": "spikewire.monitor.top", "rig-sim": "spikewire.launch.rig_sim",
                 "fault-proxy": "spikewire.streams.fault_proxy"}
@@ -308,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     bsub.add_parser("scrape", help="loop lag with and without Prometheus scrapes (see its --help)")
     bsub.add_parser("journal", help="session journal: write cost per event and the largest rate recorded live")
     bsub.add_parser("detect", help="spike detection per 1 ms chunk at 256 / 1,024 / 4,096 channels x 30 kHz")
+    bsub.add_parser("curve", help="one link's latency and throughput with CURVE on against off (see its --help)")
     return ap
 
 

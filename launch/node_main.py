@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import faulthandler
 import logging
 import os
 import signal
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"[{args.node}] %(levelname)s %(message)s", stream=sys.stderr)
     _die_with_parent()
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # the supervisor's "where are you stuck?"
 
     ctx = zmq.Context()
     control = ControlClient(ctx, args.control, args.node)

@@ -287,6 +287,10 @@ class Supervisor:
         self._pump(0.0, strict=False)  # finals that arrived just before their processes exited
         for child in self.children.values():
             if child.proc.poll() is None:
+                self.say(f"spikewire: node {child.name!r} did not stop within {STOP_GRACE:g} s; its threads "
+                         "were (stack dump on its stderr), then it was terminated:")
+                child.proc.send_signal(signal.SIGUSR1)
+                time.sleep(0.2)
                 child.proc.terminate()
                 try:
                     child.proc.wait(2.0)

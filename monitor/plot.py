@@ -34,7 +34,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from spikewire.streams.journal import RECEIVED, SENT, read_journal
-from spikewire.streams.wire import BioEvent, Kind, empty_events
+from spikewire.streams.wire import DATA_KINDS, BioEvent, Kind, empty_events
 
 __all__ = ["DamagedSessionWarning", "NotASession", "SessionData", "build_figure", "plot_session", "read_session"]
 
@@ -254,7 +254,7 @@ def _latencies(journals: dict, links: list[dict]) -> dict[str, np.ndarray]:
         lat.setdefault((ln.get("from", ""), ln.get("to", "").split(".", 1)[0]), [])
     for node, journal in journals.items():
         for rec in journal.records:
-            if rec.direction == RECEIVED and rec.packet is not None:
+            if rec.direction == RECEIVED and rec.packet is not None and rec.packet.kind in DATA_KINDS:
                 lat.setdefault((rec.port, node), []).append(rec.logged - rec.packet.send_time)
     out = {}
     for (src, node), values in lat.items():

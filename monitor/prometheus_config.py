@@ -171,6 +171,26 @@ def alert_rules(network: Network) -> dict:
               f"late over the last {w} (alert above {OVERRUN_FRACTION:.0%}): its compute or the machine cannot keep "
               "real time.",
               duration(max(30.0, 3 * window(network)))),
+        _rule("SpikewireLinkDown",
+              f"{selector(C.LINK_UP)} == 0 and on(node) ({node_up} == 1)",
+              "critical",
+              "link {{ $labels.link }} is down",
+              "Node {{ $labels.node }} has heard nothing, not even a heartbeat, on link {{ $labels.link }} for "
+              f"over {network.transport.peer_timeout:g} s: its sender stopped or the network between them is cut."),
+        _rule("SpikewireInterlockHeld",
+              f"{selector(C.INTERLOCK)} == 1",
+              "critical",
+              "node {{ $labels.node }}: stimulation and programming held by the safety interlock",
+              "The safety interlock of node {{ $labels.node }} holds its stimulation and device programming: one of "
+              "its inputs is stale or losing packets beyond the network's [safety] limits. It releases by itself "
+              "once the input is healthy again."),
+        _rule("SpikewireConnectionsRefused",
+              f"increase({selector(C.REFUSED)}[{w}]) > 0",
+              "warning",
+              "node {{ $labels.node }} refused connections ({{ $labels.reason }})",
+              "Node {{ $labels.node }} refused {{ $value | humanize }} connections in the last "
+              f"{w} ({{{{ $labels.reason }}}}): a peer with a key not in the network file, a plaintext peer on a "
+              "CURVE link, or something that is not spikewire knocking on its ports."),
     ]
     return {"groups": [{"name": f"spikewire-{network.name}", "rules": rules}]}
 

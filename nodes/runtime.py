@@ -33,6 +33,7 @@ import heapq
 import logging
 import resource
 import select
+import time
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -54,11 +55,18 @@ log = logging.getLogger("spikewire.runtime")
 HOUSEKEEPING_PERIOD = 0.05
 METRICS_SLACK = 0.002
 """Render the metrics exposition only when the next deadline is at least this far away."""
-MISSING_TRACKED = 65536
-"""Sequence numbers of lost packets remembered per link, so a late (reordered) arrival un-counts its loss."""
+REORDER_WINDOW = 4096
+"""Lost sequence numbers are remembered this far behind the newest, so a reordered packet arriving late
+un-counts its loss; one later than that stays counted as lost (and as out of order)."""
+MAX_SEQUENCE_JUMP = 1 << 20
+"""A sequence number this far ahead of the last one, on a link that never went quiet, is not a loss
+(a million packets gone while heartbeats kept arriving) but a corrupt or hostile packet: rejected as
+``bad_sequence``. After an outage any jump is accepted and counted as lost."""
 DRAIN_BUDGET = 256
 """Packets read from one upstream per loop iteration. A flooded input must not starve the rest of the
 loop (ticks, heartbeats, control, metrics): what is left is read on the next iteration."""
+RETRY_AFTER = 1.0
+"""Seconds after a failed handshake before a link that is still down reconnects."""
 LOSS_MIN_PACKETS = 20
 """The interlock judges a link's loss fraction only over at least this many expected packets."""
 
@@ -90,7 +98,7 @@ class LinkIn:
     out_of_order: int = 0
     last_seq: int = -1
     next_seq_hint: int = 0  # from the latest heartbeat: the number the next data packet will carry
-    missing: dict[int, None] = field(default_factory=dict)  # ordered set of lost sequence numbers
+    missing: set[int] = field(default_factory=set)  # lost sequence numbers within REORDER_WINDOW of the newest
     late_dropped: int = 0
     late_delivered: int = 0
     buffered: int = 0  # packets waiting in the jitter buffer
@@ -109,15 +117,14 @@ class LinkIn:
             if last >= 0 and seq > last + 1:
                 self.gaps += seq - last - 1
                 missing = self.missing
-                for s in range(max(last + 1, seq - MISSING_TRACKED), seq):
-                    missing[s] = None
-                while len(missing) > MISSING_TRACKED:
-                    del missing[next(iter(missing))]
+                missing.update(range(max(last + 1, seq - REORDER_WINDOW), seq))
+                if len(missing) > 2 * REORDER_WINDOW:  # amortised: forget what can no longer arrive late
+                    self.missing = {s for s in missing if s >= seq - REORDER_WINDOW}
             self.last_seq = seq
         else:
             self.out_of_order += 1
             if seq in self.missing:  # it was counted lost; it was only late
-                del self.missing[seq]
+                self.missing.discard(seq)
                 self.gaps -= 1
         self.received += 1
         self.events += n_events
@@ -180,6 +187,7 @@ class Upstream:
     nonce: int = 0
     next_ping: float = 0.0
     pings_lost: int = 0
+    reconnects: int = 0  # after failed handshakes
 
     @property
     def source_name(self) -> str:
@@ -206,7 +214,7 @@ class Upstream:
     def summary(self, now: float) -> dict:
         out = {"state": self.state, "outages": self.outages, "restarts": self.restarts, "heartbeats": self.heartbeats,
                "downtime_s": self.downtime + (now - self.down_since if self.state == "down" else 0.0),
-               "inter_site": self.options.inter_site, "curve": self.options.curve}
+               "inter_site": self.options.inter_site, "curve": self.options.curve, "reconnects": self.reconnects}
         if self.clock is not None:
             out["clock"] = {**self.clock.summary(), "pings": self.subscriber.pings, "pings_lost": self.pings_lost}
         if self.watch is not None:
@@ -439,8 +447,14 @@ class Runtime:
                 if kind == Kind.CLOCK:
                     self._on_pong(up, packet, now)
                     continue
-                if was_down and packet.sequence <= up.links[0].last_seq:
+                last = up.links[0].last_seq
+                if was_down and packet.sequence <= last:
                     self._peer_restarted(up, "its sequence started again after an outage")
+                elif not was_down and last >= 0 and packet.sequence > last + MAX_SEQUENCE_JUMP:
+                    up.reject("bad_sequence")
+                    self._warn_once(f"{up.endpoint}:seq", f"{node.name}: dropped a packet from {up.source_name} whose "
+                                    f"sequence number jumps from {last} to {packet.sequence}")
+                    continue
                 latency = now - packet.send_time + up.offset
                 for link in up.links:
                     if kind != Kind.PROBE and kind not in link.accepts:
@@ -509,7 +523,8 @@ class Runtime:
                 self._peer_restarted(up, "a new epoch in its heartbeat")
             up.epoch = epoch
         for link in up.links:
-            link.next_seq_hint = packet.sequence
+            if packet.sequence <= link.last_seq + MAX_SEQUENCE_JUMP:  # a corrupt hint is no evidence of loss
+                link.next_seq_hint = packet.sequence
 
     def _peer_restarted(self, up: Upstream, why: str) -> None:
         up.restart()
@@ -598,6 +613,12 @@ class Runtime:
                 self._record("link_down", now, source=up.source_name, outage=up.outages)
             if up.clock is not None and now >= up.next_ping:
                 self._ping(up, now)
+            if up.watch is not None and up.state != "up" and up.watch.retry_due(time.monotonic(), RETRY_AFTER):
+                # libzmq gives up on a peer after a failed handshake; the peer may have been fixed since.
+                sub = up.subscriber.socket
+                sub.disconnect(up.endpoint)
+                sub.connect(up.endpoint)
+                up.reconnects += 1
         if self.interlocked:
             self._interlock(now)
         if self.journal is not None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -195,6 +196,10 @@ _WATCHED = (zmq.EVENT_ACCEPTED | zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | 
 class HandshakeWatch:
     """A monitor on one ZeroMQ socket that turns failed handshakes into counted refusals.
 
+    libzmq does not reconnect after a failed handshake (a peer with the wrong mechanism or key stays
+    refused even once it is fixed), so a client watch remembers when it last saw one and the runtime
+    reconnects the socket (``retry_due``) while its link stays down.
+
     ``server``: the socket binds (connections are accepted); a connection that is dropped before any
     handshake outcome sent bytes that were not ZMTP (a port scanner, an HTTP client). Refusals of a
     client key by our own ZAP handler are counted there, not here, so each refusal counts once.
@@ -208,7 +213,10 @@ class HandshakeWatch:
         # unless two peers connect within the same millisecond.
         self.pending: list[int] = []
         self.handshakes = 0
-        self.monitor = sock.get_monitor_socket(_WATCHED)
+        self.failed_at: float | None = None  # monotonic time of the last failed handshake (see ``retry_due``)
+        HandshakeWatch._count += 1  # an address of our own: pyzmq's default reuses the socket's fd number
+        self.socket = sock
+        self.monitor = sock.get_monitor_socket(_WATCHED, addr=f"inproc://spikewire-watch-{os.getpid()}-{self._count}")
 
     @property
     def fd(self) -> int:
@@ -227,7 +235,19 @@ class HandshakeWatch:
                 continue
             self._on_event(msg["event"], msg["value"], msg["endpoint"].decode(errors="replace"))
 
+    _count = 0
+
+    def retry_due(self, now_monotonic: float, after: float) -> bool:
+        """True (once per failure) when a handshake failed at least ``after`` s ago."""
+        if self.failed_at is not None and now_monotonic - self.failed_at >= after:
+            self.failed_at = None
+            return True
+        return False
+
     def _on_event(self, event: int, value: int, endpoint: str) -> None:
+        if event in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_AUTH,
+                     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
+            self.failed_at = time.monotonic()
         if event in (zmq.EVENT_ACCEPTED, zmq.EVENT_CONNECTED):
             self.pending.append(value)  # value: the connection's fd
         elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
@@ -255,4 +275,8 @@ class HandshakeWatch:
             self.pending.pop(0)
 
     def close(self) -> None:
+        try:
+            self.socket.disable_monitor()
+        except zmq.ZMQError as e:  # the socket is already closed: its monitor went with it
+            log.debug("disable_monitor: %s", e)
         self.monitor.close(linger=0)

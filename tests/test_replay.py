@@ -6,7 +6,7 @@ import pytest
 
 from conftest import network_copy, read_json
 from spikewire.streams.journal import RECEIVED, SENT, read_journal
-from spikewire.streams.wire import Kind
+from spikewire.streams.wire import DATA_KINDS, Kind
 
 pytestmark = pytest.mark.integration
 
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 def _data(records, direction, port):
     """(offset from the first, event times) of a journal's data packets on one port/source, probes left out."""
     return [r for r in records if r.direction == direction and r.port == port and r.packet is not None
-            and r.packet.kind != Kind.PROBE and len(r.packet.events)]
+            and r.packet.kind in DATA_KINDS and r.packet.kind != Kind.PROBE and len(r.packet.events)]
 
 
 def test_replay_feeds_a_live_node_the_recorded_traffic_with_its_timing(cli_run, tmp_path):

@@ -37,7 +37,7 @@ Why the model is the SAME as spikewire's ``adex_run`` step for step (checked by 
   * Refractoriness: Brian2 integrates again once timestep(t - lastspike) >= timestep(refractory),
     counting from the start of the spiking step, which holds V for one step fewer than our counter
     (set to round(t_ref/dt) at the spike, then one held step per count). So Brian2 gets
-    refractory = (round(t_ref/dt) + 1) * dt. Our kernel also holds w during those steps.
+    refractory = (round(t_ref/dt) + 1) * dt. During those steps V is held and w keeps evolving, in both.
   * The exponential's argument is clipped at 30 as in the kernel (inactive while v_peak - v_t < 30
     delta_t, since V starts every step below v_peak).
 """
