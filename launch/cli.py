@@ -162,7 +162,13 @@ def cmd_replay(args) -> int:
     if not (session / "network.toml").is_file() or not (session / "journal").is_dir():
         print(f"{session}: not a spikewire session folder (no network.toml / journal/)", file=sys.stderr)
         return 2
-    net = _load(str(session / "network.toml"))
+    net = _load(str(session / "network.toml"), check_keys=False)
+    site = json.loads((session / "provenance.json").read_text()).get("site") if (session / "provenance.json").is_file() \
+        else None
+    if site:
+        print(f"{session}: a session of site {site!r} only; replay needs every node's recording (record a "
+              "multi-site network on one machine with `spikewire run FILE` without --site)", file=sys.stderr)
+        return 2
     live = [n for n in args.nodes.split(",") if n]
     unknown = [n for n in live if n not in net.nodes]
     if not live or unknown:

@@ -54,7 +54,7 @@ def _git_commit(where: Path) -> dict:
 
 
 class Session:
-    def __init__(self, folder: Path, network_path: Path):
+    def __init__(self, folder: Path, network_path: Path, site: str | None = None, nodes: list[str] | None = None):
         self.folder = Path(folder)
         if self.folder.exists() and any(self.folder.iterdir()):
             raise FileExistsError(f"session folder {self.folder} is not empty; choose another --session-dir")
@@ -72,6 +72,9 @@ class Session:
             "lsl_config": os.environ.get("LSLAPICFG"),
             "nodes": {},
             "links": {},
+            # One site of a multi-site network records only its own nodes; readers look here for which.
+            "site": site,
+            "nodes_run": list(nodes) if nodes is not None else None,
         }
         self._status = None  # status.jsonl, opened at the first status message
         self.write()

@@ -69,9 +69,7 @@ class Supervisor:
         if network.path is None:
             raise ValueError("the supervisor needs a network loaded from a file (nodes read it themselves)")
         self.network = network
-        self.site = site  # run only this site's nodes; links from other sites connect to their fixed ports
         self.secret_key = secret_key
-        self.node_names = network.site_nodes(site) if site else list(network.nodes)
         if duration is None and network.phases:
             duration = network.phases[-1][2]  # a protocol runs to its end unless told otherwise
         self.duration = duration
@@ -79,7 +77,9 @@ class Supervisor:
         self.out = out
         self.ready_timeout = ready_timeout
         self.reset_state = reset_state
-        self.session = Session(Path(session_dir), network.path) if session_dir else None
+        self.site = site  # run only this site's nodes; links from other sites connect to their fixed ports
+        self.node_names = network.site_nodes(site) if site else list(network.nodes)
+        self.session = Session(Path(session_dir), network.path, site, self.node_names) if session_dir else None
         self.replay = replay  # {"session": path, "replayed": [nodes], "speed": x} for `spikewire replay`
         self.tty = out.isatty()
         self.status_every = status_every if status_every is not None else (1.0 if self.tty else 5.0)

@@ -105,7 +105,7 @@ def read_session(folder: str | Path) -> Session:
         raise SessionError(f"{folder} is not a spikewire session folder (no {', '.join(missing)}); "
                            "`spikewire run NETWORK --session-dir DIR` writes one")
     try:
-        network = load_network(folder / "network.toml")
+        network = load_network(folder / "network.toml", check_keys=False)  # reading a record needs no keys
     except NetworkError as e:
         raise SessionError(f"{folder / 'network.toml'}: {e}") from None
     damage: list[str] = []
@@ -116,6 +116,11 @@ def read_session(folder: str | Path) -> Session:
     else:
         _warn(damage, f"{folder}: no summary.json (the run did not finish); exporting what the journals hold")
     status = _read_status(folder / "status.jsonl", damage)
+    run_here = provenance.get("nodes_run")
+    if run_here:  # one site's session: its own nodes are the record (the others' are in their sites' sessions)
+        import dataclasses
+
+        network = dataclasses.replace(network, nodes={n: sp for n, sp in network.nodes.items() if n in run_here})
     journals = {}
     for node in network.nodes:
         path = folder / "journal" / f"{node}.swj"

@@ -128,6 +128,9 @@ def read_session(session_dir: str | Path) -> SessionData:
         damaged(f"summary.json unreadable ({e})")
 
     node_specs = {name: spec for name, spec in net.get("nodes", {}).items() if isinstance(spec, dict)}
+    run_here = prov.get("nodes_run")  # a site's session holds its own nodes only
+    if run_here:
+        node_specs = {name: spec for name, spec in node_specs.items() if name in run_here}
     journals = {}
     for name in node_specs:
         path = folder / "journal" / f"{name}.swj"

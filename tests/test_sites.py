@@ -9,12 +9,11 @@ are corrected by it.
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
 from conftest import inter_site_link, sites_copy, spikewire_cmd
-
-import subprocess
 
 LINKS_AT = {
     "southampton": ["zurich.anpre.spikes -> southampton.mr1.pre", "padova.events -> southampton.mr1.post",
@@ -59,6 +58,12 @@ def test_three_sites_run_the_loop_over_curve(sites, tmp_path):
     assert row["inter_site"] and abs(row["clock_offset_s"]) < 2e-3 and row["rtt_s"] > 0, row
     status = (tmp_path / "sessions" / "southampton" / "status.jsonl").read_text()
     assert '"offset_s"' in status and '"rtt_s"' in status
+    assert prov["site"] == "southampton" and prov["nodes_run"] == ["southampton"]
+    # A site's session is a record of its own: it exports without the other sites' journals or keys.
+    for site in ("padova", "southampton"):
+        out = subprocess.run(spikewire_cmd("export", str(tmp_path / "sessions" / site), "--nwb",
+                                           str(tmp_path / f"{site}.nwb")), capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0 and (tmp_path / f"{site}.nwb").stat().st_size > 0, out.stdout + out.stderr
 
 
 def test_clock_offset_is_estimated_and_corrects_latency(sites, tmp_path):
