@@ -85,7 +85,10 @@ def main(argv: list[str] | None = None) -> int:
                 expected[port] = expected.get(port, 0) + 1
         fixed = {port: ep for port in spec.outputs if (ep := network.fixed_endpoint(spec.name, port, bind=True))}
         curve_ports = frozenset(port for port in spec.outputs if network.curve_port(spec.name, port))
-        needs_curve = curve_ports or any(ln.inter_site for ln in network.links_into(spec.name))
+        # Keys are needed to serve CURVE ports, to reach other sites, and to subscribe (even from inside the
+        # site) to a port that also feeds other sites: one socket, one security setting.
+        needs_curve = curve_ports or any(ln.inter_site or (ln.src_node and network.curve_port(ln.src_node, ln.src_port))
+                                         for ln in network.links_into(spec.name))
         curve = curve_config(network, site, args.secret_key) if needs_curve else None
         # An output port's send queue: the largest hwm of its links; its kernel buffer: the smallest sockbuf set.
         port_queues = {}
@@ -96,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                 port_queues[port] = (max(ln.hwm for ln in out_links), min(bufs) if bufs else 0)
         runtime = Runtime(node, ctx, source_ids, expected, bind_host=spec.settings.bind, endpoints=fixed,
                           curve=curve, curve_ports=curve_ports, transport=network.transport, safety=network.safety,
-                          port_queues=port_queues)
+                          port_queues=port_queues, remote_ports=frozenset(fixed))
         runtime.control = control
         mon = network.monitor
         origin = None

@@ -30,7 +30,7 @@ log = logging.getLogger("spikewire.metrics")
 STALE_AFTER = 5
 """A rendered exposition older than this many render periods is not served (503)."""
 MALFORMED_REASONS = tuple(sorted({cls.reason for cls in (WireError, *WireError.__subclasses__())}
-                                 | {"unknown_source", "wrong_kind", "bad_sequence"}))
+                                 | {"unknown_source", "wrong_kind", "bad_sequence", "bad_time"}))
 """Every reason a packet can be counted as malformed for; each is exported from 0, so that increase()
 sees the first one."""
 

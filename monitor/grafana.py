@@ -143,6 +143,20 @@ def dashboard(network: Network) -> dict:
          _target(f"sum by (link, reason) (increase({selector(C.MALFORMED)}[{RATE}]))",
                  "malformed {{link}} {{reason}}")],
         "short", bars=True), WIDTH, 8)
+    if network.sites is not None:  # links between labs: clocks, liveness, security, the interlock
+        lay.add(_timeseries("Inter-site clock offset", C.CLOCK_OFFSET.help,
+                            [_target(selector(C.CLOCK_OFFSET), "{{link}}")], "s"), 12, 8)
+        lay.add(_timeseries("Inter-site round trip", C.RTT.help,
+                            [_target(selector(C.RTT), "{{link}}")], "s"), 12, 8)
+        lay.add(_timeseries("Links up", C.LINK_UP.help, [_target(selector(C.LINK_UP), "{{link}}")], "short"), 12, 8)
+        lay.add(_timeseries(
+            "Interlock holds, late packets, refused connections",
+            "Per scrape window: interlock holds (by node), packets past their jitter-buffer time (by link and "
+            "action), connections refused (by node and reason).",
+            [_target(selector(C.INTERLOCK), "held {{node}}"),
+             _target(f"sum by (link, action) (increase({selector(C.LATE)}[{RATE}]))", "late {{link}} {{action}}"),
+             _target(f"sum by (node, reason) (increase({selector(C.REFUSED)}[{RATE}]))",
+                     "refused {{node}} {{reason}}")], "short", bars=True), 12, 8)
     lay.add(_timeseries("Tick compute p99", C.TICK_COMPUTE.help,
                         [_target(_quantile(0.99, C.TICK_COMPUTE, "node"), "{{node}}")], "s"), 12, 8)
     lay.add(_timeseries("Tick overruns per second", C.OVERRUNS.help,

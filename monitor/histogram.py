@@ -17,6 +17,8 @@ DECADES = 8
 PER_DECADE = 40
 N_BUCKETS = DECADES * PER_DECADE + 2  # + underflow and overflow
 _LOG_LO = math.log10(LO)
+OVERFLOW = 1e9
+"""Values from here (and inf, NaN) only count, in the overflow bucket."""
 
 
 PROM_BOUNDS = (10e-6, 20e-6, 50e-6, 100e-6, 200e-6, 500e-6, 1e-3, 2e-3, 5e-3, 10e-3, 20e-3, 50e-3, 100e-3)
@@ -39,6 +41,11 @@ class LogHistogram:
         self.max = 0.0
 
     def record(self, x: float) -> None:
+        if not x < OVERFLOW:  # inf, NaN or absurd (a hostile timestamp): the overflow bucket, kept out of the sums
+            self.counts[N_BUCKETS - 1] += 1
+            self.prom[-1] += 1
+            self.count += 1
+            return
         if x <= LO:
             i = 0
         else:

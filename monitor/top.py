@@ -235,6 +235,25 @@ def link_row(link, states: dict[str, NodeState]) -> list[str]:
     return [link.label, _int(sent), _int(received), _int(dropped), _int(malformed), _q_us(p50), _q_us(p99)]
 
 
+def site_link_row(link, states: dict[str, NodeState]) -> list[str]:
+    """An inter-site link at its receiving end: up or down, clock offset and round trip, outages, late."""
+    dst = states.get(link.dst_node)
+    if dst is None or not dst.up:
+        return [link.label, "?", "-", "-", "-", "-"]
+    lab = {"link": link.label}
+    up = dst.last.value(C.LINK_UP.name, **lab)
+    offset, rtt = dst.last.value(C.CLOCK_OFFSET.name, **lab), dst.last.value(C.RTT.name, **lab)
+    late = dst.last.total(C.LATE.name, **lab)
+    return [link.label, "up" if up == 1 else "DOWN" if up == 0 else "?", _q_us(offset) if rtt is not None else "-",
+            _q_us(rtt), _int(dst.last.total(C.OUTAGES.name, **lab)), _int(late) if late is not None else "-"]
+
+
+def interlock_line(network: Network, states: dict[str, NodeState]) -> str | None:
+    held = [name for name in network.nodes if (st := states.get(name)) is not None and st.up
+            and st.last.value(C.INTERLOCK.name) == 1]
+    return f"INTERLOCK HOLDS stimulation and programming of: {', '.join(held)}" if held else None
+
+
 def probe_line(network: Network, states: dict[str, NodeState]) -> str | None:
     if not network.monitor.probe_from:
         return None
@@ -266,8 +285,12 @@ def render_frame(network: Network, states: dict[str, NodeState], clock: str = ""
     if network.links:
         lines += _table(["link", "sent", "received", "dropped", "malformed", "p50 us", "p99 us"],
                         [link_row(link, states) for link in network.links], {1, 2, 3, 4, 5, 6})
-    probe = probe_line(network, states)
-    return [line.rstrip() for line in lines + ([probe] if probe else [])]
+    inter = [link for link in network.links if link.inter_site]
+    if inter:
+        lines += _table(["inter-site link", "state", "offset us", "rtt us", "outages", "late"],
+                        [site_link_row(link, states) for link in inter], {2, 3, 4, 5})
+    extra = [line for line in (interlock_line(network, states), probe_line(network, states)) if line]
+    return [line.rstrip() for line in lines + extra]
 
 
 def metrics_url(network: Network, node: str) -> str:

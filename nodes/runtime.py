@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import heapq
 import logging
+import random
 import resource
 import select
 import time
@@ -58,6 +59,9 @@ METRICS_SLACK = 0.002
 REORDER_WINDOW = 4096
 """Lost sequence numbers are remembered this far behind the newest, so a reordered packet arriving late
 un-counts its loss; one later than that stays counted as lost (and as out of order)."""
+MAX_EARLY = 1.0
+"""A packet whose send time (in our clock) is this far in the future is refused (``bad_time``): it could
+only sit in a jitter buffer for ever."""
 MAX_SEQUENCE_JUMP = 1 << 20
 """A sequence number this far ahead of the last one, on a link that never went quiet, is not a loss
 (a million packets gone while heartbeats kept arriving) but a corrupt or hostile packet: rejected as
@@ -65,6 +69,9 @@ MAX_SEQUENCE_JUMP = 1 << 20
 DRAIN_BUDGET = 256
 """Packets read from one upstream per loop iteration. A flooded input must not starve the rest of the
 loop (ticks, heartbeats, control, metrics): what is left is read on the next iteration."""
+RESYNC_AFTER = 16
+"""This many packets in a row that look wrong against a link's sequence (all far ahead, or all behind)
+mean the baseline is what is wrong (a corrupt packet set it): the link starts its sequence over."""
 RETRY_AFTER = 1.0
 """Seconds after a failed handshake before a link that is still down reconnects."""
 LOSS_MIN_PACKETS = 20
@@ -107,12 +114,23 @@ class LinkIn:
     latency: LogHistogram = field(default_factory=LogHistogram)
     lateness: LogHistogram = field(default_factory=LogHistogram)
     loss_marks: deque = field(default_factory=deque)  # (t, received, gaps) for the interlock's window
+    behind_streak: int = 0  # consecutive packets not ahead of last_seq
+    resyncs: int = 0  # times the sequence baseline was reset (see RESYNC_AFTER)
+    unsynced: int = 0  # jitter-buffered packets that arrived before the link's clock was synchronised
 
     def reject(self, reason: str) -> None:
         self.malformed[reason] = self.malformed.get(reason, 0) + 1
 
     def count(self, seq: int, n_events: int, latency: float) -> None:
         last = self.last_seq
+        if seq <= last:
+            self.behind_streak += 1
+            if self.behind_streak >= RESYNC_AFTER:  # a corrupt packet set the baseline far ahead
+                self.restart()
+                self.resyncs += 1
+                last = -1
+        else:
+            self.behind_streak = 0
         if seq > last:
             if last >= 0 and seq > last + 1:
                 self.gaps += seq - last - 1
@@ -138,17 +156,19 @@ class LinkIn:
 
     @property
     def trailing(self) -> int:
-        """Packets the sender's heartbeat says it sent after the last one that arrived (lost, or in flight)."""
-        return max(0, self.next_seq_hint - 1 - self.last_seq)
+        """Packets the sender's heartbeat says it sent after the last one that arrived (lost, or in flight);
+        0 before anything arrived (a late joiner is not owed the sender's history)."""
+        return max(0, self.next_seq_hint - 1 - self.last_seq) if self.last_seq >= 0 else 0
 
     def loss_fraction(self, now: float, window: float) -> float:
         """Packets lost / expected over the last ``window`` s (0 with too few packets to judge)."""
         marks = self.loss_marks
-        marks.append((now, self.received, self.gaps))
+        bad = self.gaps + sum(self.malformed.values())  # corrupt packets are lost packets too
+        marks.append((now, self.received, bad))
         while len(marks) > 2 and marks[1][0] <= now - window:
             marks.popleft()
-        _, r0, g0 = marks[0]
-        lost, got = self.gaps - g0, self.received - r0
+        _, r0, b0 = marks[0]
+        lost, got = bad - b0, self.received - r0
         return lost / (lost + got) if lost + got >= LOSS_MIN_PACKETS else 0.0
 
     def summary(self) -> dict:
@@ -158,7 +178,10 @@ class LinkIn:
         if self.delay:
             out["jitter_buffer"] = {"delay_s": self.delay, "policy": self.late_policy, "late_dropped": self.late_dropped,
                                     "late_delivered": self.late_delivered, "overflow": self.buffer_overflow,
+                                    "unsynced": self.unsynced, "buffered": self.buffered,
                                     "lateness_s": self.lateness.summary()}
+        if self.resyncs:
+            out["resyncs"] = self.resyncs
         return out
 
 
@@ -184,10 +207,12 @@ class Upstream:
     heartbeats: int = 0
     epoch: float | None = None
     pings: dict[int, float] = field(default_factory=dict)  # nonce -> t1 of pings not yet answered
-    nonce: int = 0
+    nonce: int = field(default_factory=lambda: random.getrandbits(32))  # subscribers of one port must not collide
     next_ping: float = 0.0
     pings_lost: int = 0
     reconnects: int = 0  # after failed handshakes
+    resync: bool = True  # the next data packet sets the sequence baseline (at start, after an outage)
+    bad_streak: int = 0  # consecutive bad_sequence rejections
 
     @property
     def source_name(self) -> str:
@@ -237,7 +262,7 @@ class Runtime:
     def __init__(self, node: Node, ctx: zmq.Context, source_ids: dict[str, int], expected_subscribers: dict[str, int],
                  bind_host: str = "127.0.0.1", endpoints: dict[str, str] | None = None, hwm: int = DEFAULT_HWM,
                  curve=None, curve_ports: frozenset[str] = frozenset(), transport=None, safety=None,
-                 port_queues: dict[str, tuple[int, int]] | None = None):
+                 port_queues: dict[str, tuple[int, int]] | None = None, remote_ports: frozenset[str] = frozenset()):
         from spikewire.launch.network import SafetySettings, TransportSettings
 
         self.node = node
@@ -255,7 +280,7 @@ class Runtime:
             endpoint = (endpoints or {}).get(port, f"tcp://{bind_host}:*")
             port_hwm, sockbuf = (port_queues or {}).get(port, (hwm, 0))  # the port's links' hwm, sockbuf
             pub = Publisher(ctx, spec.kind, source_ids[port], endpoint, port_hwm,
-                            curve if port in curve_ports else None, sockbuf)
+                            curve if port in curve_ports else None, sockbuf, remote=port in remote_ports)
             self.publishers[port] = pub
             self.watches.append(HandshakeWatch(pub.socket, self.refusals, server=True))
         self.upstreams: list[Upstream] = []
@@ -276,6 +301,7 @@ class Runtime:
         self._warned: set[str] = set()
         self.delayed: list = []  # the jitter buffers: heap of (release time, n, link, packet)
         self._backlog: list[Upstream] = []  # upstreams with input left after a budgeted drain
+        self._pub_backlog: list[Publisher] = []  # publishers with subscriber messages left after a budgeted poll
         self._delayed_n = 0
         self.interlocked = bool(node.interlocked and self.safety.interlock and node.inputs)
         self.holds = 0
@@ -302,7 +328,8 @@ class Runtime:
                 if up is None:
                     if opts.curve and self.curve is None:
                         raise ValueError(f"{label}: the link needs CURVE but this node has no keys")
-                    sub = Subscriber(self.ctx, plan.hwm, self.curve if opts.curve else None, opts.site, plan.sockbuf)
+                    sub = Subscriber(self.ctx, plan.hwm, self.curve if opts.curve else None, opts.site, plan.sockbuf,
+                                     remote=opts.inter_site)
                     watch = HandshakeWatch(sub.socket, self.refusals, server=False) if opts.inter_site else None
                     sub.connect(endpoint)
                     up = by_source[(source_id, endpoint)] = Upstream(
@@ -319,6 +346,10 @@ class Runtime:
         ports still waiting."""
         deadline = local_clock() + timeout
         while True:
+            if self.zap is not None:  # local subscribers of a CURVE port are authenticated too
+                self.zap.poll()
+            for w in self.watches:
+                w.poll()
             waiting = [p for p, pub in self.publishers.items()
                        if pub.poll_subscriptions() < self.expected_subscribers.get(p, 0)]
             if not waiting:
@@ -326,7 +357,8 @@ class Runtime:
             remaining = deadline - local_clock()
             if remaining <= 0:
                 raise TimeoutError(f"no subscriber joined output port(s) {', '.join(waiting)} within {timeout} s")
-            select.select([self.publishers[p].socket.getsockopt(zmq.FD) for p in waiting], [], [], min(remaining, 0.05))
+            fds = [self.publishers[p].fd for p in waiting] + ([self.zap.fd] if self.zap is not None else [])
+            select.select(fds, [], [], min(remaining, 0.01 if self.zap is not None else 0.05))
 
     # --- the loop ------------------------------------------------------------------------------
     def run(self, t0: float, duration: float | None = None) -> None:
@@ -365,15 +397,21 @@ class Runtime:
         delayed = self.delayed
         backlog = self._backlog
         while not self.stop_requested:
-            if ready or backlog:
+            if ready or backlog or self._pub_backlog:
                 # Upstreams left with input by the last budgeted drain come first (their fd will not
                 # fire again: the edge was consumed).
                 todo = backlog[:] + [by_fd[fd] for fd in ready if fd in by_fd and by_fd[fd] not in backlog]
                 backlog.clear()
                 self._drain(todo)
+                for pub in self._pub_backlog:
+                    pub.poll_subscriptions()
+                self._pub_backlog = [pub for pub in self._pub_backlog if pub.more]
                 for fd in ready:
                     if fd in pub_fds:
-                        pub_fds[fd].poll_subscriptions()
+                        pub = pub_fds[fd]
+                        pub.poll_subscriptions()
+                        if pub.more and pub not in self._pub_backlog:
+                            self._pub_backlog.append(pub)
                     elif fd in side_fds:
                         side_fds[fd].poll()
                     elif fd in own_fds:
@@ -406,7 +444,7 @@ class Runtime:
                 if now >= stop_at:
                     break
             wait = min(wake_at, next_house, delayed[0][0] if delayed else wake_at) - local_clock()
-            ready = select.select(fds, [], [], wait if wait > 0 and not backlog else 0)[0]
+            ready = select.select(fds, [], [], wait if wait > 0 and not backlog and not self._pub_backlog else 0)[0]
 
     def _drain(self, upstreams: list[Upstream | None]) -> None:
         """Receive everything waiting on ``upstreams`` (None stands for the control socket)."""
@@ -448,13 +486,19 @@ class Runtime:
                     self._on_pong(up, packet, now)
                     continue
                 last = up.links[0].last_seq
-                if was_down and packet.sequence <= last:
-                    self._peer_restarted(up, "its sequence started again after an outage")
-                elif not was_down and last >= 0 and packet.sequence > last + MAX_SEQUENCE_JUMP:
-                    up.reject("bad_sequence")
-                    self._warn_once(f"{up.endpoint}:seq", f"{node.name}: dropped a packet from {up.source_name} whose "
-                                    f"sequence number jumps from {last} to {packet.sequence}")
-                    continue
+                if up.resync:  # the first data packet since the start or an outage: any number is plausible
+                    up.resync = False
+                    if last >= 0 and packet.sequence <= last:
+                        self._peer_restarted(up, "its sequence started again after an outage")
+                elif last >= 0 and packet.sequence > last + MAX_SEQUENCE_JUMP:
+                    up.bad_streak += 1
+                    if up.bad_streak < RESYNC_AFTER:
+                        up.reject("bad_sequence")
+                        self._warn_once(f"{up.endpoint}:seq", f"{node.name}: dropped a packet from {up.source_name} "
+                                        f"whose sequence number jumps from {last} to {packet.sequence}")
+                        continue
+                    self._peer_restarted(up, f"{RESYNC_AFTER} packets in a row far ahead of its sequence")
+                up.bad_streak = 0
                 latency = now - packet.send_time + up.offset
                 for link in up.links:
                     if kind != Kind.PROBE and kind not in link.accepts:
@@ -462,9 +506,19 @@ class Runtime:
                         self._warn_once(f"{link.label}:kind", f"{link.label}: dropped a {kind.name} packet; "
                                         f"{link.port} accepts {', '.join(k.name for k in link.accepts)}")
                         continue
-                    link.count(packet.sequence, 0 if kind == Kind.PROBE else len(packet.events), latency)
                     if link.delay:
                         release = packet.send_time - up.offset + link.delay
+                        synced = up.clock is None or up.clock.synced
+                        if synced and release > now + link.delay + MAX_EARLY:
+                            link.reject("bad_time")  # sent in the future: a corrupt or hostile timestamp
+                            continue
+                    link.count(packet.sequence, 0 if kind == Kind.PROBE else len(packet.events), latency)
+                    if link.delay:
+                        if not synced:
+                            # No offset yet (the first ~0.1 s, or after a restart): the send time cannot be put on
+                            # our clock, so the packet cannot be timed. The late policy decides, counted apart.
+                            link.unsynced += 1
+                            release = now
                         if release > now:
                             if link.buffered >= link.capacity:
                                 link.buffer_overflow += 1
@@ -473,7 +527,8 @@ class Runtime:
                             self._delayed_n += 1
                             heapq.heappush(self.delayed, (release, self._delayed_n, link, packet))
                             continue
-                        link.lateness.record(now - release)
+                        if synced:
+                            link.lateness.record(now - release)
                         if link.late_policy == "drop":
                             link.late_dropped += 1
                             continue
@@ -509,6 +564,7 @@ class Runtime:
     # --- liveness and clocks -------------------------------------------------------------------
     def _link_up(self, up: Upstream, now: float) -> None:
         if up.state == "down":
+            up.resync = True
             gap = now - up.down_since
             up.downtime += gap
             log.warning("%s: %s is back after %.2f s", self.node.name, up.source_name, gap)
@@ -535,9 +591,11 @@ class Runtime:
         ev = packet.events
         if up.clock is None or len(ev) != 2:
             return
-        t1 = up.pings.pop(int(ev[0]["id"]), None)
+        nonce = int(ev[0]["id"])
+        t1 = up.pings.get(nonce)
         if t1 is None or t1 != float(ev[0]["t"]):
             return  # the answer to another subscriber's ping (pongs go to every subscriber of the port)
+        del up.pings[nonce]
         up.clock.add(t1, float(ev[1]["t"]), packet.send_time, t4)
 
     def _ping(self, up: Upstream, now: float) -> None:
@@ -619,6 +677,7 @@ class Runtime:
                 sub.disconnect(up.endpoint)
                 sub.connect(up.endpoint)
                 up.reconnects += 1
+                self._drain([up])  # libzmq processed commands in there: the fd's edge may be gone
         if self.interlocked:
             self._interlock(now)
         if self.journal is not None:

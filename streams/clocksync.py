@@ -20,6 +20,9 @@ from collections import deque
 
 from spikewire.monitor.histogram import LogHistogram
 
+MAX_OFFSET = 1e9  # s (~30 years): beyond this an exchange is corrupt, whatever the two clocks are
+MAX_DELAY = 60.0  # s: no round trip of a live link takes this long
+
 
 class ClockEstimator:
     def __init__(self, window: int = 16):
@@ -39,13 +42,16 @@ class ClockEstimator:
     def add(self, t1: float, t2: float, t3: float, t4: float) -> bool:
         """Add one exchange; returns False (and counts it) if its times are inconsistent."""
         delay = (t4 - t1) - (t3 - t2)
-        if not (t4 >= t1 and t3 >= t2 and delay > -1e-6):
+        offset = ((t2 - t1) + (t3 - t4)) / 2.0
+        # Clocks of two machines may differ by their uptimes (days), but not by centuries, and no exchange
+        # on a live link takes a minute: anything else is a corrupt or hostile pong.
+        if not (t4 >= t1 and t3 >= t2 and -1e-6 < delay < MAX_DELAY and abs(offset) < MAX_OFFSET):
             self.rejected += 1
             return False
         delay = max(delay, 0.0)
         self.exchanges += 1
         self.rtt_hist.record(delay)
-        self.samples.append((delay, ((t2 - t1) + (t3 - t4)) / 2.0))
+        self.samples.append((delay, offset))
         self.rtt, self.offset = min(self.samples)
         return True
 

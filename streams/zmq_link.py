@@ -29,13 +29,25 @@ from spikewire.streams.wire import EVENT_DTYPE, Kind, WireError, decode, encode
 
 DEFAULT_HWM = 100_000
 LOOPBACK_ANY_PORT = "tcp://127.0.0.1:*"
+POLL_BUDGET = 256
+"""Messages a publisher reads from its subscribers per poll (a flood must not starve the node's loop)."""
+MAX_PONGS_PER_SECOND = 50
+"""Clock-sync answers a publisher gives per second, all subscribers together."""
+
+
+def _zmq_heartbeats(sock: zmq.Socket) -> None:
+    """ZMTP heartbeats on a connection that leaves the site: a peer silent for 3 s is disconnected, so its
+    pipe (and what is queued in it) is released, and a subscriber reconnects."""
+    sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
+    sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
+    sock.setsockopt(zmq.HEARTBEAT_TTL, 3000)
 
 
 class Publisher:
     """Sends one output port's packets; counts packets sent and dropped at a full queue."""
 
     def __init__(self, ctx: zmq.Context, kind: int, source: int, endpoint: str = LOOPBACK_ANY_PORT,
-                 hwm: int = DEFAULT_HWM, curve=None, sockbuf: int = 0):
+                 hwm: int = DEFAULT_HWM, curve=None, sockbuf: int = 0, remote: bool = False):
         self.kind = int(kind)
         self.source = int(source)
         self.sequence = 0
@@ -46,6 +58,9 @@ class Publisher:
         self.heartbeats = 0
         self.pongs = 0
         self.upstream_malformed = 0  # messages from subscribers that were neither subscriptions nor pings
+        self.pings_ignored = 0  # pings over MAX_PONGS_PER_SECOND
+        self._pong_second, self._pongs_this_second = -1, 0
+        self.more = False  # poll_subscriptions stopped at its budget with input left
         self.epoch = local_clock()  # when this publisher started: a receiver seeing it change knows we restarted
         self.last_send = float("-inf")
         self.last_heartbeat = float("-inf")
@@ -57,7 +72,14 @@ class Publisher:
         if sockbuf:
             self.socket.setsockopt(zmq.SNDBUF, sockbuf)
         self.socket.setsockopt(zmq.XPUB_VERBOSE, 1)
-        self.socket.setsockopt(zmq.XPUB_NODROP, 1)
+        if remote:
+            # Subscribers at other sites: one stalled or cut-off peer must not block everyone (with NODROP a
+            # single full pipe fails every send). Each subscriber's losses show as its own sequence gaps.
+            # ZeroMQ heartbeats close a dead peer's pipe instead of waiting for TCP to give up.
+            _zmq_heartbeats(self.socket)
+        else:
+            self.socket.setsockopt(zmq.XPUB_NODROP, 1)
+        self.remote = remote
         if curve is not None:
             curve.make_server(self.socket)
         try:
@@ -103,13 +125,16 @@ class Publisher:
         self.last_send = now
         self.heartbeats += 1
 
-    def poll_subscriptions(self) -> int:
+    def poll_subscriptions(self, budget: int = POLL_BUDGET) -> int:
         """Read what subscribers sent: (un)subscription notices, and clock-sync pings, which are answered
-        at once. Returns the number of live subscriptions."""
-        while True:
+        at once. Returns the number of live subscriptions. Reads at most ``budget`` messages; ``more``
+        says whether it stopped with input left (the caller polls again soon: the fd will not fire)."""
+        self.more = True
+        for _ in range(budget):
             try:
                 msg = self.socket.recv(zmq.NOBLOCK)
             except zmq.Again:
+                self.more = False
                 return self.subscriptions
             first = msg[:1]
             if first == b"\x01" and len(msg) == 1:
@@ -118,6 +143,7 @@ class Publisher:
                 self.subscriptions = max(0, self.subscriptions - 1)
             else:
                 self._on_ping(msg, local_clock())
+        return self.subscriptions
 
     def _on_ping(self, msg: bytes, t2: float) -> None:
         try:
@@ -128,6 +154,15 @@ class Publisher:
         if ping.kind != Kind.CLOCK or len(ping.events) != 1:
             self.upstream_malformed += 1
             return
+        # Every pong goes to every subscriber of the port: a peer pinging too fast gets no answer (honest
+        # peers ping a few times a second) rather than flooding the others' queues.
+        second = int(t2)
+        if second != self._pong_second:
+            self._pong_second, self._pongs_this_second = second, 0
+        if self._pongs_this_second >= MAX_PONGS_PER_SECOND:
+            self.pings_ignored += 1
+            return
+        self._pongs_this_second += 1
         pong = np.zeros(2, dtype=EVENT_DTYPE)
         pong[0] = ping.events[0]
         pong[1] = (t2, ping.events[0]["id"], 0.0)
@@ -151,7 +186,7 @@ class Subscriber:
     ``curve``/``server_site``: connect as a CURVE client of that site's publisher."""
 
     def __init__(self, ctx: zmq.Context, hwm: int = DEFAULT_HWM, curve=None, server_site: str = "",
-                 sockbuf: int = 0):
+                 sockbuf: int = 0, remote: bool = False):
         self.socket = ctx.socket(zmq.XSUB)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.RCVHWM, hwm)
@@ -160,6 +195,8 @@ class Subscriber:
         self.socket.setsockopt(zmq.SNDHWM, 16)  # pings only; a dead peer must not make them pile up
         if curve is not None:
             curve.make_client(self.socket, server_site)
+        if remote:
+            _zmq_heartbeats(self.socket)
         self.curve = curve is not None
         self.socket.send(b"\x01")  # subscribe to everything; XSUB repeats it on every (re)connect
         self.endpoints: list[str] = []

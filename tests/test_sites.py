@@ -103,3 +103,64 @@ def test_run_site_errors_name_the_problem(tmp_path):
                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert out.returncode == 2 and "sites.padova.secret_key" in out.stderr and "does not belong" in out.stderr, out
     assert "started" not in out.stdout
+
+
+def test_one_port_feeding_its_own_site_and_two_nodes_of_another(tmp_path, cli_run):
+    """A port with subscribers inside its site and at another site is one CURVE socket: the local sink
+    connects with its own site's key, and both remote sinks keep their own clock estimate although every
+    pong reaches both. All sites run under one `spikewire run` (no --site)."""
+    from spikewire.launch.ports import free_port_block
+
+    base = free_port_block(8)
+    net = tmp_path / "fanout.toml"
+    net.write_text(f"""
+[network]
+name = "fanout"
+[nodes.src]
+kind = "source"
+site = "a"
+rate = 200.0
+[nodes.loc]
+kind = "sink"
+site = "a"
+[nodes.rem1]
+kind = "sink"
+site = "b"
+[nodes.rem2]
+kind = "sink"
+site = "b"
+[[links]]
+from = "src.out"
+to = "loc.in"
+[[links]]
+from = "src.out"
+to = "rem1.in"
+[[links]]
+from = "src.out"
+to = "rem2.in"
+[sites.a]
+port = {base}
+public_key = "keys/a.key"
+secret_key = "keys/a.key_secret"
+[sites.b]
+port = {base + 1}
+public_key = "keys/b.key"
+secret_key = "keys/b.key_secret"
+[security]
+curve = "required"
+[monitor]
+base_port = {base + 2}
+""")
+    subprocess.run(spikewire_cmd("keygen", "--network", str(net)), check=True, capture_output=True, timeout=60)
+    code, text = cli_run("run", str(net), "--duration", "3", "--json", str(tmp_path / "f.json"),
+                         "--no-record").finish(timeout=120)
+    assert code == 0, text
+    rep = json.loads((tmp_path / "f.json").read_text())
+    rows = {ln["link"]: ln for ln in rep["links"]}
+    for sink in ("loc", "rem1", "rem2"):
+        row = rows[f"src.out -> {sink}.in"]
+        assert row["received"] > 300 and row["curve"], row
+    for sink in ("rem1", "rem2"):
+        row = rows[f"src.out -> {sink}.in"]
+        assert row["inter_site"] and row["clock_offset_s"] is not None and abs(row["clock_offset_s"]) < 2e-3, row
+    assert not rows["src.out -> loc.in"]["inter_site"]
