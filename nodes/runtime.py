@@ -475,7 +475,6 @@ class Runtime:
                                     f"{packet.source} on the connection of source {up.source_id}")
                     continue
                 kind = packet.kind
-                was_down = up.state == "down"
                 if up.state != "up":
                     self._link_up(up, now)
                 up.last_heard = now

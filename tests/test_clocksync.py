@@ -80,3 +80,47 @@ def test_zap_admits_listed_keys_and_counts_every_refusal():
         zap.close()
     finally:
         ctx.destroy(linger=0)
+
+
+def test_a_ping_flood_is_read_in_budgets_and_answered_at_a_bounded_rate():
+    """A subscriber pinging thousands of times gets at most MAX_PONGS_PER_SECOND answers, and the publisher
+    reads its subscribers at most POLL_BUDGET messages at a time (saying when it left some)."""
+    import time
+
+    import numpy as np
+
+    from spikewire.streams.wire import EVENT_DTYPE, Kind, decode, encode
+    from spikewire.streams.zmq_link import MAX_PONGS_PER_SECOND, POLL_BUDGET, Publisher
+
+    ctx = zmq.Context()
+    try:
+        pub = Publisher(ctx, Kind.SPIKE, 9, "tcp://127.0.0.1:*", remote=True)
+        sub = ctx.socket(zmq.XSUB)
+        sub.setsockopt(zmq.LINGER, 0)
+        sub.send(b"\x01")
+        sub.connect(pub.endpoint)
+        deadline = time.monotonic() + 10
+        while pub.poll_subscriptions() < 1:
+            assert time.monotonic() < deadline, "no subscription"
+            time.sleep(0.005)
+        ping = np.zeros(1, EVENT_DTYPE)
+        for i in range(900):  # within the pipe's default high-water mark (1000)
+            ping[0] = (1.0, i, 0.0)
+            sub.send(encode(Kind.CLOCK, 0, 0, 1.0, ping))
+        reads = 0
+        while time.monotonic() < deadline and pub.pongs + pub.pings_ignored < 900:
+            pub.poll_subscriptions()
+            reads += 1
+            if pub.more:
+                assert pub.pongs + pub.pings_ignored <= reads * POLL_BUDGET
+            time.sleep(0.001)
+        assert pub.pongs + pub.pings_ignored == 900
+        assert pub.pongs <= 2 * MAX_PONGS_PER_SECOND  # the flood may straddle one second boundary
+        got = []
+        while sub.poll(200):
+            got.append(decode(sub.recv()))
+        assert len([p for p in got if p.kind == Kind.CLOCK]) == pub.pongs
+        sub.close()
+        pub.close()
+    finally:
+        ctx.destroy(linger=0)
