@@ -18,6 +18,16 @@ def _positive(text: str) -> float:
     return value
 
 
+def _mb(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of MB, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
 class BadNetwork(Exception):
     """The network file was refused (already reported on stderr)."""
 
@@ -89,7 +99,7 @@ def cmd_run(args) -> int:
         session = args.session_dir or str(default_session_dir()) + (f"-{args.site}" if args.site else "")
     sup = Supervisor(net, duration=args.duration, json_path=args.json, ready_timeout=args.ready_timeout,
                      status_every=args.status_every, reset_state=args.reset_weights, session_dir=session,
-                     site=args.site, secret_key=args.secret_key)
+                     site=args.site, secret_key=args.secret_key, journal_max_mb=args.journal_max_mb)
     return sup.run()
 
 
@@ -257,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "their addresses in the network file (each lab runs its own site)")
     p.add_argument("--secret-key", metavar="FILE", help="this site's CURVE secret key (default: the file's "
                    "sites.<site>.secret_key)")
+    p.add_argument("--journal-max-mb", type=_mb, metavar="MB", help="cap of each node's session journal (default "
+                   "2048); past it, packets are counted as dropped from the record, not written")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("keygen", help="make a CURVE key pair (NAME.key public, NAME.key_secret secret), or every "

@@ -51,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--replayed", default="", help="comma-separated nodes that are replayed, not live")
     ap.add_argument("--speed", type=float, default=1.0, help="replay speed factor")
     ap.add_argument("--secret-key", help="this site's CURVE secret key file (instead of the network file's)")
+    ap.add_argument("--journal-max-mb", type=int, help="cap of this node's session journal [MB]")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"[{args.node}] %(levelname)s %(message)s", stream=sys.stderr)
     _die_with_parent()
@@ -130,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.session:
             from pathlib import Path
 
-            runtime.record_to(Path(args.session) / "journal" / f"{spec.name}.swj")
+            runtime.record_to(Path(args.session) / "journal" / f"{spec.name}.swj",
+                              None if args.journal_max_mb is None else args.journal_max_mb << 20)
         t_warm = local_clock()
         node.warm_up()
         warm_up_s = local_clock() - t_warm

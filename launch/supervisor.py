@@ -65,11 +65,12 @@ class Supervisor:
     def __init__(self, network: Network, duration: float | None = None, json_path: str | None = None,
                  out: TextIO = sys.stdout, ready_timeout: float = 60.0, status_every: float | None = None,
                  reset_state: bool = False, session_dir: str | None = None, replay: dict | None = None,
-                 site: str | None = None, secret_key: str | None = None):
+                 site: str | None = None, secret_key: str | None = None, journal_max_mb: int | None = None):
         if network.path is None:
             raise ValueError("the supervisor needs a network loaded from a file (nodes read it themselves)")
         self.network = network
         self.secret_key = secret_key
+        self.journal_max_mb = journal_max_mb
         if duration is None and network.phases:
             duration = network.phases[-1][2]  # a protocol runs to its end unless told otherwise
         self.duration = duration
@@ -153,6 +154,8 @@ class Supervisor:
                 cmd.append("--reset-state")
             if self.session is not None:
                 cmd += ["--session", str(self.session.folder)]
+                if self.journal_max_mb is not None:
+                    cmd += ["--journal-max-mb", str(self.journal_max_mb)]
             if self.replay:
                 cmd += ["--replay-from", str(self.replay["session"]), "--replayed", ",".join(self.replay["replayed"]),
                         "--speed", str(self.replay.get("speed", 1.0))]

@@ -30,7 +30,7 @@ def build_report(network: Network, finals: dict[str, dict], duration: float, out
                        "metrics": f.get("metrics"), "probes": f.get("probes"),
                        "model": {k: v for k, v in model.items() if k not in ("neurons", "memristors", "phases")},
                        "rejected": model.get("rejected", {}), "refused": f.get("refused", {}),
-                       "interlock": f.get("interlock"), "outputs": f.get("outputs", {}),
+                       "interlock": f.get("interlock"), "outputs": f.get("outputs", {}), "journal": f.get("journal"),
                        "malformed": sum(sum(ln["malformed"].values()) for p in f.get("inputs", {}).values()
                                         for ln in p["links"].values())}
     for link in network.links:
@@ -144,6 +144,9 @@ def render_text(report: dict) -> str:
             notes += f", rejected {n['rejected']}"
         if n.get("refused"):
             notes += f", refused connections {n['refused']}"
+        jr = n.get("journal")
+        if jr and jr.get("dropped"):
+            notes += f", journal full: {jr['dropped']} records not written"
         il = n.get("interlock")
         if il and il["holds"]:
             notes += f", interlock held {il['holds']}x for {il['held_s']:.2f} s"

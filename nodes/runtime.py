@@ -614,12 +614,14 @@ class Runtime:
             for out in self.node.probe_route(port):
                 self.publishers[out].publish(forward, Kind.PROBE)
 
-    def record_to(self, path) -> None:
-        """Journal every packet sent on each output port and received from each upstream to ``path``."""
-        from spikewire.streams.journal import SENT, JournalWriter
+    def record_to(self, path, max_bytes: int | None = None) -> None:
+        """Journal every packet sent on each output port and received from each upstream to ``path``
+        (up to ``max_bytes``; past it, records are counted as dropped)."""
+        from spikewire.streams.journal import DEFAULT_MAX_BYTES, SENT, JournalWriter
 
         names = list(self.publishers) + [up.source_name for up in self.upstreams]
-        self.journal = journal = JournalWriter(path, self.node.name, names)
+        self.journal = journal = JournalWriter(path, self.node.name, names,
+                                               DEFAULT_MAX_BYTES if max_bytes is None else max_bytes)
         for port, pub in self.publishers.items():
             pub.on_sent = lambda data, port=port: journal.log(SENT, port, local_clock(), data)
 

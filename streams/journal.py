@@ -12,11 +12,16 @@ on the hot path (a few hundred ns per packet) and hands the buffer to the OS wit
 least every ``FLUSH_PERIOD``: a killed process loses at most that window, since written bytes live in the
 page cache (``fsync`` on close, and every ``FSYNC_PERIOD``, bounds a machine crash too). The reader
 stops at the first record that is truncated or fails its CRC and reports how many bytes it skipped.
+
+A journal has a size cap (``max_bytes``; ``spikewire run --journal-max-mb``): a flooding peer must not
+fill the disk. Past it, records are counted as dropped (in the summary) and not written; the first drop
+is logged.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import struct
 import time
@@ -33,10 +38,13 @@ BODY = struct.Struct("<BBHd")
 SENT, RECEIVED = 0, 1
 FLUSH_PERIOD = 0.1
 FSYNC_PERIOD = 5.0
+DEFAULT_MAX_BYTES = 2 << 30  # 2 GiB per node: ~45 min of a 100,000 events/s link
+
+log = logging.getLogger("spikewire.journal")
 
 
 class JournalWriter:
-    def __init__(self, path: Path, node: str, ports: list[str]):
+    def __init__(self, path: Path, node: str, ports: list[str], max_bytes: int = DEFAULT_MAX_BYTES):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.ports = {p: i for i, p in enumerate(ports)}
@@ -48,8 +56,16 @@ class JournalWriter:
         self.bytes = 0
         self.flushes = 0
         self.last_fsync = time.monotonic()
+        self.max_bytes = max_bytes  # 0: no cap
+        self.dropped = 0  # records not written because the journal reached max_bytes
 
     def log(self, direction: int, port: str, t: float, packet: bytes) -> None:
+        if self.max_bytes and self.bytes + len(self.buf) + len(packet) + 20 > self.max_bytes:
+            if not self.dropped:
+                log.warning("%s: the journal reached its cap of %d MB; further records are counted, not written",
+                            self.path, self.max_bytes >> 20)
+            self.dropped += 1
+            return
         body = BODY.pack(direction, 0, self.ports[port], t) + packet
         self.buf += RECORD.pack(len(body), zlib.crc32(body))
         self.buf += body
@@ -73,7 +89,8 @@ class JournalWriter:
         os.close(self.fd)
 
     def summary(self) -> dict:
-        return {"path": str(self.path), "records": self.records, "bytes": self.bytes, "flushes": self.flushes}
+        return {"path": str(self.path), "records": self.records, "bytes": self.bytes, "flushes": self.flushes,
+                "dropped": self.dropped, "max_bytes": self.max_bytes}
 
 
 @dataclass(frozen=True)

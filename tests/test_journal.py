@@ -123,3 +123,30 @@ def test_a_killed_nodes_journal_reads_back_to_its_last_flush(cli_run, tmp_path):
     assert j.skipped_bytes == 0 or j.problem.startswith("truncated")
     prov = read_json(session / "provenance.json")
     assert "died" in prov["nodes"]["padova"] and prov["outcome"].startswith("failed")
+
+
+def test_a_journal_stops_at_its_cap_and_counts_what_it_left_out(tmp_path, caplog):
+    path = tmp_path / "capped.swj"
+    w = JournalWriter(path, "zurich", ["out"], max_bytes=10_000)
+    for i in range(500):
+        w.log(SENT, "out", float(i), _packet(i))  # 96 bytes a record
+        if i % 50 == 0:
+            w.flush()
+    w.close()
+    size = path.stat().st_size
+    assert size <= 10_000 + 200, size  # the cap, give or take the file header
+    r = read_journal(path)
+    assert not r.problem and len(r.records) == w.records
+    assert w.records + w.dropped == 500 and w.dropped > 350
+    assert w.summary()["dropped"] == w.dropped
+    assert sum("reached its cap" in m for m in caplog.messages) == 1  # logged once, then only counted
+
+
+def test_run_refuses_a_zero_journal_cap(tmp_path):
+    import subprocess
+
+    from conftest import spikewire_cmd
+
+    out = subprocess.run(spikewire_cmd("run", str(network_copy("paper_loop.toml", tmp_path)), "--journal-max-mb", "0"),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "--journal-max-mb: must be >= 1" in out.stderr
