@@ -80,10 +80,10 @@ def main(argv: list[str] | None = None) -> int:
         site = spec.settings.site
         # A downstream node opens one connection per upstream port, however many of its inputs it feeds.
         # Only links inside the site are waited for: other sites come and go on their own.
-        expected: dict[str, int] = {}
-        for port, dst in {(ln.src_port, ln.dst_node) for ln in network.links_from(spec.name) if not ln.inter_site}:
-            if dst not in replayed:  # a replayed node subscribes to nothing
-                expected[port] = expected.get(port, 0) + 1
+        expected: dict[str, set[str]] = {}
+        for ln in network.links_from(spec.name):
+            if not ln.inter_site and ln.dst_node not in replayed:  # a replayed node subscribes to nothing
+                expected.setdefault(ln.src_port, set()).add(ln.dst_node)
         fixed = {port: ep for port in spec.outputs if (ep := network.fixed_endpoint(spec.name, port, bind=True))}
         curve_ports = frozenset(port for port in spec.outputs if network.curve_port(spec.name, port))
         # Keys are needed to serve CURVE ports, to reach other sites, and to subscribe (even from inside the

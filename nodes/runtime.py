@@ -259,7 +259,7 @@ class InputPlan:
 
 
 class Runtime:
-    def __init__(self, node: Node, ctx: zmq.Context, source_ids: dict[str, int], expected_subscribers: dict[str, int],
+    def __init__(self, node: Node, ctx: zmq.Context, source_ids: dict[str, int], expected_subscribers: dict[str, set[str]],
                  bind_host: str = "127.0.0.1", endpoints: dict[str, str] | None = None, hwm: int = DEFAULT_HWM,
                  curve=None, curve_ports: frozenset[str] = frozenset(), transport=None, safety=None,
                  port_queues: dict[str, tuple[int, int]] | None = None, remote_ports: frozenset[str] = frozenset()):
@@ -329,7 +329,7 @@ class Runtime:
                     if opts.curve and self.curve is None:
                         raise ValueError(f"{label}: the link needs CURVE but this node has no keys")
                     sub = Subscriber(self.ctx, plan.hwm, self.curve if opts.curve else None, opts.site, plan.sockbuf,
-                                     remote=opts.inter_site)
+                                     remote=opts.inter_site, name=self.node.name)
                     watch = HandshakeWatch(sub.socket, self.refusals, server=False) if opts.inter_site else None
                     sub.connect(endpoint)
                     up = by_source[(source_id, endpoint)] = Upstream(
@@ -341,22 +341,26 @@ class Runtime:
                 up.links.append(LinkIn(label, plan.port, spec.accepts, opts.delay, opts.late, plan.hwm))
 
     def wait_for_subscribers(self, timeout: float) -> None:
-        """Block until every output port has as many subscriptions as links leave it (the readiness
-        handshake that replaces sleeping around ZeroMQ's slow joiner). Raises TimeoutError naming the
-        ports still waiting."""
+        """Block until every node expected on each output port has subscribed, known by name (the
+        readiness handshake that replaces sleeping around ZeroMQ's slow joiner). Raises TimeoutError
+        naming the ports and nodes still missing."""
         deadline = local_clock() + timeout
         while True:
             if self.zap is not None:  # local subscribers of a CURVE port are authenticated too
                 self.zap.poll()
             for w in self.watches:
                 w.poll()
-            waiting = [p for p, pub in self.publishers.items()
-                       if pub.poll_subscriptions() < self.expected_subscribers.get(p, 0)]
+            for pub in self.publishers.values():
+                pub.poll_subscriptions()
+            waiting = {p: sorted(self.expected_subscribers.get(p, set()) - pub.joined)
+                       for p, pub in self.publishers.items()}
+            waiting = {p: names for p, names in waiting.items() if names}
             if not waiting:
                 return
             remaining = deadline - local_clock()
             if remaining <= 0:
-                raise TimeoutError(f"no subscriber joined output port(s) {', '.join(waiting)} within {timeout} s")
+                missing = "; ".join(f"{p}: {', '.join(names)}" for p, names in waiting.items())
+                raise TimeoutError(f"not subscribed within {timeout} s ({missing})")
             fds = [self.publishers[p].fd for p in waiting] + ([self.zap.fd] if self.zap is not None else [])
             select.select(fds, [], [], min(remaining, 0.01 if self.zap is not None else 0.05))
 

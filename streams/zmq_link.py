@@ -29,6 +29,11 @@ from spikewire.streams.wire import EVENT_DTYPE, Kind, WireError, decode, encode
 
 DEFAULT_HWM = 100_000
 LOOPBACK_ANY_PORT = "tcp://127.0.0.1:*"
+JOIN = b"join:"
+"""A subscriber also subscribes to the topic ``join:<node>``: no packet starts with it (they start with
+SPKW), so nothing changes in what it receives, but the publisher, which sees every subscription
+(XPUB_VERBOSE), learns *who* joined. Readiness waits for the expected nodes by name, so a subscriber
+from another site can never stand in for a local one."""
 POLL_BUDGET = 256
 """Messages a publisher reads from its subscribers per poll (a flood must not starve the node's loop)."""
 MAX_PONGS_PER_SECOND = 50
@@ -55,6 +60,7 @@ class Publisher:
         self.dropped = 0
         self.events_sent = 0
         self.subscriptions = 0
+        self.joined: set[str] = set()  # nodes whose subscribers announced themselves (see JOIN)
         self.heartbeats = 0
         self.pongs = 0
         self.upstream_malformed = 0  # messages from subscribers that were neither subscriptions nor pings
@@ -141,6 +147,12 @@ class Publisher:
                 self.subscriptions += 1
             elif first == b"\x00" and len(msg) == 1:
                 self.subscriptions = max(0, self.subscriptions - 1)
+            elif msg[1:1 + len(JOIN)] == JOIN and first in (b"\x01", b"\x00"):
+                name = msg[1 + len(JOIN):].decode(errors="replace")
+                if first == b"\x01":
+                    self.joined.add(name)
+                else:
+                    self.joined.discard(name)
             else:
                 self._on_ping(msg, local_clock())
         return self.subscriptions
@@ -186,7 +198,7 @@ class Subscriber:
     ``curve``/``server_site``: connect as a CURVE client of that site's publisher."""
 
     def __init__(self, ctx: zmq.Context, hwm: int = DEFAULT_HWM, curve=None, server_site: str = "",
-                 sockbuf: int = 0, remote: bool = False):
+                 sockbuf: int = 0, remote: bool = False, name: str = ""):
         self.socket = ctx.socket(zmq.XSUB)
         self.socket.setsockopt(zmq.LINGER, 0)
         self.socket.setsockopt(zmq.RCVHWM, hwm)
@@ -199,6 +211,8 @@ class Subscriber:
             _zmq_heartbeats(self.socket)
         self.curve = curve is not None
         self.socket.send(b"\x01")  # subscribe to everything; XSUB repeats it on every (re)connect
+        if name:
+            self.socket.send(b"\x01" + JOIN + name.encode())  # say who we are (see JOIN)
         self.endpoints: list[str] = []
         self.pings = 0
         self._ping = np.zeros(1, dtype=EVENT_DTYPE)

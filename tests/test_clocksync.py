@@ -124,3 +124,28 @@ def test_a_ping_flood_is_read_in_budgets_and_answered_at_a_bounded_rate():
         pub.close()
     finally:
         ctx.destroy(linger=0)
+
+
+def test_readiness_waits_for_the_expected_nodes_by_name():
+    """A subscriber from elsewhere (another site, a tap) cannot stand in for a node the port must feed."""
+    from spikewire.nodes.probe import PulseSource, SourceSettings
+    from spikewire.nodes.runtime import Runtime
+    from spikewire.streams.zmq_link import Subscriber
+
+    ctx = zmq.Context()
+    try:
+        rt = Runtime(PulseSource("src", SourceSettings()), ctx, {"out": 1}, {"out": {"loc"}})
+        other = Subscriber(ctx, name="rem")
+        other.connect(rt.endpoints["out"])
+        with pytest.raises(TimeoutError, match="out: loc"):
+            rt.wait_for_subscribers(0.5)
+        assert rt.publishers["out"].joined == {"rem"}
+        mine = Subscriber(ctx, name="loc")
+        mine.connect(rt.endpoints["out"])
+        rt.wait_for_subscribers(10.0)
+        assert rt.publishers["out"].joined == {"rem", "loc"}
+        other.close()
+        mine.close()
+        rt.close()
+    finally:
+        ctx.destroy(linger=0)
