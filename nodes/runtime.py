@@ -123,13 +123,15 @@ class LinkIn:
 
     def count(self, seq: int, n_events: int, latency: float) -> None:
         last = self.last_seq
-        if seq <= last:
+        if seq in self.missing:
+            self.behind_streak = 0  # a late packet filling a known hole confirms the baseline
+        elif seq < last - REORDER_WINDOW:  # far behind, and no hole of ours: is the baseline itself corrupt?
             self.behind_streak += 1
-            if self.behind_streak >= RESYNC_AFTER:  # a corrupt packet set the baseline far ahead
+            if self.behind_streak >= RESYNC_AFTER:  # yes: a corrupt packet set it far ahead
                 self.restart()
                 self.resyncs += 1
                 last = -1
-        else:
+        elif seq > last:
             self.behind_streak = 0
         if seq > last:
             if last >= 0 and seq > last + 1:
@@ -519,9 +521,11 @@ class Runtime:
                     if link.delay:
                         if not synced:
                             # No offset yet (the first ~0.1 s, or after a restart): the send time cannot be put on
-                            # our clock, so the packet cannot be timed. The late policy decides, counted apart.
+                            # our clock, so the packet cannot be timed. It is delivered at once, as on a link
+                            # without a buffer, and counted.
                             link.unsynced += 1
-                            release = now
+                            self._deliver(link, packet, now)
+                            continue
                         if release > now:
                             if link.buffered >= link.capacity:
                                 link.buffer_overflow += 1
@@ -602,7 +606,8 @@ class Runtime:
         up.clock.add(t1, float(ev[1]["t"]), packet.send_time, t4)
 
     def _ping(self, up: Upstream, now: float) -> None:
-        up.next_ping = now + self.transport.clock_sync_every
+        # Until the first answer, ping every 0.1 s: the link's packets cannot be timed before it.
+        up.next_ping = now + (self.transport.clock_sync_every if up.clock.synced else 2 * HOUSEKEEPING_PERIOD)
         if len(up.pings) > 8:  # unanswered for a while: count them lost, keep the map small
             up.pings_lost += len(up.pings)
             up.pings.clear()
@@ -660,6 +665,8 @@ class Runtime:
         every = self.transport.heartbeat_every
         for pub in self.publishers.values():
             pub.poll_subscriptions()
+            if pub.more and pub not in self._pub_backlog:
+                self._pub_backlog.append(pub)
             pub.heartbeat(now, every)
         for w in self.watches:
             w.poll()
@@ -751,7 +758,8 @@ class Runtime:
     def io_summary(self, now: float | None = None) -> dict:
         now = local_clock() if now is None else now
         outputs = {p: {"sent": pub.sent, "dropped": pub.dropped, "events": pub.events_sent,
-                       "subscribers": pub.subscriptions, "heartbeats": pub.heartbeats, "pongs": pub.pongs,
+                       "subscribers": sorted(pub.joined), "heartbeats": pub.heartbeats, "pongs": pub.pongs,
+                       "pings_ignored": pub.pings_ignored,
                        "upstream_malformed": pub.upstream_malformed, "curve": pub.curve}
                    for p, pub in self.publishers.items()}
         inputs: dict[str, dict] = {}

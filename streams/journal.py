@@ -38,7 +38,7 @@ BODY = struct.Struct("<BBHd")
 SENT, RECEIVED = 0, 1
 FLUSH_PERIOD = 0.1
 FSYNC_PERIOD = 5.0
-DEFAULT_MAX_BYTES = 2 << 30  # 2 GiB per node: ~45 min of a 100,000 events/s link
+DEFAULT_MAX_BYTES = 2 << 30  # 2 GiB per node: ~20 min of a 100,000 events/s link in one direction
 
 log = logging.getLogger("spikewire.journal")
 
@@ -60,7 +60,8 @@ class JournalWriter:
         self.dropped = 0  # records not written because the journal reached max_bytes
 
     def log(self, direction: int, port: str, t: float, packet: bytes) -> None:
-        if self.max_bytes and self.bytes + len(self.buf) + len(packet) + 20 > self.max_bytes:
+        if self.dropped or (self.max_bytes and self.bytes + len(self.buf) + len(packet) + 20 > self.max_bytes):
+            # Full stays full: smaller records after a refused one would leave silent holes mid-session.
             if not self.dropped:
                 log.warning("%s: the journal reached its cap of %d MB; further records are counted, not written",
                             self.path, self.max_bytes >> 20)

@@ -37,12 +37,14 @@ from another site can never stand in for a local one."""
 POLL_BUDGET = 256
 """Messages a publisher reads from its subscribers per poll (a flood must not starve the node's loop)."""
 MAX_PONGS_PER_SECOND = 50
-"""Clock-sync answers a publisher gives per second, all subscribers together."""
+PONGS_PER_SUBSCRIBER = 8
+"""Clock-sync answers a publisher gives per second, all subscribers together: MAX_PONGS_PER_SECOND plus
+PONGS_PER_SUBSCRIBER per subscriber that joined (honest ones ping 4 times a second)."""
 
 
 def _zmq_heartbeats(sock: zmq.Socket) -> None:
-    """ZMTP heartbeats on a connection that leaves the site: a peer silent for 3 s is disconnected, so its
-    pipe (and what is queued in it) is released, and a subscriber reconnects."""
+    """ZMTP heartbeats on a publisher's connections that leave the site: a subscriber silent for 3 s is
+    disconnected, so its pipe (and what is queued in it) is released; it reconnects by itself."""
     sock.setsockopt(zmq.HEARTBEAT_IVL, 1000)
     sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3000)
     sock.setsockopt(zmq.HEARTBEAT_TTL, 3000)
@@ -171,7 +173,7 @@ class Publisher:
         second = int(t2)
         if second != self._pong_second:
             self._pong_second, self._pongs_this_second = second, 0
-        if self._pongs_this_second >= MAX_PONGS_PER_SECOND:
+        if self._pongs_this_second >= MAX_PONGS_PER_SECOND + PONGS_PER_SUBSCRIBER * len(self.joined):
             self.pings_ignored += 1
             return
         self._pongs_this_second += 1
@@ -207,8 +209,10 @@ class Subscriber:
         self.socket.setsockopt(zmq.SNDHWM, 16)  # pings only; a dead peer must not make them pile up
         if curve is not None:
             curve.make_client(self.socket, server_site)
-        if remote:
-            _zmq_heartbeats(self.socket)
+        # No ZMTP heartbeats on this side: libzmq 4.3.5 aborts the process (stream_engine_base.cpp:396,
+        # libzmq #3937/#4767) when a heartbeat times out on a connection whose reading is throttled by a
+        # full receive queue, which is exactly a node compiling its kernels while a remote site streams.
+        # The publisher's heartbeats and our own peer_timeout cover a dead peer.
         self.curve = curve is not None
         self.socket.send(b"\x01")  # subscribe to everything; XSUB repeats it on every (re)connect
         if name:

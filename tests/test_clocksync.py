@@ -149,3 +149,19 @@ def test_readiness_waits_for_the_expected_nodes_by_name():
         rt.close()
     finally:
         ctx.destroy(linger=0)
+
+
+def test_reordering_fills_holes_and_only_a_corrupt_baseline_resyncs():
+    from spikewire.nodes.runtime import RESYNC_AFTER, LinkIn
+
+    link = LinkIn("a -> b", "in", frozenset())
+    order = [*range(0, 84), 100, *range(84, 100), *range(101, 200)]  # one packet 16 places early
+    for seq in order:
+        link.count(seq, 1, 0.001)
+    assert (link.gaps, link.out_of_order, link.resyncs, link.received) == (0, 16, 0, 200)
+
+    link = LinkIn("a -> b", "in", frozenset())
+    link.count(1 << 40, 1, 0.001)  # a corrupt first packet sets the baseline
+    for seq in range(RESYNC_AFTER + 10):
+        link.count(seq, 1, 0.001)
+    assert link.resyncs == 1 and link.last_seq == RESYNC_AFTER + 9 and link.gaps == 0

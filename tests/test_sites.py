@@ -80,11 +80,11 @@ def test_clock_offset_is_estimated_and_corrects_latency(sites, tmp_path):
             # Uncorrected, these latencies would be about +-250 ms.
             assert 0 < ln["latency_p50_s"] < 0.02, ln
     # Padova's jitter buffer releases at Southampton's send time in Padova's clock + 20 ms. Uncorrected,
-    # every stimulus would be 230 ms late and dropped; corrected, at most the few sent before the first
-    # clock exchange are.
+    # every stimulus would be 230 ms late and dropped; corrected, none is (the few that arrive before the
+    # first clock exchange cannot be timed, and are delivered at once and counted as unsynced).
     jb = inter_site_link(out["padova"], "southampton.mr1.out -> padova.stim")["jitter_buffer"]
     bn = [n for n in out["padova"]["neurons"] if n["node"] == "padova"][0]
-    assert jb["late_dropped"] <= 3 and bn["stimuli"] >= 20, (jb, bn)
+    assert jb["late_dropped"] <= 1 and jb["unsynced"] <= 5 and bn["stimuli"] >= 20, (jb, bn)
 
 
 def test_run_site_errors_name_the_problem(tmp_path):
