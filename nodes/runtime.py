@@ -232,6 +232,7 @@ class Upstream:
 
     def restart(self) -> None:
         self.restarts += 1
+        self.epoch = None  # the new sender's epoch is learnt from its next heartbeat, not a second restart
         for link in self.links:
             link.restart()
         if self.clock is not None:
