@@ -52,7 +52,7 @@ def test_a_killed_site_is_noticed_within_a_second_and_rejoins(sites, tmp_path):
     padova = group.start("padova", 60.0)
     for run in group.runs.values():
         run.wait_for("all nodes ready", timeout=60)
-    time.sleep(3.0)  # the loop runs
+    group.runs["southampton"].wait_for("<- padova.events p50", timeout=30)  # the loop runs through Padova
     pid, nodes = padova.proc.pid, _children(padova.proc.pid)
     assert nodes, "Padova's node process not found"
     _kill_site(padova)
@@ -63,8 +63,8 @@ def test_a_killed_site_is_noticed_within_a_second_and_rejoins(sites, tmp_path):
     while time.monotonic() < deadline and any(_alive(n) for n in nodes):
         time.sleep(0.05)
     assert not any(_alive(n) for n in nodes), "Padova's node outlived its supervisor"
-    time.sleep(2.0)
-    group.start("padova", 12.0, tag="2")  # Padova comes back (and outlasts the others); nobody else restarts
+    group.runs["southampton"].wait_for("padova.events silent for", timeout=10)  # noticed before Padova is back
+    group.start("padova", 16.0, tag="2")  # Padova comes back (and outlasts the others); nobody else restarts
     out = group.finish(timeout=120)
     assert pid != group.runs["padova2"].proc.pid
 
@@ -112,6 +112,33 @@ def _listening_ports(pids: list[int]) -> set[int]:
 def _children(pid: int) -> list[int]:
     out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
     return [int(p) for p in out.split()]
+
+
+def _ping_until_answered(sock: zmq.Socket, nonce: int, timeout: float) -> None:
+    """Send a clock ping with ``nonce`` upstream (again every 0.2 s: pongs are rate-limited per second)
+    until its pong comes back; fails the test after ``timeout`` s."""
+    ev = np.zeros(1, EVENT_DTYPE)
+    ev[0] = (1.0, nonce, 0.0)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sock.send(encode(Kind.CLOCK, 0, 0, 1.0, ev))
+        until = time.monotonic() + 0.2
+        while (left := until - time.monotonic()) > 0 and sock.poll(int(left * 1000) + 1):
+            try:
+                pk = decode(sock.recv())
+            except WireError:
+                continue
+            if pk.kind == Kind.CLOCK and len(pk.events) == 2 and int(pk.events[0]["id"]) == nonce:
+                return
+    raise AssertionError(f"no pong for ping {nonce:#x} within {timeout} s")
+
+
+def _metric(url: str, name: str) -> float:
+    """The sum of a metric's samples at a live /metrics endpoint (0 if it has none yet)."""
+    import urllib.request
+
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
 
 def _mutations(good: bytes, rng: random.Random, n: int) -> list[bytes]:
@@ -185,17 +212,18 @@ def test_random_and_mutated_packets_on_every_port(tmp_path):
                 data += 1
         for p in packets:
             fake.send(p)
-            time.sleep(0.001)
-        # 3. Random and mutated pings up to Southampton's publisher, from a plaintext subscriber.
+        # 3. Random and mutated pings up to Southampton's publisher, from a plaintext subscriber. A ping that
+        #    is answered shows the connection is up; one answered after the junk shows all of it was read
+        #    (one connection keeps its order).
         up = ctx.socket(zmq.XSUB)
         up.setsockopt(zmq.LINGER, 0)
         up.send(b"\x01")
         up.connect(net.fixed_endpoint("southampton", "mr1.out", bind=False))
         ping = encode(Kind.CLOCK, 0, 0, 0.0, np.zeros(1, EVENT_DTYPE))
-        time.sleep(0.5)
+        _ping_until_answered(up, 0xC0FFEE, timeout=20)
         for p in _mutations(ping, rng, 100) + [bytes(rng.randrange(1, 256) for _ in range(20)) for _ in range(50)]:
             up.send(p)
-        time.sleep(1.0)
+        _ping_until_answered(up, 0xBEEF, timeout=20)
         # The site still serves metrics after all that.
         import urllib.request
 
@@ -297,8 +325,16 @@ def test_a_proxy_injecting_delay_jitter_loss_and_reordering_shows_in_the_metrics
             group.start(site, 10.0)
         for run in group.runs.values():
             run.wait_for("all nodes ready", timeout=60)
-        time.sleep(5.0)
-        faulty = proxy.stats()["sources"].get(source, {})
+        # Faults until enough were injected to show (~5 s of traffic) and Southampton's interlock held on them.
+        holds = f"http://127.0.0.1:{net.metrics_port('southampton')}/metrics"
+        deadline = time.monotonic() + 60
+        while True:
+            faulty = proxy.stats()["sources"].get(source, {})
+            if faulty.get("dropped", 0) >= 6 and faulty.get("out_of_order", 0) >= 3 and _metric(
+                    holds, "spikewire_interlock_holds_total") >= 1:
+                break
+            assert time.monotonic() < deadline, faulty
+            time.sleep(0.1)
         proxy.set_faults(delay=0.02, jitter=0.0, loss=0.0, reorder=0.0)
         out = group.finish(timeout=120)
         stats = proxy.stats()
