@@ -6,26 +6,10 @@ import argparse
 import sys
 
 from spikewire import __version__
+from spikewire.launch.argtypes import number
 
-
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
-def _mb(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number of MB, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+_positive = number(above=0)
+_mb = number(int, at_least=1)
 
 
 class BadNetwork(Exception):
@@ -111,7 +95,6 @@ def cmd_keygen(args) -> int:
         if net.sites is None:
             print(f"{args.network}: no [sites] to make keys for", file=sys.stderr)
             return 2
-        made = 0
         for site, cfg in net.sites.items():
             if args.site and site != args.site:
                 continue
@@ -128,7 +111,6 @@ def cmd_keygen(args) -> int:
                 return 2
             keygen(pub.parent, pub.name.removesuffix(".key"))
             print(f"sites.{site}: wrote {pub} (public) and {sec} (secret, mode 600)")
-            made += 1
         return 0
     if not args.name:
         print("spikewire keygen: give a NAME, or --network FILE", file=sys.stderr)

@@ -454,9 +454,11 @@ def _check_sites(net: Network, check_keys: bool) -> None:
                                "to other sites and need a fixed TCP port")
         for k in range(len(ports)):
             where = (s.address, s.port + k)
-            if where in used or s.port + k > 65535:
+            if s.port + k > 65535:
+                raise NetworkError(f"sites.{site}.port", f"{len(ports)} inter-site ports from {s.port} run past 65535")
+            if where in used:
                 raise NetworkError(f"sites.{site}.port", f"port {s.port + k} (for {'.'.join(ports[k])}) is also "
-                                   f"used by {used.get(where, 'nothing valid')}")
+                                   f"used by {used[where]}")
             used[where] = f"site {site!r}"
     if net.security.curve != "required":
         return

@@ -73,6 +73,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from spikewire import __version__
+from spikewire.launch.argtypes import number
 from spikewire.streams import clock  # noqa: F401  (sets the machine-scoped LSLAPICFG before pylsl loads)
 
 import pylsl  # noqa: E402
@@ -332,74 +333,44 @@ def _shrink_liblsl_reserve(reserve_ms: int, log) -> None:
         pylsl.set_config_content(f"{text}\n[tuning]\nOutletBufferReserveMs = {reserve_ms}\n")
 
 
-def _positive(kind):
-    def parse(text: str):
-        value = kind(text)
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
-    return parse
-
-
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def _seed(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def _probability(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="spikewire rig-sim", description="A mock recording rig on LSL: synthetic "
                                  "extracellular voltage out, stimulation commands in, ground truth to a file.")
-    ap.add_argument("--channels", type=_positive(int), default=32, help="electrodes (default 32)")
-    ap.add_argument("--rate", type=_positive(float), default=30000.0, help="sampling rate [Hz] (default 30000)")
-    ap.add_argument("--chunk-ms", type=_positive(float), default=1.0,
+    ap.add_argument("--channels", type=number(int, above=0), default=32, help="electrodes (default 32)")
+    ap.add_argument("--rate", type=number(above=0), default=30000.0, help="sampling rate [Hz] (default 30000)")
+    ap.add_argument("--chunk-ms", type=number(above=0), default=1.0,
                     help="push one chunk of round(rate*chunk_ms/1000) samples this often [ms] (default 1)")
-    ap.add_argument("--duration", type=_positive(float), default=None,
+    ap.add_argument("--duration", type=number(above=0), default=None,
                     help="seconds of data to stream (default: until SIGINT/SIGTERM)")
     ap.add_argument("--name", default="spikewire-rig-sim", help="LSL stream name (default spikewire-rig-sim)")
     ap.add_argument("--type", default="Voltage", help="LSL stream type (default Voltage; e.g. EEG, Extracellular)")
-    ap.add_argument("--spike-rate", type=_non_negative, default=5.0,
+    ap.add_argument("--spike-rate", type=number(at_least=0), default=5.0,
                     help="spontaneous spikes per second per channel (default 5)")
-    ap.add_argument("--refractory-ms", type=_positive(float), default=2.0,
+    ap.add_argument("--refractory-ms", type=number(above=0), default=2.0,
                     help="dead time after each spontaneous spike [ms] (default 2)")
-    ap.add_argument("--snr", type=_positive(float), default=8.0, help="spike trough depth / noise SD (default 8)")
-    ap.add_argument("--noise-uv", type=_positive(float), default=10.0, help="noise SD [µV] (default 10)")
-    ap.add_argument("--lfp-uv", type=_non_negative, default=20.0,
+    ap.add_argument("--snr", type=number(above=0), default=8.0, help="spike trough depth / noise SD (default 8)")
+    ap.add_argument("--noise-uv", type=number(above=0), default=10.0, help="noise SD [µV] (default 10)")
+    ap.add_argument("--lfp-uv", type=number(at_least=0), default=20.0,
                     help="peak of the slow LFP-like drift [µV] (default 20)")
-    ap.add_argument("--seed", type=_seed, default=None,
+    ap.add_argument("--seed", type=number(int, at_least=0), default=None,
                     help="random seed (default: fresh; it is printed and goes into the source_id)")
     ap.add_argument("--truth", metavar="PATH", help="write every spike and stimulus as JSON lines to PATH")
     ap.add_argument("--stim-stream", default="spikewire-stim",
                     help="name of the stimulation command stream to listen to (default spikewire-stim)")
-    ap.add_argument("--stim-retry", type=_positive(float), default=1.0,
+    ap.add_argument("--stim-retry", type=number(above=0), default=1.0,
                     help="seconds between looks for the stimulation stream (default 1)")
-    ap.add_argument("--evoked-latency-ms", type=_non_negative, default=5.0,
+    ap.add_argument("--evoked-latency-ms", type=number(at_least=0), default=5.0,
                     help="command timestamp to evoked spike trough [ms] (default 5)")
-    ap.add_argument("--evoked-prob", type=_probability, default=1.0,
+    ap.add_argument("--evoked-prob", type=number(at_least=0, at_most=1), default=1.0,
                     help="probability that a command evokes a spike (default 1)")
-    ap.add_argument("--evoked-threshold", type=_non_negative, default=0.0,
+    ap.add_argument("--evoked-threshold", type=number(at_least=0), default=0.0,
                     help="commands with |amplitude| below this evoke nothing (default 0)")
-    ap.add_argument("--max-buffered", type=_positive(int), default=2,
+    ap.add_argument("--max-buffered", type=number(int, above=0), default=2,
                     help="seconds of data the outlet queues for a consumer that falls behind (default 2)")
-    ap.add_argument("--lsl-reserve-ms", type=_positive(int), default=200,
+    ap.add_argument("--lsl-reserve-ms", type=number(int, above=0), default=200,
                     help="samples liblsl preallocates for the outlet [ms]; its default 5000 is 620 MB at "
                     "1024 ch x 30 kHz (default 200; a [tuning] OutletBufferReserveMs in LSLAPICFG wins)")
-    ap.add_argument("--status-every", type=_positive(float), default=5.0,
+    ap.add_argument("--status-every", type=number(above=0), default=5.0,
                     help="seconds between status lines on stderr (default 5)")
     return ap
 

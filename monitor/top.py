@@ -37,6 +37,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from spikewire.launch.network import Network, NetworkError, NodeSpec, load_network
 from spikewire.monitor import catalogue as C
 from spikewire.monitor.report import _table, _us
+from spikewire.launch.argtypes import number
 
 Labels = dict[str, str]
 
@@ -348,25 +349,13 @@ class Screen:
             self.out.flush()
 
 
-def _positive(cast):
-    def check(text: str):
-        try:
-            value = cast(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-        return value
-    return check
-
-
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="spikewire top", description="Live view of a running network, read from "
                                  "its nodes' Prometheus metrics endpoints.")
     ap.add_argument("network", help="the network file the running network was started from (TOML)")
-    ap.add_argument("--interval", type=_positive(float), default=1.0, help="seconds between refreshes (default 1)")
-    ap.add_argument("--iterations", type=_positive(int), default=None, help="stop after this many frames")
-    ap.add_argument("--timeout", type=_positive(float), default=10.0,
+    ap.add_argument("--interval", type=number(above=0), default=1.0, help="seconds between refreshes (default 1)")
+    ap.add_argument("--iterations", type=number(int, above=0), default=None, help="stop after this many frames")
+    ap.add_argument("--timeout", type=number(above=0), default=10.0,
                     help="seconds to wait at start for a first node to answer (default 10)")
     return ap
 

@@ -519,32 +519,34 @@ class Runtime:
                             link.reject("bad_time")  # sent in the future: a corrupt or hostile timestamp
                             continue
                     link.count(packet.sequence, 0 if kind == Kind.PROBE else len(packet.events), latency)
-                    if link.delay:
-                        if not synced:
-                            # No offset yet (the first ~0.1 s, or after a restart): the send time cannot be put on
-                            # our clock, so the packet cannot be timed. It is delivered at once, as on a link
-                            # without a buffer, and counted.
-                            link.unsynced += 1
-                            self._deliver(link, packet, now)
-                            continue
-                        if release > now:
-                            if link.buffered >= link.capacity:
-                                link.buffer_overflow += 1
-                                continue
-                            link.buffered += 1
-                            self._delayed_n += 1
-                            heapq.heappush(self.delayed, (release, self._delayed_n, link, packet))
-                            continue
-                        if synced:
-                            link.lateness.record(now - release)
-                        if link.late_policy == "drop":
-                            link.late_dropped += 1
-                            continue
-                        link.late_delivered += 1
-                    self._deliver(link, packet, now)
+                    if not link.delay or self._due_now(link, packet, now, release, synced):
+                        self._deliver(link, packet, now)
             else:  # the budget ran out with input left
                 if up not in self._backlog:
                     self._backlog.append(up)
+
+    def _due_now(self, link: LinkIn, packet, now: float, release: float, synced: bool) -> bool:
+        """The jitter buffer of ``link``: True if the packet is to be delivered now; else it was queued for
+        its ``release`` time, or dropped (counted) as late or beyond the buffer's capacity."""
+        if not synced:
+            # No offset yet (the first ~0.1 s, or after a restart): the send time cannot be put on our clock,
+            # so the packet cannot be timed. It is delivered at once, as on a link without a buffer, and counted.
+            link.unsynced += 1
+            return True
+        if release > now:
+            if link.buffered >= link.capacity:
+                link.buffer_overflow += 1
+                return False
+            link.buffered += 1
+            self._delayed_n += 1
+            heapq.heappush(self.delayed, (release, self._delayed_n, link, packet))
+            return False
+        link.lateness.record(now - release)
+        if link.late_policy == "drop":
+            link.late_dropped += 1
+            return False
+        link.late_delivered += 1
+        return True
 
     def _deliver(self, link: LinkIn, packet, now: float) -> None:
         """Hand one packet's events to the node (or forward a probe), as if it arrived at ``now``."""

@@ -97,6 +97,7 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
+from spikewire.launch.argtypes import number
 from spikewire.streams.wire import EVENT_SIZE, HEADER, MAGIC
 
 if TYPE_CHECKING:
@@ -973,24 +974,8 @@ def _address(value, what: str, allow_zero: bool) -> tuple[str, int]:
 # ---- command line --------------------------------------------------------------------------------
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: must be a finite number of seconds >= 0")
-    return value
-
-
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:  # also rejects nan
-        raise argparse.ArgumentTypeError(f"{text!r}: a probability must be in [0, 1]")
-    return value
+_seconds = number(at_least=0, name="a number of seconds")
+_probability = number(at_least=0, at_most=1, name="a probability")
 
 
 def _host_port(text: str) -> tuple[str, int]:
