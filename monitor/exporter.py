@@ -9,14 +9,24 @@ serves the last rendered bytes, which holds the GIL for microseconds. The figure
 The text is rendered by prometheus-client (``generate_latest``) from a collector that reads the runtime's
 plain counters (the hot path never touches prometheus-client), plus the library's process collector
 (``process_cpu_seconds_total``, ``process_resident_memory_bytes``, ...).
+
+The other catch: whoever can reach the port can hold a connection open. Each connection is served by a
+daemon thread of its own, so an idle client (or one that sends half a request line) never delays another
+scrape or the node's stop. Every read or write waits at most ``idle_timeout``, and a whole request must
+arrive and be answered within ``request_deadline``, or the connection is cut: a slowloris trickling one
+byte a second is gone after the deadline. At most ``max_connections`` are served at once; beyond that a
+connection is answered 503 and closed at once (no thread is started), counted in ``refused`` and logged
+(the first, then every hundredth).
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
@@ -33,6 +43,14 @@ MALFORMED_REASONS = tuple(sorted({cls.reason for cls in (WireError, *WireError._
                                  | {"unknown_source", "wrong_kind", "bad_sequence", "bad_time"}))
 """Every reason a packet can be counted as malformed for; each is exported from 0, so that increase()
 sees the first one."""
+IDLE_TIMEOUT = 2.0
+"""Seconds a metrics connection may wait on one read or write (a scraper sends its request at once)."""
+REQUEST_DEADLINE = 5.0
+"""Seconds from accepting a metrics connection until it is cut, whatever it is doing (Prometheus' default
+scrape timeout is 10 s, but a scrape is answered from cached bytes in well under a millisecond)."""
+MAX_CONNECTIONS = 16
+"""Metrics connections served at once; more are refused (503), so a flood cannot spawn threads."""
+_BUSY = b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
 def _family(m: C.Metric):
@@ -137,6 +155,10 @@ class NodeCollector:
 
 
 class _Handler(BaseHTTPRequestHandler):
+    def setup(self) -> None:
+        self.timeout = self.server.idle_timeout  # type: ignore[attr-defined]  # each read and write
+        super().setup()
+
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
         if self.path.split("?", 1)[0] not in ("/metrics", "/"):
             self.send_error(404, "metrics are at /metrics")
@@ -161,10 +183,90 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s %s", self.address_string(), format % args)
 
 
-class MetricsServer:
-    """Serves the node's last rendered exposition at http://host:port/metrics from a daemon thread."""
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, at most ``max_connections`` at once, each cut at its deadline.
 
-    def __init__(self, runtime, host: str, port: int, max_age: float = 1.0, render_on_scrape: bool = False):
+    The deadlines are enforced from the accepting thread (``service_actions`` runs after every accept and
+    at least every poll interval): a late connection is shut down, which wakes its thread's blocked read
+    with end-of-file. Shutting down and closing happen under one lock, so a socket is never shut down
+    after its thread has closed it (its fd may already belong to someone else).
+    """
+
+    daemon_threads = True
+    block_on_close = False  # server_close() never waits for a client
+
+    def __init__(self, address, handler, max_connections: int, idle_timeout: float, request_deadline: float):
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.request_deadline = request_deadline
+        self.refused = 0
+        self.timed_out = 0
+        self._lock = threading.Lock()
+        self._open: dict[socket.socket, float] = {}  # connection -> when it is cut (monotonic)
+        super().__init__(address, handler)
+
+    @property
+    def open_connections(self) -> int:
+        with self._lock:
+            return len(self._open)
+
+    def process_request(self, request, client_address) -> None:
+        with self._lock:
+            busy = len(self._open) >= self.max_connections
+            if not busy:
+                self._open[request] = time.monotonic() + self.request_deadline
+        if busy:
+            self.refused += 1
+            if self.refused == 1 or self.refused % 100 == 0:
+                log.warning("metrics port %d: %d connections open, refused one from %s [%d refused so far]",
+                            self.server_address[1], self.max_connections, client_address[0], self.refused)
+            try:
+                request.setblocking(False)  # a fresh socket's send buffer is empty: this never waits anyway
+                request.send(_BUSY)
+            except OSError as e:  # the client is already gone
+                log.debug("metrics: 503 to %s not sent: %s", client_address[0], e)
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request) -> None:
+        with self._lock:
+            self._open.pop(request, None)
+            super().shutdown_request(request)
+
+    def service_actions(self) -> None:
+        self.cut(time.monotonic())
+
+    def cut(self, now: float) -> None:
+        """Shut down every connection past its deadline (all of them with ``now=inf``)."""
+        with self._lock:
+            for sock, deadline in self._open.items():
+                if now >= deadline:
+                    if now != math.inf:
+                        self.timed_out += 1
+                        log.debug("metrics: cut a connection open for more than %g s", self.request_deadline)
+                    self._open[sock] = math.inf  # counted once
+                    try:
+                        sock.shutdown(socket.SHUT_RDWR)
+                    except OSError as e:  # the peer already went
+                        log.debug("metrics: shutdown of a late connection: %s", e)
+
+    def handle_error(self, request, client_address) -> None:
+        # A client that vanishes mid-answer (or a connection we cut) is routine; anything else is a bug.
+        log.debug("metrics: connection from %s ended with an error", client_address[0], exc_info=True)
+
+
+class MetricsServer:
+    """Serves the node's last rendered exposition at http://host:port/metrics, a daemon thread per
+    connection (see the module docstring for the limits that keep idle clients harmless)."""
+
+    def __init__(self, runtime, host: str, port: int, max_age: float = 1.0, render_on_scrape: bool = False,
+                 max_connections: int = MAX_CONNECTIONS, idle_timeout: float = IDLE_TIMEOUT,
+                 request_deadline: float = REQUEST_DEADLINE):
+        if max_connections < 1:
+            raise ValueError(f"max_connections must be >= 1, got {max_connections}")
+        if not (idle_timeout > 0 and request_deadline > 0):
+            raise ValueError(f"idle_timeout and request_deadline must be > 0, got {idle_timeout}, {request_deadline}")
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(NodeCollector(runtime))
         ProcessCollector(registry=self.registry)
@@ -174,11 +276,12 @@ class MetricsServer:
         self.render_on_scrape = render_on_scrape
         self.body = b""
         try:
-            self.server = HTTPServer((host, port), _Handler)
+            self.server = _BoundedServer((host, port), _Handler, max_connections, idle_timeout, request_deadline)
         except OSError as e:
             raise OSError(f"cannot serve metrics on {host}:{port}: {e.strerror or e}; choose another "
                           f"[monitor] base_port, or this node's metrics_port") from None
         self.server.owner = self
+        self._closed = False
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.5},
                                        name="metrics-http", daemon=True)
@@ -193,6 +296,25 @@ class MetricsServer:
         self.render_time.record(time.perf_counter() - c0)
         self.rendered_at = now
 
+    @property
+    def refused(self) -> int:
+        """Connections refused because ``max_connections`` were open."""
+        return self.server.refused
+
+    @property
+    def timed_out(self) -> int:
+        """Connections cut at their ``request_deadline``."""
+        return self.server.timed_out
+
+    @property
+    def open_connections(self) -> int:
+        return self.server.open_connections
+
     def close(self) -> None:
+        """Stop serving: returns within the poll interval (0.5 s), whatever clients are connected."""
+        if self._closed:
+            return
+        self._closed = True
         self.server.shutdown()
+        self.server.cut(math.inf)  # wake every connection's thread; they exit on their own
         self.server.server_close()
