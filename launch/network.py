@@ -365,7 +365,10 @@ def build_network(data: dict, default_name: str = "network", path: Path | None =
             settings = parse(cls.Settings, table, key)
         except SettingsError as e:
             raise NetworkError(e.key, e.reason) from None
-        inputs, outputs = cls.ports(settings)
+        try:
+            inputs, outputs = cls.declared_ports(settings, key)
+        except SettingsError as e:
+            raise NetworkError(e.key, e.reason) from None
         for i, port in enumerate(settings.lsl_export):
             if port not in outputs:
                 raise NetworkError(f"{key}.lsl_export[{i}]", f"node {name!r} has no output port {port!r}; its "

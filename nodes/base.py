@@ -7,6 +7,7 @@ its outbox. So node logic is testable with arrays alone: set inputs, call ``tick
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -20,12 +21,27 @@ from spikewire.streams.wire import EVENT_DTYPE, Kind
 class InPort:
     accepts: frozenset[Kind]
     doc: str = ""
+    size: int | None = None
+    """Ids the port takes are 0..size-1 (None: any id)."""
+    values: tuple[float, float] | None = None
+    """Plausible range of an event's ``value`` (inclusive), from the model. The runtime refuses events
+    outside it before the node sees them (counted per link as ``out_of_range``). None: any finite value.
+    A node's ``input_ranges`` setting overrides it."""
+    named: bool = False
+    """Every id below ``size`` is named by the node's configuration (a crossbar's table rows), so a source
+    with fewer ids leaves some of them never driven: ``spikewire check`` refuses that link."""
 
 
 @dataclass(frozen=True)
 class OutPort:
     kind: Kind
     doc: str = ""
+    size: int | None = None
+    """Ids the port emits are 0..size-1 (None: not known before it runs)."""
+    values: tuple[float, float] | None = None
+    """Range of the values it emits, when the configuration fixes it (checked against the input's)."""
+    named: bool = False
+    """Its ids are named by the node's configuration (a crossbar table's ``post`` column)."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +56,10 @@ class NodeSettings(Settings):
                                 "[monitor] base_port + the node's index).", check=in_range(0, 65535))
     lsl_export: tuple[str, ...] = setting((), "Output ports also published as LSL streams "
                                           "('<network>.<node>.<port>'), for LabRecorder or any LSL client.")
+    input_ranges: dict[str, tuple[float, float]] = setting(
+        doc="Plausible event value range per input port, overriding the model's default: "
+        "{ \"anpost.input\" = [-2e-8, 2e-8] }. Events outside it are refused and counted (out_of_range).",
+        factory=dict)
     lookahead: float = setting(0.02, "How far a clock-driven node may compute ahead while no input arrives [s]; "
                                "outputs still leave at their deadlines and input rolls the model back. "
                                "0 wakes the process every tick.", check=non_negative)
@@ -133,7 +153,7 @@ class Node:
                  ports: tuple[dict[str, InPort], dict[str, OutPort]] | None = None):
         self.name = name
         self.settings = settings
-        inputs, outputs = ports if ports is not None else self.ports(settings)
+        inputs, outputs = ports if ports is not None else self.declared_ports(settings)
         self.inputs = inputs
         self.outputs = outputs
         self.outbox = Outbox(outputs)
@@ -151,6 +171,19 @@ class Node:
     def ports(cls, settings: NodeSettings) -> tuple[dict[str, InPort], dict[str, OutPort]]:
         """The node's input and output ports, derived from its settings alone (used to validate links)."""
         raise NotImplementedError
+
+    @classmethod
+    def declared_ports(cls, settings: NodeSettings, key: str = "") -> tuple[dict[str, InPort], dict[str, OutPort]]:
+        """``ports(settings)`` with the settings' ``input_ranges`` applied; SettingsError names a bad one."""
+        inputs, outputs = cls.ports(settings)
+        for port, (lo, hi) in settings.input_ranges.items():
+            where = f"{key}.input_ranges.{port}" if key else f"input_ranges.{port}"
+            if port not in inputs:
+                raise SettingsError(where, f"no input port {port!r}; the inputs are: {', '.join(inputs) or '(none)'}")
+            if not lo < hi:
+                raise SettingsError(where, f"must be [low, high] with low < high, got [{lo!r}, {hi!r}]")
+            inputs[port] = dataclasses.replace(inputs[port], values=(lo, hi))
+        return inputs, outputs
 
     @property
     def tick_period(self) -> float | None:

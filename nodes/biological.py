@@ -29,6 +29,11 @@ from spikewire.streams.clock import local_clock
 from spikewire.streams.wire import BioEvent, Kind
 
 
+MAX_STIM_AMPLITUDE = 10.0
+"""Default plausible CME stimulus amplitude [V], either sign: no lab applies more, and the 2020 loop used
+0-1 V. A stimulus beyond it is refused before the node sees it (``input_ranges`` overrides it)."""
+
+
 @dataclass(frozen=True)
 class IzhikevichParams(Settings):
     """Izhikevich (2003) parameters; defaults are regular spiking (pyramidal cell)."""
@@ -98,10 +103,13 @@ class BiologicalNode(Node):
 
     @classmethod
     def ports(cls, settings: BiologicalSettings):
-        outputs = {"events": OutPort(Kind.BIO, "typed events: 0 PSP, 1 stimulated AP, 2 spontaneous AP")}
+        n = settings.size
+        outputs = {"events": OutPort(Kind.BIO, "typed events: 0 PSP, 1 stimulated AP, 2 spontaneous AP", n, (0.0, 2.0))}
         if settings.backend == "rig":
-            outputs["spikes"] = OutPort(Kind.SPIKE, "spikes detected on the rig's channels")
-        return {"stim": InPort(frozenset({Kind.STIMULUS}), "CME stimulus pulses (value in V)")}, outputs
+            outputs["spikes"] = OutPort(Kind.SPIKE, "spikes detected on the rig's channels", n, (1.0, 1.0))
+        stim = InPort(frozenset({Kind.STIMULUS}), "CME stimulus pulses (value in V)", n,
+                      (-MAX_STIM_AMPLITUDE, MAX_STIM_AMPLITUDE))
+        return {"stim": stim}, outputs
 
     @property
     def tick_period(self) -> float:

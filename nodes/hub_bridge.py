@@ -133,7 +133,8 @@ class HubBridgeNode(Node):
                               "(ticks: interval since the previous)"),
             IN_BIO: InPort(frozenset({Kind.BIO}), "typed biological events sent to the hub as 'D' "
                            "(ticks: since the last presynaptic spike from the hub)"),
-            IN_WEIGHTS: InPort(frozenset({Kind.SPIKE, Kind.STIMULUS}), "weights in [0, 1] sent to the hub as 'S'"),
+            IN_WEIGHTS: InPort(frozenset({Kind.SPIKE, Kind.STIMULUS}), "weights in [0, 1] sent to the hub as 'S'",
+                               values=(0.0, 1.0)),
         }
         return inputs, outputs
 

@@ -206,10 +206,13 @@ class MemristorNode(Node):
         inputs, outputs = {}, {}
         either = frozenset({Kind.SPIKE, Kind.BIO})
         for s, cfg in settings.synapses.items():
-            inputs[f"{s}.pre"] = InPort(either, f"presynaptic events of {s}")
-            inputs[f"{s}.post"] = InPort(either, f"postsynaptic events of {s} (trigger plasticity)")
+            pre = 1 + max(row[0] for row in cfg.table)
+            post = 1 + max(row[1] for row in cfg.table)
+            inputs[f"{s}.pre"] = InPort(either, f"presynaptic events of {s}", pre, named=True)
+            inputs[f"{s}.post"] = InPort(either, f"postsynaptic events of {s} (trigger plasticity)", post, named=True)
             kind = Kind.STIMULUS if cfg.output == "stimulus" else Kind.SPIKE
-            outputs[f"{s}.out"] = OutPort(kind, f"weighted output of {s}")
+            outputs[f"{s}.out"] = OutPort(kind, f"weighted output of {s}", post,
+                                          (min(cfg.out_min, cfg.out_max), max(cfg.out_min, cfg.out_max)), named=True)
         return inputs, outputs
 
     def warm_up(self) -> None:

@@ -111,6 +111,8 @@ class LinkIn:
     buffered: int = 0  # packets waiting in the jitter buffer
     buffer_overflow: int = 0
     malformed: dict[str, int] = field(default_factory=dict)
+    values: tuple[float, float] | None = None  # the input port's plausible event values
+    out_of_range: int = 0  # events refused for an implausible value (the rest of their packet is delivered)
     latency: LogHistogram = field(default_factory=LogHistogram)
     lateness: LogHistogram = field(default_factory=LogHistogram)
     loss_marks: deque = field(default_factory=deque)  # (t, received, gaps) for the interlock's window
@@ -177,6 +179,8 @@ class LinkIn:
         out = {"label": self.label, "received": self.received, "events": self.events, "gaps": self.gaps,
                "out_of_order": self.out_of_order, "trailing": self.trailing, "malformed": dict(self.malformed),
                "latency_s": self.latency.summary()}
+        if self.out_of_range:
+            out["out_of_range"] = self.out_of_range
         if self.delay:
             out["jitter_buffer"] = {"delay_s": self.delay, "policy": self.late_policy, "late_dropped": self.late_dropped,
                                     "late_delivered": self.late_delivered, "overflow": self.buffer_overflow,
@@ -341,7 +345,7 @@ class Runtime:
                     self.upstreams.append(up)
                     if watch is not None:
                         self.watches.append(watch)
-                up.links.append(LinkIn(label, plan.port, spec.accepts, opts.delay, opts.late, plan.hwm))
+                up.links.append(LinkIn(label, plan.port, spec.accepts, opts.delay, opts.late, plan.hwm, values=spec.values))
 
     def wait_for_subscribers(self, timeout: float) -> None:
         """Block until every node expected on each output port has subscribed, known by name (the
@@ -554,6 +558,8 @@ class Runtime:
             self._on_probe(link.port, packet.events, now)
             return
         events = packet.events
+        if link.values is not None and len(events):
+            events = self._plausible(link, events)
         if not len(events):
             return
         if self.scheduler is not None:
@@ -562,6 +568,20 @@ class Runtime:
             self.node.mark_phases(now)
             self.node.on_events(link.port, packet.kind, events, now)
             self._flush()
+
+    def _plausible(self, link: LinkIn, events):
+        """``events`` without those whose value lies outside the port's plausible range (counted, and the
+        first one logged): one absurd amplitude or weight must never reach a model or a stimulator."""
+        lo, hi = link.values
+        v = events["value"]
+        bad = (v < lo) | (v > hi)
+        if not bad.any():
+            return events
+        n = int(bad.sum())
+        link.out_of_range += n
+        self._warn_once(f"{link.label}:range", f"{self.node.name}: refused {n} event(s) on {link.label} with values "
+                        f"outside [{lo:g}, {hi:g}] (first: {float(v[bad][0]):g})")
+        return events[~bad]
 
     def _release(self, now: float) -> None:
         """Deliver every jitter-buffered packet whose time has come, at its own release time."""

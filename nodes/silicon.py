@@ -250,6 +250,19 @@ class Population:
         return t_start + (self.spike_step[:n] + 1) * self.dt, ids
 
 
+PLAUSIBLE_DEPOLARISATION = 100.0
+"""A synaptic step is implausible when its charge alone would move the membrane by more than this many
+times the distance from rest to the spike cut-off (at the defaults, |I| > ~0.17 uA against 4 nA kicks)."""
+
+
+def _plausible_current(pop: PopulationSettings) -> tuple[float, float]:
+    """The default value range of a population's synaptic input [A], from its neurons' parameters: a step
+    I deposits I * tau_syn of charge, which moves V by I * tau_syn / c_m."""
+    p = pop.neuron.arrays(pop.size, "neuron")
+    i_max = float(np.max(PLAUSIBLE_DEPOLARISATION * p["c_m"] * np.abs(p["v_peak"] - p["e_l"]) / p["tau_syn"]))
+    return (-i_max, i_max)
+
+
 class SiliconNode(Node):
     kind = "silicon"
     Settings = SiliconSettings
@@ -265,9 +278,11 @@ class SiliconNode(Node):
 
     @classmethod
     def ports(cls, settings: SiliconSettings):
-        inputs = {f"{p}.input": InPort(frozenset({Kind.SPIKE}), f"synaptic input to {p} (value in A)")
-                  for p in settings.populations}
-        outputs = {f"{p}.spikes": OutPort(Kind.SPIKE, f"spikes of {p}") for p in settings.populations}
+        inputs = {f"{p}.input": InPort(frozenset({Kind.SPIKE}), f"synaptic input to {p} (value in A)", pop.size,
+                                       _plausible_current(pop))
+                  for p, pop in settings.populations.items()}
+        outputs = {f"{p}.spikes": OutPort(Kind.SPIKE, f"spikes of {p}", pop.size, (1.0, 1.0))
+                   for p, pop in settings.populations.items()}
         return inputs, outputs
 
     @property

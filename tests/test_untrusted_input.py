@@ -1,0 +1,205 @@
+"""Well-formed packets with untrusted contents, from a partner's publisher outside the network.
+
+Each test is a real external publisher (an XPUB bound on 127.0.0.1, listed as ``endpoint = ...``) feeding
+a live node over loopback, written the way a partner would write it from the wire-format docs. The XPUB
+sees the node's subscription arrive, so every packet sent after it is delivered and counts are exact.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from conftest import read_json
+from spikewire.streams.clock import local_clock
+from spikewire.streams.wire import EVENT_DTYPE, Kind, decode, encode, empty_events
+
+pytestmark = pytest.mark.integration
+SOURCE = 1000
+
+
+class Partner:
+    """A partner's publisher: an XPUB that answers clock pings (as the wire docs say) with its own clock,
+    which may be ``skew`` seconds off ours."""
+
+    def __init__(self, skew: float = 0.0, answer_pings: bool = True):
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.XPUB)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.bind("tcp://127.0.0.1:*")
+        self.endpoint = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.skew = skew
+        self.answer_pings = answer_pings
+        self.seq = 0
+        self.pongs = 0
+
+    def clock(self) -> float:
+        return local_clock() + self.skew
+
+    def wait_subscribed(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.sock.poll(100):
+                msg = self.sock.recv()
+                if msg[:1] == b"\x01":
+                    return
+        pytest.fail("the node never subscribed")
+
+    def serve(self, seconds: float) -> None:
+        """Answer pings for ``seconds``."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if self.sock.poll(10):
+                self._on_upstream(self.sock.recv())
+
+    def _on_upstream(self, msg: bytes) -> None:
+        if msg[:1] in (b"\x00", b"\x01") or not self.answer_pings:
+            return
+        t2 = self.clock()
+        ping = decode(msg)
+        if ping.kind != Kind.CLOCK:
+            return
+        pong = np.zeros(2, dtype=EVENT_DTYPE)
+        pong[0] = ping.events[0]
+        pong[1] = (t2, ping.events[0]["id"], 0.0)
+        self.sock.send(encode(Kind.CLOCK, SOURCE, self.seq, self.clock(), pong))
+        self.pongs += 1
+
+    def send(self, kind: Kind, values, ident: int = 0, seq: int | None = None, send_time: float | None = None) -> None:
+        values = np.atleast_1d(np.asarray(values, dtype=np.float64))
+        ev = empty_events(len(values))
+        ev["t"] = self.clock()
+        ev["id"] = ident
+        ev["value"] = values
+        seq = self.seq if seq is None else seq
+        self.sock.send(encode(kind, SOURCE, seq, self.clock() if send_time is None else send_time, ev))
+        self.seq = max(self.seq, seq + 1)
+        while self.sock.poll(0):  # keep answering pings between packets
+            self._on_upstream(self.sock.recv())
+
+    def close(self) -> None:
+        self.sock.close()
+        self.ctx.term()
+
+
+@pytest.fixture
+def partner():
+    made = []
+
+    def make(**kw) -> Partner:
+        p = Partner(**kw)
+        made.append(p)
+        return p
+
+    yield make
+    for p in made:
+        p.close()
+
+
+def _link(report: dict, to: str) -> dict:
+    return next(ln for ln in report["links"] if ln["link"].endswith(f"-> {to}"))
+
+
+def test_absurd_stimulus_amplitudes_are_refused_and_counted(cli_run, tmp_path, partner):
+    """Issue 11.3: one well-formed stimulus of 1e6 V (or -1e30, 3e38) must never reach the neuron."""
+    p = partner()
+    net = tmp_path / "absurd.toml"
+    net.write_text(f"""
+[nodes.bn]
+kind = "biological"
+noise_sigma = 0.0
+[[links]]
+endpoint = "{p.endpoint}"
+source = {SOURCE}
+to = "bn.stim"
+""")
+    out = tmp_path / "s.json"
+    run = cli_run("run", str(net), "--duration", "3", "--json", str(out), "--no-record")
+    try:
+        p.wait_subscribed()
+        absurd = [1e6, -1e30, 3e38, 11.0]
+        for v in absurd:
+            p.send(Kind.STIMULUS, v)
+            p.serve(0.05)
+        for _ in range(5):
+            p.send(Kind.STIMULUS, 0.5)
+            p.serve(0.05)
+        p.send(Kind.STIMULUS, [0.5, 1e6, 0.5])  # one bad event in a packet: the others still count
+        p.serve(0.1)
+        code, text = run.finish(timeout=60)
+    finally:
+        run.kill()
+    assert code == 0, text
+    report = read_json(out)
+    link = _link(report, "bn.stim")
+    assert link.get("out_of_range", 0) == len(absurd) + 1
+    assert link["received"] == len(absurd) + 6
+    neuron = report["neurons"][0]
+    assert neuron["stimuli"] == 7  # only the plausible ones reached the model
+    assert neuron["spontaneous_ap"] + neuron["stimulated_ap"] < 20, neuron  # no runaway firing
+
+
+def test_absurd_synaptic_weight_is_refused(cli_run, tmp_path, partner):
+    """Issue 11.3: a weight of 1e30 A into a silicon population is refused; a sane one is delivered."""
+    p = partner()
+    net = tmp_path / "weights.toml"
+    net.write_text(f"""
+[nodes.chip]
+kind = "silicon"
+[nodes.chip.populations.pop]
+size = 2
+[[links]]
+endpoint = "{p.endpoint}"
+source = {SOURCE}
+to = "chip.pop.input"
+""")
+    out = tmp_path / "s.json"
+    run = cli_run("run", str(net), "--duration", "3", "--json", str(out), "--no-record")
+    try:
+        p.wait_subscribed()
+        p.send(Kind.SPIKE, 1e30, ident=0)
+        p.send(Kind.SPIKE, -1e30, ident=0)
+        p.serve(0.2)
+        p.send(Kind.SPIKE, 4e-9, ident=1)  # one default kick: one spike of neuron 1
+        p.serve(0.2)
+        code, text = run.finish(timeout=60)
+    finally:
+        run.kill()
+    assert code == 0, text
+    report = read_json(out)
+    assert _link(report, "chip.pop.input").get("out_of_range", 0) == 2
+    spikes = {n["neuron"]: n["spikes"] for n in report["neurons"]}
+    assert spikes["0"] == 0 and spikes["1"] == 1, spikes
+
+
+def test_input_ranges_override_the_model_default(cli_run, tmp_path, partner):
+    """A lab may narrow a port's plausible range: 0.9 V is then refused at a 0.5 V limit."""
+    p = partner()
+    net = tmp_path / "narrow.toml"
+    net.write_text(f"""
+[nodes.bn]
+kind = "biological"
+noise_sigma = 0.0
+input_ranges = {{ stim = [0.0, 0.5] }}
+[[links]]
+endpoint = "{p.endpoint}"
+source = {SOURCE}
+to = "bn.stim"
+""")
+    out = tmp_path / "s.json"
+    run = cli_run("run", str(net), "--duration", "2", "--json", str(out), "--no-record")
+    try:
+        p.wait_subscribed()
+        for v in (0.9, -0.1, 0.4):
+            p.send(Kind.STIMULUS, v)
+            p.serve(0.05)
+        code, text = run.finish(timeout=60)
+    finally:
+        run.kill()
+    assert code == 0, text
+    report = read_json(out)
+    assert _link(report, "bn.stim").get("out_of_range", 0) == 2
+    assert report["neurons"][0]["stimuli"] == 1
