@@ -174,6 +174,12 @@ class LinkSettings(Settings):
     late: Literal["drop", "deliver"] = setting("drop", "A packet arriving after its delivery time: 'drop' it or "
                                                "'deliver' it at once, marked late. Counted either way.")
     via: str = setting("", "Connect to this endpoint instead of the publisher's own (a relay, NAT or fault proxy).")
+    clock: Literal["auto", "sync", "local", "none"] = setting(
+        "auto", "An external publisher's clock (endpoint links only): 'sync' (the default for them): estimate its "
+        "offset NTP-style by pinging it over the link (it must answer CLOCK pings, see streams/wire.py); "
+        "'local': it runs on this machine on pylsl's local_clock; 'none': its clock is unrelated and it answers "
+        "no pings, so the link has no latency figures, no time checks and cannot have a delay. Links between "
+        "this network's nodes: inter-site ones always sync, the others share the clock.")
 
     def validate(self, key: str) -> None:
         if not self.to:
@@ -208,6 +214,7 @@ class Link:
     via: str = ""
     src_site: str = ""
     dst_site: str = ""
+    clock: str = "local"  # sync (inter-site and, by default, external), local or none: see LinkSettings.clock
 
     @property
     def inter_site(self) -> bool:
@@ -419,8 +426,17 @@ def build_network(data: dict, default_name: str = "network", path: Path | None =
         dst_site = nodes[dst_node].settings.site if sites is not None else ""
         if ls.via and not (src_site and src_site != dst_site):
             raise NetworkError(f"{key}.via", "only a link between two sites can go via another endpoint")
+        if ls.clock != "auto" and not ls.endpoint:
+            raise NetworkError(f"{key}.clock", "only for an external publisher (endpoint = ...): inter-site links "
+                               "always synchronise their clocks, links inside a site share this machine's clock")
+        clock = ("sync" if ls.clock == "auto" else ls.clock) if ls.endpoint else (
+            "sync" if src_site and src_site != dst_site else "local")
+        if ls.delay and clock == "none":
+            raise NetworkError(f"{key}.delay", f"{ls.endpoint} -> {ls.to} has clock = \"none\": its send times cannot "
+                               "be put on this machine's clock, so a jitter buffer cannot time them; remove the delay, "
+                               "or let the publisher answer clock pings (clock = \"sync\")")
         links.append(Link(i, src_node, src_port, dst_node, dst_port, source_id, ls.endpoint, ls.hwm, ls.delay,
-                          ls.late, ls.sockbuf, ls.via, src_site, dst_site))
+                          ls.late, ls.sockbuf, ls.via, src_site, dst_site, clock))
     if monitor.probe_from:
         _port(nodes, monitor.probe_from, "monitor.probe_from", "output")
     if monitor.metrics:

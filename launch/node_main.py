@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             hwm = max((ln.hwm for ln in links), default=None)
             bufs = [ln.sockbuf for ln in links if ln.sockbuf]
             options = {ln.label: LinkOptions(ln.delay, ln.late, ln.inter_site, ln.src_site,
-                                             bool(ln.src_node) and network.curve_port(ln.src_node, ln.src_port))
+                                             bool(ln.src_node) and network.curve_port(ln.src_node, ln.src_port),
+                                             ln.clock)
                        for ln in links}
             plans.append(InputPlan(port, tuple((int(s), str(e), str(label)) for s, e, label in sources),
                                    hwm or 100_000, options, min(bufs) if bufs else 0))

@@ -55,6 +55,7 @@ def build_report(network: Network, finals: dict[str, dict], duration: float, out
             "trailing": rx.get("trailing"), "jitter_buffer": rx.get("jitter_buffer"),
             "out_of_order": rx.get("out_of_order"), "malformed": sum(rx.get("malformed", {}).values()),
             "malformed_by_reason": rx.get("malformed", {}), "out_of_range": rx.get("out_of_range", 0),
+            "duplicates": rx.get("duplicates", 0), "unsynced": rx.get("unsynced", 0),
             "latency_p50_s": lat.get("p50"), "latency_p99_s": lat.get("p99"), "latency_max_s": lat.get("max"),
         })
     probes = next((dict(f["probes"], node=n) for n, f in finals.items() if f.get("probes")), None)

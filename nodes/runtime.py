@@ -60,8 +60,12 @@ REORDER_WINDOW = 4096
 """Lost sequence numbers are remembered this far behind the newest, so a reordered packet arriving late
 un-counts its loss; one later than that stays counted as lost (and as out of order)."""
 MAX_EARLY = 1.0
-"""A packet whose send time (in our clock) is this far in the future is refused (``bad_time``): it could
-only sit in a jitter buffer for ever."""
+"""A packet whose send time (in our clock) is this far in the future is refused (``bad_time``) on every
+link: it could only sit in a jitter buffer for ever, and its latency would be negative."""
+MAX_AGE = 60.0
+"""A packet sent longer ago than this (in our clock) is refused as ``bad_time`` too: no queue in front of a
+link holds a minute of traffic, so such a timestamp is corrupt or hostile, and one would wreck the
+link's latency figures."""
 MAX_SEQUENCE_JUMP = 1 << 20
 """A sequence number this far ahead of the last one, on a link that never went quiet, is not a loss
 (a million packets gone while heartbeats kept arriving) but a corrupt or hostile packet: rejected as
@@ -87,6 +91,8 @@ class LinkOptions:
     inter_site: bool = False
     site: str = ""  # the upstream's site
     curve: bool = False  # connect as a CURVE client of ``site``
+    clock: str = "local"  # "local": the publisher shares our clock; "sync": estimate its offset by pinging;
+    # "none": its clock is unrelated and cannot be estimated (no latency, no time checks, no jitter buffer)
 
 
 @dataclass
@@ -118,12 +124,15 @@ class LinkIn:
     loss_marks: deque = field(default_factory=deque)  # (t, received, gaps) for the interlock's window
     behind_streak: int = 0  # consecutive packets not ahead of last_seq
     resyncs: int = 0  # times the sequence baseline was reset (see RESYNC_AFTER)
-    unsynced: int = 0  # jitter-buffered packets that arrived before the link's clock was synchronised
+    duplicates: int = 0  # packets whose sequence number was already delivered (or is older than the link's start)
+    unsynced: int = 0  # packets that arrived while the link's clock was not synchronised (delivered at once, untimed)
 
     def reject(self, reason: str) -> None:
         self.malformed[reason] = self.malformed.get(reason, 0) + 1
 
-    def count(self, seq: int, n_events: int, latency: float) -> None:
+    def count(self, seq: int, n_events: int, latency: float | None) -> bool:
+        """Account for one data packet; False if it must not be delivered: its sequence number was
+        delivered before (a duplicate, or a rewind), so each (epoch, sequence) reaches the node once."""
         last = self.last_seq
         if seq in self.missing:
             self.behind_streak = 0  # a late packet filling a known hole confirms the baseline
@@ -135,6 +144,9 @@ class LinkIn:
                 last = -1
         elif seq > last:
             self.behind_streak = 0
+        if last >= 0 and seq <= last and seq not in self.missing:
+            self.duplicates += 1
+            return False
         if seq > last:
             if last >= 0 and seq > last + 1:
                 self.gaps += seq - last - 1
@@ -150,7 +162,9 @@ class LinkIn:
                 self.gaps -= 1
         self.received += 1
         self.events += n_events
-        self.latency.record(latency)
+        if latency is not None:
+            self.latency.record(latency)
+        return True
 
     def restart(self) -> None:
         """The sender restarted: its sequence begins again."""
@@ -181,10 +195,14 @@ class LinkIn:
                "latency_s": self.latency.summary()}
         if self.out_of_range:
             out["out_of_range"] = self.out_of_range
+        if self.duplicates:
+            out["duplicates"] = self.duplicates
+        if self.unsynced:
+            out["unsynced"] = self.unsynced
         if self.delay:
             out["jitter_buffer"] = {"delay_s": self.delay, "policy": self.late_policy, "late_dropped": self.late_dropped,
                                     "late_delivered": self.late_delivered, "overflow": self.buffer_overflow,
-                                    "unsynced": self.unsynced, "buffered": self.buffered,
+                                    "buffered": self.buffered,
                                     "lateness_s": self.lateness.summary()}
         if self.resyncs:
             out["resyncs"] = self.resyncs
@@ -341,7 +359,7 @@ class Runtime:
                     sub.connect(endpoint)
                     up = by_source[(source_id, endpoint)] = Upstream(
                         source_id, endpoint, sub, [], opts, ClockEstimator(self.transport.clock_window)
-                        if opts.inter_site else None, watch)
+                        if opts.clock == "sync" else None, watch)
                     self.upstreams.append(up)
                     if watch is not None:
                         self.watches.append(watch)
@@ -509,34 +527,36 @@ class Runtime:
                         continue
                     self._peer_restarted(up, f"{RESYNC_AFTER} packets in a row far ahead of its sequence")
                 up.bad_streak = 0
-                latency = now - packet.send_time + up.offset
+                # The send time on our clock; untimed while the sender's offset is unknown (no latency, no
+                # time check, no jitter buffer: delivered at once and counted as unsynced).
+                timed = up.clock.synced if up.clock is not None else up.options.clock == "local"
+                sent_at = packet.send_time - up.offset
+                if timed and not now - MAX_AGE <= sent_at <= now + MAX_EARLY:
+                    up.reject("bad_time")  # corrupt or hostile: it would wreck latency figures or jam a buffer
+                    self._warn_once(f"{up.endpoint}:time", f"{node.name}: dropped a packet from {up.source_name} "
+                                    f"sent {now - sent_at:+.3g} s ago by our clock")
+                    continue
+                latency = now - sent_at if timed else None
                 for link in up.links:
                     if kind != Kind.PROBE and kind not in link.accepts:
                         link.reject("wrong_kind")
                         self._warn_once(f"{link.label}:kind", f"{link.label}: dropped a {kind.name} packet; "
                                         f"{link.port} accepts {', '.join(k.name for k in link.accepts)}")
                         continue
-                    if link.delay:
-                        release = packet.send_time - up.offset + link.delay
-                        synced = up.clock is None or up.clock.synced
-                        if synced and release > now + link.delay + MAX_EARLY:
-                            link.reject("bad_time")  # sent in the future: a corrupt or hostile timestamp
-                            continue
-                    link.count(packet.sequence, 0 if kind == Kind.PROBE else len(packet.events), latency)
-                    if not link.delay or self._due_now(link, packet, now, release, synced):
+                    if not link.count(packet.sequence, 0 if kind == Kind.PROBE else len(packet.events), latency):
+                        continue  # already delivered once
+                    if not timed:
+                        link.unsynced += 1
+                        self._deliver(link, packet, now)
+                    elif not link.delay or self._due_now(link, packet, now, sent_at + link.delay):
                         self._deliver(link, packet, now)
             else:  # the budget ran out with input left
                 if up not in self._backlog:
                     self._backlog.append(up)
 
-    def _due_now(self, link: LinkIn, packet, now: float, release: float, synced: bool) -> bool:
+    def _due_now(self, link: LinkIn, packet, now: float, release: float) -> bool:
         """The jitter buffer of ``link``: True if the packet is to be delivered now; else it was queued for
         its ``release`` time, or dropped (counted) as late or beyond the buffer's capacity."""
-        if not synced:
-            # No offset yet (the first ~0.1 s, or after a restart): the send time cannot be put on our clock,
-            # so the packet cannot be timed. It is delivered at once, as on a link without a buffer, and counted.
-            link.unsynced += 1
-            return True
         if release > now:
             if link.buffered >= link.capacity:
                 link.buffer_overflow += 1
@@ -634,6 +654,11 @@ class Runtime:
         if len(up.pings) > 8:  # unanswered for a while: count them lost, keep the map small
             up.pings_lost += len(up.pings)
             up.pings.clear()
+            if not up.clock.synced and up.state == "up":
+                self._warn_once(f"{up.endpoint}:nosync", f"{self.node.name}: {up.source_name} answers no clock "
+                                "pings: its packets are delivered untimed (no latency, no time checks, no jitter "
+                                "buffer) and counted as unsynced. If it cannot answer, say clock = \"local\" (it "
+                                "runs on this machine's clock) or \"none\" on its link")
         up.nonce = (up.nonce + 1) & 0xFFFFFFFF
         up.pings[up.nonce] = up.subscriber.ping(up.nonce)
         self._drain([up])  # the send may have consumed the fd's edge

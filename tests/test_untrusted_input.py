@@ -203,3 +203,113 @@ to = "bn.stim"
     report = read_json(out)
     assert _link(report, "bn.stim").get("out_of_range", 0) == 2
     assert report["neurons"][0]["stimuli"] == 1
+
+
+def _stim_net(tmp_path, p: Partner, extra: str = "") -> str:
+    net = tmp_path / "stim.toml"
+    net.write_text(f"""
+[nodes.bn]
+kind = "biological"
+noise_sigma = 0.0
+[[links]]
+endpoint = "{p.endpoint}"
+source = {SOURCE}
+to = "bn.stim"
+{extra}
+""")
+    return str(net)
+
+
+def test_future_and_ancient_send_times_are_refused_on_every_link(cli_run, tmp_path, partner):
+    """Issue 11.13: on a link without a jitter buffer, a packet dated 1e6 s ahead (or behind) must not be
+    delivered nor reach the latency histogram."""
+    p = partner()
+    out = tmp_path / "s.json"
+    run = cli_run("run", _stim_net(tmp_path, p), "--duration", "4", "--json", str(out), "--no-record")
+    try:
+        p.wait_subscribed()
+        p.serve(1.0)  # the link's clock synchronises
+        p.send(Kind.STIMULUS, 0.5, send_time=p.clock() + 1e6)
+        p.send(Kind.STIMULUS, 0.5, send_time=p.clock() - 1e6)
+        p.send(Kind.STIMULUS, 0.5, send_time=p.clock() + 3e38)
+        for _ in range(5):
+            p.send(Kind.STIMULUS, 0.5)
+            p.serve(0.05)
+        p.serve(0.5)
+        code, text = run.finish(timeout=60)
+    finally:
+        run.kill()
+    assert code == 0, text
+    report = read_json(out)
+    link = _link(report, "bn.stim")
+    assert link["malformed_by_reason"].get("bad_time") == 3, link
+    assert report["neurons"][0]["stimuli"] == 5
+    assert 0 < link["latency_max_s"] < 0.5, link
+    assert 0 < link["latency_p99_s"] < 0.5, link
+
+
+def test_duplicate_and_rewound_sequence_numbers_are_delivered_once(cli_run, tmp_path, partner):
+    """Issue 11.14: each (epoch, sequence) reaches the model once; repeats are counted."""
+    p = partner()
+    out = tmp_path / "s.json"
+    run = cli_run("run", _stim_net(tmp_path, p), "--duration", "4", "--json", str(out), "--no-record")
+    try:
+        p.wait_subscribed()
+        p.serve(0.5)
+        for seq in range(10):
+            p.send(Kind.STIMULUS, 0.5, seq=seq)
+            p.serve(0.03)
+        for seq in (3, 5, 9, 0, 1, 2, 3, 4):  # duplicates, then a rewind
+            p.send(Kind.STIMULUS, 0.5, seq=seq)
+            p.serve(0.03)
+        p.send(Kind.STIMULUS, 0.5, seq=10)
+        p.serve(0.5)
+        code, text = run.finish(timeout=60)
+    finally:
+        run.kill()
+    assert code == 0, text
+    report = read_json(out)
+    link = _link(report, "bn.stim")
+    assert report["neurons"][0]["stimuli"] == 11
+    assert link["received"] == 11 and link["duplicates"] == 8 and link["gaps"] == 0, link
+
+
+@pytest.mark.parametrize("skew", [100.0, -100.0])
+def test_external_link_synchronises_a_partner_clock(cli_run, tmp_path, partner, skew):
+    """Issue 11.4: a partner whose clock is 100 s off loses nothing through a jitter buffer, and its
+    latency reads true."""
+    p = partner(skew=skew)
+    out = tmp_path / "s.json"
+    run = cli_run("run", _stim_net(tmp_path, p, "delay = 0.05"), "--duration", "4", "--json", str(out),
+                  "--no-record")
+    try:
+        p.wait_subscribed()
+        p.serve(1.0)
+        for _ in range(20):
+            p.send(Kind.STIMULUS, 0.5)
+            p.serve(0.05)
+        p.serve(0.5)
+        code, text = run.finish(timeout=60)
+    finally:
+        run.kill()
+    assert code == 0, text
+    report = read_json(out)
+    link = _link(report, "bn.stim")
+    assert p.pongs > 0
+    assert report["neurons"][0]["stimuli"] == 20
+    jb = link["jitter_buffer"]
+    assert jb["late_dropped"] == 0 and link["malformed"] == 0, link
+    assert abs(link["clock_offset_s"] - skew) < 0.01, link
+    assert 0 < link["latency_p99_s"] < 0.05, link
+
+
+def test_delay_without_a_clock_is_refused_naming_the_link(tmp_path):
+    from spikewire.launch.network import NetworkError, build_network
+
+    data = {"nodes": {"bn": {"kind": "biological"}},
+            "links": [{"endpoint": "tcp://127.0.0.1:5555", "source": SOURCE, "to": "bn.stim", "delay": 0.05,
+                       "clock": "none"}]}
+    with pytest.raises(NetworkError, match=r"^links\[0\]\.delay: .*clock = \"none\""):
+        build_network(data)
+    data["links"][0]["delay"] = 0.0
+    assert build_network(data).links[0].clock == "none"
