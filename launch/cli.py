@@ -183,15 +183,33 @@ def cmd_replay(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from spikewire.monitor.nwb_export import SessionError, export_nwb
+    """Exit 0 when the file was written, damaged session or not: the damage is printed (one line per
+    problem) and recorded in the file, and a killed run's record is still the best one there is. Exit 2
+    when nothing was written (not a session, the file exists)."""
+    import warnings
 
-    try:
-        out = export_nwb(args.session, args.nwb, overwrite=args.overwrite, experimenter=args.experimenter,
-                         lab=args.lab, institution=args.institution)
-    except (SessionError, FileExistsError, FileNotFoundError) as e:
-        print(f"spikewire export: {e}", file=sys.stderr)
+    from spikewire.monitor.nwb_export import DamagedSessionWarning, SessionError, export_nwb
+
+    error = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DamagedSessionWarning)
+        try:
+            out = export_nwb(args.session, args.nwb, overwrite=args.overwrite, experimenter=args.experimenter,
+                             lab=args.lab, institution=args.institution)
+        except (SessionError, FileExistsError, FileNotFoundError, IsADirectoryError) as e:
+            error = e
+    damage = [str(w.message) for w in caught if issubclass(w.category, DamagedSessionWarning)]
+    for w in caught:  # anything else (pynwb, hdmf) as Python would have shown it
+        if not issubclass(w.category, DamagedSessionWarning):
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    for problem in damage:
+        print(f"spikewire export: damaged: {problem}", file=sys.stderr)
+    if error is not None:
+        print(f"spikewire export: {error}", file=sys.stderr)
         return 2
-    print(f"wrote {out}")
+    n = len(damage)
+    print(f"wrote {out}" + (f" from a damaged session: {n} problem{'s' if n > 1 else ''} (on stderr, and in the "
+                            "file's notes)" if n else ""))
     return 0
 
 

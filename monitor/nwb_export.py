@@ -25,6 +25,19 @@ The catch: a journal records what left its node. A node that computes ahead has 
 sent when the run stopped, so summary.json can exceed the units here by up to its lookahead's worth
 (20 ms by default). A journal with a damaged tail is exported up to the damage, with a
 DamagedSessionWarning that names the skipped bytes (also in notes and processing/misc/journals).
+
+A killed run (its supervisor SIGKILLed, a site losing power) is exported as far as it goes: every problem
+is one DamagedSessionWarning, listed in ``notes`` and counted in ``session_description``. What is
+recovered, and how:
+
+* no t0 in provenance.json: t0 = a status line's ``t - elapsed`` (exact: ``elapsed`` counts from t0), else
+  the last node's ready time + START_MARGIN, else the first journal record (an upper bound);
+* no summary.json: the run's end is its last journal record or status line; each memristor's resistance
+  at t0 is the first pulse's ``r_before`` or the first status sample, whichever came first (exact: only a
+  pulse changes it); processing/misc/links is rebuilt from the journals (packets sent and received,
+  latency);
+* a node with no final report: its counts and pulses after its last status line are lost (said so);
+  everything it sent is still in its journal.
 """
 
 from __future__ import annotations
@@ -51,8 +64,8 @@ from spikewire import __version__
 from spikewire.launch.network import Network, NetworkError, load_network
 from spikewire.launch.supervisor import START_MARGIN
 from spikewire.nodes.hub_bridge import OUT_SOUTHAMPTON
-from spikewire.streams.journal import SENT, ReadResult, read_journal
-from spikewire.streams.wire import EVENT_DTYPE, BioEvent, Kind
+from spikewire.streams.journal import RECEIVED, SENT, ReadResult, read_journal
+from spikewire.streams.wire import DATA_KINDS, EVENT_DTYPE, BioEvent, Kind
 
 NOT_BIO = -1
 """``bio_event_type`` of a spike that is no biological event (a silicon neuron's)."""
@@ -127,17 +140,22 @@ def read_session(folder: str | Path) -> Session:
         if not path.exists():
             _warn(damage, f"{path}: missing; node {node!r} is exported without its events")
             continue
-        journals[node] = result = read_journal(path)
+        try:
+            journals[node] = result = read_journal(path)
+        except ValueError as e:  # killed before its header was written, or not a journal at all
+            _warn(damage, f"{e}; node {node!r} is exported without its events")
+            continue
         if result.skipped_bytes:
             _warn(damage, f"{path}: damaged tail ({result.problem}); skipped its last {result.skipped_bytes} "
                           f"bytes, kept {len(result.records)} records")
     t0 = provenance.get("t0_local_clock")
     if t0 is None:  # the supervisor itself was killed: provenance.json lacks what finish() writes
-        readies = [ev["ready"]["local_clock"] for ev in provenance.get("nodes", {}).values() if "ready" in ev]
-        if not readies:
-            raise SessionError(f"{folder}: the run never started (no t0, and no node became ready)")
-        t0 = max(readies) + START_MARGIN  # as the supervisor picks it
-        _warn(damage, f"{folder}: no t0 recorded; estimated as the last node's ready time + {START_MARGIN} s")
+        t0, how = _recover_t0(provenance, status, journals)
+        if t0 is None:
+            raise SessionError(f"{folder}: the run never started (no t0, no status line, no node became ready "
+                               "and no journal holds a record)")
+        _warn(damage, f"{folder}: no t0 recorded (the run did not finish); t0 recovered {how}")
+    _no_final_reports(network, summary, status, t0, damage)
     offset = _utc_minus_local(provenance)
     if offset is not None:
         start = datetime.fromtimestamp(t0 + offset, timezone.utc)
@@ -145,10 +163,49 @@ def read_session(folder: str | Path) -> Session:
         start = datetime.fromisoformat(provenance["created"])
         _warn(damage, f"{folder}: no node event stamped with both UTC and local_clock; session_start_time "
                       "is the folder's creation, not t0")
-    last = max((rec.logged for j in journals.values() for rec in j.records), default=t0)
+    last = max([rec.logged for j in journals.values() for rec in j.records]
+               + [line["t"] for line in status if _number(line.get("t"))], default=t0)
     sent = {node: sent_events(j) for node, j in journals.items()}
     return Session(folder, network, provenance, summary, status, journals, sent, t0, start,
                    summary.get("duration_s", last - t0), damage)
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and np.isfinite(x)
+
+
+def _recover_t0(provenance: dict, status: list[dict], journals: dict[str, ReadResult]) -> tuple[float | None, str]:
+    """t0 of a run whose supervisor never wrote it, and how it was found (the best source first)."""
+    exact = [line["t"] - line["elapsed"] for line in status
+             if line.get("type") == "status" and _number(line.get("t")) and _number(line.get("elapsed"))]
+    if exact:
+        return statistics.median(exact), f"from {len(exact)} status lines (t - elapsed: exact)"
+    readies = [ev["ready"]["local_clock"] for ev in provenance.get("nodes", {}).values()
+               if isinstance(ev, dict) and "ready" in ev]
+    if readies:
+        return max(readies) + START_MARGIN, f"as the last node's ready time + {START_MARGIN} s (as the supervisor " \
+                                            "picks it)"
+    first = [j.records[0].logged for j in journals.values() if j.records]
+    if first:
+        return min(first), "as the first journal record's time (an upper bound: times may be late by up to a tick)"
+    return None, ""
+
+
+def _no_final_reports(network: Network, summary: dict, status: list[dict], t0: float, damage: list[str]) -> None:
+    """One problem per node that sent no final report: what it did after its last status line is lost."""
+    if summary and "nodes" not in summary:
+        return  # a summary that does not say (an older one): nothing to judge by
+    finals = {line.get("node") for line in status if line.get("type") == "final"}
+    for name in network.nodes:
+        if summary:
+            if summary["nodes"].get(name, {}).get("final", True):
+                continue
+        elif name in finals:
+            continue
+        last = max((line["t"] for line in status if line.get("node") == name and _number(line.get("t"))), default=None)
+        after = f"after its last status line (at {last - t0:.1f} s)" if last is not None else "(it has no status line)"
+        _warn(damage, f"node {name!r} sent no final report (killed?): its counts and plasticity pulses {after} are "
+                      "lost; its journal still has every packet it sent")
 
 
 def _read_json(path: Path) -> dict:
@@ -241,8 +298,12 @@ def _nwbfile(s: Session, experimenter, lab, institution, subject: Subject | None
     nodes = ", ".join(f"{n} ({sp.kind})" for n, sp in net.nodes.items())
     # The same session always exports under the same identifier.
     identifier = uuid.uuid5(uuid.NAMESPACE_URL, f"spikewire:{prov.get('host')}:{prov.get('created')}:{net.name}")
+    description = net.description or f"spikewire network {net.name}"
+    if s.damage:  # what an archive's listing shows: a reader must not take this for a whole record
+        description += (f" (incomplete record: {len(s.damage)} problem{'s' if len(s.damage) > 1 else ''} with the "
+                        "session, listed in notes)")
     nwb = NWBFile(
-        session_description=net.description or f"spikewire network {net.name}",
+        session_description=description,
         identifier=str(identifier),
         session_start_time=s.start,
         session_id=s.folder.name,
@@ -432,11 +493,20 @@ def resistance_samples(s: Session) -> dict[tuple[str, str], tuple[np.ndarray, np
     points: dict[tuple[str, str], list[tuple[float, int, float]]] = {}
     for m in s.summary.get("memristors", []):
         points.setdefault((m["node"], m["name"]), []).append((0.0, 0, m["r_start"]))
+    started = set(points)
+    first: dict[tuple[str, str], tuple[float, float]] = {}  # the earliest known value: a sample's, a pulse's r_before
     for line in s.status:
         for dev, r in line.get("model", {}).get("resistance", {}).items():
             points.setdefault((line["node"], dev), []).append((line["t"] - s.t0, 1, r))
+            first[(line["node"], dev)] = min(first.get((line["node"], dev), (np.inf, r)), (line["t"] - s.t0, r))
     for p in plasticity_pulses(s):
         points.setdefault((p["node"], p["device"]), []).append((p["t"] - s.t0, 2, p["r_after"]))
+        key = (p["node"], p["device"])
+        if p["t"] - s.t0 <= first.get(key, (np.inf, 0.0))[0]:
+            first[key] = (p["t"] - s.t0, p["r_before"])
+    for key, (_, r) in first.items():  # no summary.json: only a pulse changes a resistance, so this is r_start
+        if key not in started:
+            points[key].append((0.0, 0, r))
     out = {}
     for key, pts in points.items():
         pts.sort()
@@ -483,7 +553,13 @@ def _add_diagnostics(nwb: NWBFile, s: Session) -> None:
     misc = nwb.create_processing_module("misc", "spikewire run diagnostics: per-link traffic and latency "
                                                 "(summary.json), per-node journal integrity")
     links = s.summary.get("links", [])
-    if links:
+    if not links and not s.summary:
+        links = links_from_journals(s)
+        if links:
+            misc.add(_table("links", "Per-link traffic and latency, rebuilt from the journals (summary.json is "
+                            "missing): data packets (loop probes included) each end logged", {
+                                k: (doc, [ln.get(k) for ln in links]) for k, doc in _REBUILT_LINK_COLUMNS.items()}))
+    elif links:
         docs = {"link": "'<node>.<port> -> <node>.<port>'", "sent": "packets sent", "received": "packets received",
                 "events": "data events received", "dropped": "packets lost (send queue + sequence gaps)",
                 "in_flight": "packets sent but neither received nor lost when the run stopped",
@@ -499,6 +575,37 @@ def _add_diagnostics(nwb: NWBFile, s: Session) -> None:
         "skipped_bytes": ("bytes skipped at a damaged tail (0: intact)", [s.journals[n].skipped_bytes for n in names]),
         "problem": ("what was wrong with the tail ('': nothing)", [s.journals[n].problem for n in names]),
     }))
+
+
+_REBUILT_LINK_COLUMNS = {
+    "link": "'<node>.<port> -> <node>.<port>'",
+    "sent": "data packets the sending node journaled on the port (NaN: its journal is not in this session)",
+    "received": "data packets the receiving node journaled from the upstream port (NaN: not in this session)",
+    "events": "events in the packets received", "latency_p50_s": "median latency (receive - send time) [s]",
+    "latency_p99_s": "99th percentile [s]", "latency_max_s": "largest latency [s]"}
+
+
+def links_from_journals(s: Session) -> list[dict]:
+    """Per link with an end in this session: data packets sent and received and their latency, from the
+    journals alone (a node journals a packet once however many of its input ports the upstream feeds)."""
+    rows = []
+    for ln in s.network.links:
+        src = ln.label.split(" -> ")[0]
+        row: dict = {"link": ln.label, "sent": None, "received": None, "events": None}
+        if ln.src_node in s.journals:
+            row["sent"] = sum(1 for r in s.journals[ln.src_node].records if r.direction == SENT
+                              and r.port == ln.src_port and r.packet is not None and r.packet.kind in DATA_KINDS)
+        if ln.dst_node in s.journals:
+            got = [r for r in s.journals[ln.dst_node].records if r.direction == RECEIVED and r.port == src
+                   and r.packet is not None and r.packet.kind in DATA_KINDS]
+            row["received"], row["events"] = len(got), sum(len(r.packet.events) for r in got)
+            lat = np.array([r.logged - r.packet.send_time for r in got])
+            if len(lat):
+                row.update(latency_p50_s=float(np.percentile(lat, 50)), latency_p99_s=float(np.percentile(lat, 99)),
+                           latency_max_s=float(lat.max()))
+        if row["sent"] is not None or row["received"] is not None:
+            rows.append(row)
+    return rows
 
 
 def _table(name: str, description: str, columns: dict[str, tuple[str, list]]) -> DynamicTable:

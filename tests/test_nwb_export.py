@@ -225,3 +225,105 @@ def test_an_existing_file_is_replaced_only_when_asked(tmp_path):
     with NWBHDF5IO(str(out), "r") as io:
         assert len(io.read().units) == 3
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left behind
+
+
+# --- a killed run (issue 11, item 16): export what is there and say what is not -------------------------------
+def _as_if_killed(session: Path) -> None:
+    """What a SIGKILLed supervisor leaves: no summary.json, and provenance.json as written at the start (no t0,
+    no node events, no outcome). Each status line carries its node's ``elapsed`` since t0, as the runtime's do."""
+    (session / "summary.json").unlink()
+    prov = json.loads((session / "provenance.json").read_text())
+    for key in ("t0_local_clock", "outcome"):
+        del prov[key]
+    prov["nodes"] = {}
+    (session / "provenance.json").write_text(json.dumps(prov))
+    lines = [json.loads(ln) for ln in (session / "status.jsonl").read_text().splitlines()]
+    (session / "status.jsonl").write_text("".join(json.dumps({**ln, "elapsed": ln["t"] - T0}) + "\n" for ln in lines))
+
+
+def test_a_killed_run_exports_with_t0_and_r_start_recovered(tmp_path):
+    session = _handmade_session(tmp_path / "session")
+    _as_if_killed(session)
+    journal = session / "journal" / "padova.swj"
+    journal.write_bytes(journal.read_bytes()[:-5])  # and padova was killed mid-write
+    with pytest.warns(DamagedSessionWarning) as caught:
+        path = export_nwb(session, tmp_path / "out.nwb")
+    damage = [str(w.message) for w in caught if issubclass(w.category, DamagedSessionWarning)]
+    assert any("no summary.json" in d for d in damage), damage
+    assert any("t0 recovered" in d for d in damage), damage
+    assert any("padova.swj: damaged tail" in d for d in damage), damage
+    assert any("no final report" in d and "southampton" in d for d in damage), damage
+    with NWBHDF5IO(str(path), "r") as io:
+        nwb = io.read()
+        units = _units(nwb)
+        assert units[("zurich", "anpre", 0)][0] == pytest.approx(SPIKES)  # t0 exact: from the status lines
+        assert units[("padova", "padova", 0)][0] == pytest.approx([0.12, 0.33])
+        assert nwb.events["stimuli"]["timestamp"][:] == pytest.approx([t + 0.001 for t in SPIKES])
+        r = nwb.acquisition["resistance_mr1"]  # r_start from the first pulse's r_before (summary.json is gone)
+        assert list(r.timestamps[:]) == pytest.approx([0.0, 0.25, 0.5])
+        assert list(r.data[:]) == [14000.0, 13900.0, 13900.0]
+        for d in damage:
+            assert d in nwb.notes
+        assert "incomplete record" in nwb.session_description
+        links = nwb.processing["misc"]["links"].to_dataframe().set_index("link")  # rebuilt from the journals
+        row = links.loc["zurich.anpre.spikes -> southampton.mr1.pre"]
+        assert row["sent"] == len(SPIKES) and row["received"] == 1
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True, timeout=10).stdout
+    return [int(p) for p in out.split()]
+
+
+@pytest.mark.integration
+def test_a_site_killed_with_sigkill_exports_and_states_the_damage(tmp_path):
+    """Zurich and Southampton run as sites; both are killed with SIGKILL (nodes first, then the supervisor,
+    like a power cut), a journal is cut mid-record, and `spikewire export` still writes the file."""
+    import os
+    import signal
+    import time
+
+    from conftest import CliRun, sites_copy
+
+    net = sites_copy(tmp_path, curve=False, keys=False)
+    runs = {site: CliRun("run", str(net), "--site", site, "--duration", "60", "--status-every", "0.5",
+                         "--session-dir", str(tmp_path / "sessions" / site), cwd=tmp_path)
+            for site in ("zurich", "southampton")}
+    try:
+        for run in runs.values():
+            run.wait_for("all nodes ready", timeout=60)
+        status = tmp_path / "sessions" / "zurich" / "status.jsonl"
+        deadline = time.monotonic() + 30
+        while not (status.exists() and status.read_text().count("\n") >= 3):  # three 1 Hz status lines
+            assert time.monotonic() < deadline, "no status recorded"
+            time.sleep(0.1)
+        for run in runs.values():
+            for pid in _children(run.proc.pid):
+                os.kill(pid, signal.SIGKILL)
+            run.proc.send_signal(signal.SIGKILL)
+            run.proc.wait(timeout=10)
+    finally:
+        for run in runs.values():
+            run.kill()
+    session = tmp_path / "sessions" / "zurich"
+    journal = session / "journal" / "zurich.swj"
+    journal.write_bytes(journal.read_bytes()[:-7])  # the last record cut mid-write
+    out = subprocess.run(spikewire_cmd("export", str(session), "--nwb", str(tmp_path / "z.nwb")), cwd=tmp_path,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    damage = [ln for ln in out.stderr.splitlines() if ln.startswith("spikewire export: damaged: ")]
+    assert len(damage) == len(out.stderr.splitlines()), out.stderr  # one line per problem, nothing else
+    text = "\n".join(damage)
+    for what in ("no summary.json", "zurich.swj: damaged tail", "no final report"):
+        assert what in text, (what, out.stderr)
+    # The supervisor wrote t0 and the nodes' ready times when it started them, so nothing about time is guessed.
+    assert "t0_local_clock" in read_json(session / "provenance.json")
+    assert "t0 recovered" not in text and "session_start_time is the folder's creation" not in text, text
+    assert f"wrote {tmp_path / 'z.nwb'}" in out.stdout and f"{len(damage)} problems" in out.stdout, out.stdout
+    with NWBHDF5IO(str(tmp_path / "z.nwb"), "r") as io:
+        nwb = io.read()
+        anpre = _units(nwb)[("zurich", "anpre", 0)][0]
+        assert len(anpre) >= 20, anpre  # 10 Hz for three seconds and more
+        assert 0.0 <= anpre[0] < 0.2 and 8 < len(anpre) / anpre[-1] < 12, anpre  # t0 right: the pacemaker's rate
+        for line in damage:
+            assert line.removeprefix("spikewire export: damaged: ") in nwb.notes
