@@ -6,7 +6,10 @@ its inputs; wait until every node is ready (kernels compiled, every downstream l
 common start time. Running: relay status lines; watch every child so a node that dies is noticed within
 0.1 s, named with its exit status, and the rest stopped (exit code 1). Stopping (duration, Ctrl-C,
 SIGTERM): ask every node to stop, collect the final summaries, reap every process (SIGTERM then SIGKILL
-for any that do not exit in time), print the summary.
+for any that do not exit in time), print the summary. A node that had to be killed at stop fails the run
+(exit code 1), with or without its final report: it is named in the output, in the summary
+(``killed_at_stop``) and in the session's provenance, because whatever it does on its way out (closing its
+journal, saving a crossbar's state) may be lost.
 """
 
 from __future__ import annotations
@@ -88,6 +91,7 @@ class Supervisor:
         self.statuses: dict[str, dict] = {}
         self.prev_statuses: dict[str, dict] = {}
         self.stop_reason: str | None = None
+        self.killed_at_stop: dict[str, dict] = {}  # node -> {"final_report": bool}: it had to be killed
         self._drawn = 0
 
     @property
@@ -121,11 +125,24 @@ class Supervisor:
                 signal.signal(s, h)
             self.control.close()
             ctx.term()
+        if self.killed_at_stop:
+            code = 1
+            killed = self._killed_text()
+            outcome = (f"{outcome}; {killed}" if outcome.startswith("failed")
+                       else f"failed: {killed} (before that: {outcome})")
+            self.say(f"spikewire: {killed}: the run failed")
         elapsed = max(0.0, (self.t_end or local_clock()) - t_start)
         report = build_report(self.network, self.finals, elapsed, outcome, self.node_names)
+        report["killed_at_stop"] = self.killed_at_stop
+        for name in self.killed_at_stop:
+            report["nodes"].get(name, {})["killed_at_stop"] = True
         if self.session is not None:
             for name, child in self.children.items():
-                if child.final is None and child.proc.returncode is not None:
+                if name in self.killed_at_stop:
+                    self.session.node_event(name, "killed", local_clock(), at="stop",
+                                            exit=describe_exit(child.proc.returncode),
+                                            **self.killed_at_stop[name])
+                elif child.final is None and child.proc.returncode is not None:
                     self.session.node_event(name, "died", local_clock(), exit=describe_exit(child.proc.returncode))
             self.session.finish(report, self.t0)
         if self.json_path:  # first: the record must survive a closed stdout
@@ -137,6 +154,12 @@ class Supervisor:
         if self.session is not None:
             self.say(f"session recorded in {self.session.folder}/")
         return code
+
+    def _killed_text(self) -> str:
+        return "; ".join(f"node {name!r} had to be killed at stop, "
+                         + ("after its final report" if k["final_report"] else "with no final report (its figures are "
+                                                                              "missing)")
+                         for name, k in self.killed_at_stop.items())
 
     def _on_signal(self, signum, _frame) -> None:
         if self.stop_reason is None:
@@ -236,6 +259,11 @@ class Supervisor:
         self.t0 = t0
         for name in self.children:
             self.control.send(name, {"type": "start", "t0": t0, "duration": None})
+        if self.session is not None:
+            # On disk now, with the nodes' ready times (UTC and local_clock): if this process is killed, the
+            # session still says when it started, and export places every time exactly.
+            self.session.provenance["t0_local_clock"] = t0
+            self.session.write()
         if self.network.phases:
             self.say("spikewire: protocol " + ", then ".join(f"{n} {e - s:g} s" for n, s, e in self.network.phases))
         self.say("spikewire: all nodes ready; running" + (f" for {self.duration:g} s" if self.duration else
@@ -290,8 +318,9 @@ class Supervisor:
         self._pump(0.0, strict=False)  # finals that arrived just before their processes exited
         for child in self.children.values():
             if child.proc.poll() is None:
-                self.say(f"spikewire: node {child.name!r} did not stop within {STOP_GRACE:g} s; its threads "
-                         "were (stack dump on its stderr), then it was terminated:")
+                self.killed_at_stop[child.name] = {"final_report": child.final is not None}
+                self.say(f"spikewire: node {child.name!r} did not stop within {STOP_GRACE:g} s; its threads' "
+                         "stacks go to its stderr, then it is terminated")
                 child.proc.send_signal(signal.SIGUSR1)
                 time.sleep(0.2)
                 child.proc.terminate()
