@@ -7,7 +7,9 @@ loop can be closed through LSL in tests and demos, with a ground truth to score 
 Data stream (outlet, named ``--name``, default ``spikewire-rig-sim``):
     type ``--type`` (default ``Voltage``: the unit-neutral name for raw electrode voltage; Open Ephys
     and amplifier apps often say ``EEG`` or ``Extracellular``, so pass ``--type`` to mimic one),
-    ``--channels`` float32 channels in microvolts at the nominal rate ``--rate``; source_id
+    ``--channels`` channels in microvolts at the nominal rate ``--rate``, in channel format ``--format``
+    (default float32; double64 mimics mne-lsl's PlayerLSL and amplifier apps that publish doubles;
+    integer formats carry whole microvolts, rounded and saturated at the format's range); source_id
     ``spikewire-rig-sim:<name>:<seed>``. Every sample carries its own timestamp on ``local_clock``:
     sample i is stamped ``t0 + i / rate`` exactly (t0 is in the truth header), pushed in
     fixed chunks of ``round(rate * chunk_ms / 1000)`` samples once the chunk's last sample is due.
@@ -37,8 +39,8 @@ A command too late for its latency gets its spike as soon as possible, flagged `
 Ground truth (``--truth PATH``): JSON lines, written and flushed before the chunk holding a spike's
 first sample is pushed (a killed rig leaves a usable file; skip a last line without a newline):
     {"kind": "header", "format": "spikewire-rig-sim-truth/1", "stream": .., "source_id": .., "t0": ..,
-     "rate": .., "channels": .., "chunk_samples": .., "spike_uv": .., "noise_uv": .., "trough_offset": ..,
-     "template_samples": .., ...}                                           first line, once
+     "rate": .., "channels": .., "channel_format": .., "chunk_samples": .., "spike_uv": .., "noise_uv": ..,
+     "trough_offset": .., "template_samples": .., ...}                      first line, once
     {"kind": "spike", "t": T, "sample": I, "channel": C, "evoked": false}   spontaneous spike
     {"kind": "spike", "t": T, "sample": I, "channel": C, "evoked": true, "command_t": TC, "late": false}
     {"kind": "stim", "t": TC, "channel": C, "amplitude": A, "width_s": W, "evoked": true|false,
@@ -87,6 +89,10 @@ MAX_AHEAD_S = 10.0
 """A command whose evoked spike would fall further ahead than this is refused (a sender's clock is off)."""
 NOISE_BANK_MIN = 1 << 21
 REFUSALS = ("bad channel", "too far ahead", "queue full")
+FORMATS = {"float32": (pylsl.cf_float32, np.float32), "double64": (pylsl.cf_double64, np.float64),
+           "int8": (pylsl.cf_int8, np.int8), "int16": (pylsl.cf_int16, np.int16),
+           "int32": (pylsl.cf_int32, np.int32), "int64": (pylsl.cf_int64, np.int64)}
+"""``--format``: every numeric LSL channel format, with the numpy type each chunk is pushed as."""
 
 
 def spike_template(rate: float) -> tuple[np.ndarray, int]:
@@ -344,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="seconds of data to stream (default: until SIGINT/SIGTERM)")
     ap.add_argument("--name", default="spikewire-rig-sim", help="LSL stream name (default spikewire-rig-sim)")
     ap.add_argument("--type", default="Voltage", help="LSL stream type (default Voltage; e.g. EEG, Extracellular)")
+    ap.add_argument("--format", choices=tuple(FORMATS), default="float32",
+                    help="channel format of the data stream (default float32; double64 as mne-lsl's player "
+                    "publishes; integer formats carry whole microvolts, saturated at the format's range)")
     ap.add_argument("--spike-rate", type=number(at_least=0), default=5.0,
                     help="spontaneous spikes per second per channel (default 5)")
     ap.add_argument("--refractory-ms", type=number(above=0), default=2.0,
@@ -376,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _stream_info(args, source_id: str, chunk: int, spike_uv: float) -> pylsl.StreamInfo:
-    info = pylsl.StreamInfo(args.name, args.type, args.channels, args.rate, pylsl.cf_float32, source_id)
+    info = pylsl.StreamInfo(args.name, args.type, args.channels, args.rate, FORMATS[args.format][0], source_id)
     desc = info.desc()
     desc.append_child_value("manufacturer", "spikewire rig-sim")
     channels = desc.append_child("channels")
@@ -436,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
     outlet = pylsl.StreamOutlet(_stream_info(args, source_id, chunk, spike_uv), max_buffered=args.max_buffered)
     t0 = pylsl.local_clock() + 0.01
     truth.add({"kind": "header", "format": TRUTH_FORMAT, "stream": args.name, "type": args.type,
-               "source_id": source_id, "t0": t0, "rate": rate, "channels": args.channels, "chunk_samples": chunk,
+               "source_id": source_id, "t0": t0, "rate": rate, "channels": args.channels,
+               "channel_format": args.format, "chunk_samples": chunk,
                "noise_uv": args.noise_uv, "spike_uv": spike_uv, "snr": args.snr, "lfp_uv": args.lfp_uv,
                "spike_rate": args.spike_rate, "refractory_s": args.refractory_ms * 1e-3, "seed": args.seed,
                "trough_offset": rec.pre, "template_samples": len(rec.template), "stim_stream": args.stim_stream,
@@ -446,7 +456,8 @@ def main(argv: list[str] | None = None) -> int:
     stim = StimListener(args.stim_stream, args.stim_retry, log)
     evoke_rng = np.random.default_rng(np.random.SeedSequence(args.seed).spawn(4)[3])
     total = math.ceil(args.duration * rate / chunk) * chunk if args.duration else None
-    log(f"streaming {args.name!r} ({args.type}, {args.channels} ch float32 µV @ {rate:g} Hz, chunks of {chunk} "
+    as_format = _converter(args.format, chunk, args.channels)
+    log(f"streaming {args.name!r} ({args.type}, {args.channels} ch {args.format} µV @ {rate:g} Hz, chunks of {chunk} "
         f"samples = {chunk / rate * 1e3:.3g} ms), source_id {source_id!r}; "
         f"truth -> {args.truth or '(none)'}; listening for {args.stim_stream!r}")
 
@@ -486,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
                     truth.add({"kind": "spike", "t": t, "sample": sample, "channel": channel, "evoked": True, **extras})
             n_spikes += len(spikes)
             truth.flush()
-            outlet.push_chunk(data, timestamp=(t0 + np.arange(start, start + chunk) / rate).tolist())
+            outlet.push_chunk(as_format(data), timestamp=(t0 + np.arange(start, start + chunk) / rate).tolist())
 
             if now >= status_at:
                 cpu1, wall1 = time.process_time(), pylsl.local_clock()
@@ -502,6 +513,33 @@ def main(argv: list[str] | None = None) -> int:
     log(f"stopped after {rec.start / rate:.3f} s of data: {n_spikes} spikes ({n_evoked} evoked), "
         f"{n_commands} commands{_refusals(refused)}, {n_late_chunks} late chunks")
     return 0
+
+
+def _converter(fmt: str, chunk: int, channels: int):
+    """A function turning a float32 chunk into the stream's format, in buffers allocated once: whole
+    microvolts, saturated at the type's range, for integer formats."""
+    dtype = FORMATS[fmt][1]
+    if dtype is np.float32:
+        return lambda data: data
+    out = np.empty((chunk, channels), dtype)
+    if np.issubdtype(dtype, np.floating):
+        def to_float(data: np.ndarray) -> np.ndarray:
+            np.copyto(out, data)
+            return out
+
+        return to_float
+    scratch = np.empty((chunk, channels), np.float32)
+    # Saturate at the type's range, or at +-2**24 (float32's exact integers) for int32 and int64: nothing
+    # a voltage in microvolts reaches, and the float32 -> int cast stays exact.
+    lo, hi = max(np.iinfo(dtype).min, -(1 << 24)), min(np.iinfo(dtype).max, 1 << 24)
+
+    def to_int(data: np.ndarray) -> np.ndarray:
+        np.rint(data, out=scratch)
+        np.clip(scratch, lo, hi, out=scratch)
+        np.copyto(out, scratch, casting="unsafe")
+        return out
+
+    return to_int
 
 
 def _evoke(cmd: StimCommand, rec: SyntheticRecording, rng: np.random.Generator, args, t0: float,

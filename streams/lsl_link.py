@@ -15,6 +15,12 @@ Catches this module exists to handle:
   first estimate arrives the offset is 0, which is exact on one machine.
 * Irregular-rate streams count their buffers in units of 100 samples and drop the oldest silently when a
   burst overflows; outlets here are sized for the rates they carry.
+* liblsl writes a stream's samples in the stream's own channel format straight into the buffer a pull
+  is given: a rig publishing double64 (mne-lsl's PlayerLSL, many amplifier apps) needs a float64 buffer,
+  int8 an int8 one. The buffer is allocated in the stream's format (every numeric format is accepted);
+  the detector converts to float32. A stream that cannot be used (strings, wrong channel count, irregular
+  rate) is refused, logged once and counted once; one that fails when opened or pulled is logged,
+  counted and marked down. Neither is opened again under the same uid, and the node keeps running.
 * Discovery stays on this machine unless LSLAPICFG says otherwise (``streams/lsl_api.cfg``).
 
 Stimulation commands (our documented channel layout, float32, irregular rate, one sample per pulse)::
@@ -40,6 +46,15 @@ from pylsl.util import LostError  # noqa: E402
 
 log = logging.getLogger("spikewire.lsl")
 CORRECTION_PERIOD = 5.0
+
+NUMERIC_FORMATS: dict[int, type] = {
+    pylsl.cf_float32: np.float32, pylsl.cf_double64: np.float64, pylsl.cf_int8: np.int8,
+    pylsl.cf_int16: np.int16, pylsl.cf_int32: np.int32, pylsl.cf_int64: np.int64,
+}
+"""Every numeric LSL channel format, and the numpy type its samples are pulled into."""
+FORMAT_NAMES = {pylsl.cf_undefined: "undefined", pylsl.cf_float32: "float32", pylsl.cf_double64: "double64",
+                pylsl.cf_string: "string", pylsl.cf_int32: "int32", pylsl.cf_int16: "int16", pylsl.cf_int8: "int8",
+                pylsl.cf_int64: "int64"}
 
 STIM_CHANNELS = (("target_channel", "index"), ("amplitude", "V"), ("width_s", "s"))
 
@@ -74,6 +89,10 @@ class RigInlet:
         self.disconnects = 0
         self.samples = 0
         self.refused: dict[str, int] = {}
+        """Streams matching the query that cannot be used, by reason (each stream counted once)."""
+        self.errors: dict[str, int] = {}
+        """Streams that failed when opened (``open``) or pulled (``pull``): each an outage, counted."""
+        self._unusable: set[str] = set()  # uids refused or failed: not opened again (a restarted app has a new one)
         self.last_uid = ""
         self.offset = 0.0  # latest LSL time correction of the open stream [s]
         self._corrector: _TimeCorrection | None = None
@@ -86,27 +105,53 @@ class RigInlet:
     def channels(self) -> int:
         return self.info.channel_count() if self.info is not None else self.expected_channels
 
+    def _unusable_because(self, info: pylsl.StreamInfo) -> tuple[str, str] | None:
+        """(reason, explanation) if the stream cannot feed the detector, else None."""
+        if self.expected_channels and info.channel_count() != self.expected_channels:
+            return "channel_count", f"{info.channel_count()} channels, rig.channels wants {self.expected_channels}"
+        if info.nominal_srate() <= 0:
+            return "irregular_rate", "irregular sampling rate; spike detection needs a regular one"
+        fmt = info.channel_format()
+        if fmt not in NUMERIC_FORMATS:
+            return "format", (f"channel format {FORMAT_NAMES.get(fmt, fmt)}; spikewire reads numeric streams only ("
+                              + ", ".join(FORMAT_NAMES[f] for f in NUMERIC_FORMATS) + ")")
+        return None
+
     def _open(self, now: float) -> None:
         for info in self.resolver.results():
-            if info.uid() == self.last_uid and not self.up and now - self.opened_at < self.stale_after * 4:
+            uid = info.uid()
+            if uid in self._unusable:
+                continue
+            if uid == self.last_uid and not self.up and now - self.opened_at < self.stale_after * 4:
                 continue  # the stream we just dropped, still remembered by the resolver
-            if self.expected_channels and info.channel_count() != self.expected_channels:
-                self.refused["channel_count"] = self.refused.get("channel_count", 0) + 1
+            why = self._unusable_because(info)
+            if why is not None:
+                self._unusable.add(uid)
+                self.refused[why[0]] = self.refused.get(why[0], 0) + 1
+                log.warning("rig stream %s refused: %s; still looking for a usable one", _name(info), why[1])
                 continue
-            if info.nominal_srate() <= 0:  # spike detection needs a regular sampling rate
-                self.refused["irregular_rate"] = self.refused.get("irregular_rate", 0) + 1
-                continue
-            if info.channel_format() not in (pylsl.cf_float32, pylsl.cf_double64, pylsl.cf_int16, pylsl.cf_int32):
-                self.refused["format"] = self.refused.get("format", 0) + 1
+            try:
+                inlet = pylsl.StreamInlet(info, max_buflen=2, recover=False, processing_flags=pylsl.proc_dejitter)
+            except RuntimeError as e:  # pylsl's errors (InvalidArgumentError, InternalError) are RuntimeErrors
+                self._fail(info, "open", e)
                 continue
             self.info = info
-            self.inlet = pylsl.StreamInlet(info, max_buflen=2, recover=False, processing_flags=pylsl.proc_dejitter)
+            self.inlet = inlet
             self.offset = 0.0
             self._corrector = _TimeCorrection(self.inlet, self)
-            self.buf = np.zeros((self.max_chunk, info.channel_count()), np.float32)
+            self.buf = np.zeros((self.max_chunk, info.channel_count()), NUMERIC_FORMATS[info.channel_format()])
             self.opened_at = now
-            self.last_uid = info.uid()
+            self.last_uid = uid
             return
+
+    def _fail(self, info: pylsl.StreamInfo, step: str, error: Exception) -> None:
+        """A stream that looked usable failed: count it, say so, drop it and never open it again."""
+        self._unusable.add(info.uid())
+        self.errors[step] = self.errors.get(step, 0) + 1
+        log.error("rig stream %s failed to %s (%s: %s): marked down and not used again; still looking for a "
+                  "usable one", _name(info), step, type(error).__name__, error)
+        if self.inlet is not None:
+            self._down()
 
     def _down(self) -> None:
         if self.up:
@@ -130,6 +175,9 @@ class RigInlet:
                                              as_numpy=True)
         except LostError:
             self._down()
+            return None
+        except (RuntimeError, ValueError) as e:  # any other pylsl error; ValueError: a buffer pylsl refuses
+            self._fail(self.info, "pull", e)
             return None
         if len(ts):
             if self.offset:
@@ -211,6 +259,10 @@ class EventOutlet:
         chunk[:, 1] = events["value"]
         self.outlet.push_chunk(chunk, events["t"].tolist())
         self.pushed += len(events)
+
+
+def _name(info: pylsl.StreamInfo) -> str:
+    return f"{info.name()!r} (source_id {info.source_id()!r} on {info.hostname()})"
 
 
 def _describe(info: pylsl.StreamInfo, node: str, site: str, channels, port: str = "") -> None:
