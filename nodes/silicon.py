@@ -4,7 +4,14 @@ Stands in for a neuromorphic chip (the Zurich INI neurons of the 2020 experiment
 an input port ``<pop>.input`` (spike events whose ``value`` is a synaptic current step in amperes,
 ``id`` the target neuron) and an output port ``<pop>.spikes``. An optional drive makes a population a
 pacemaker (one synaptic kick every 1/rate s, all neurons) or Poisson-driven (independent kicks).
-Input arriving during a tick lands in the step matching its arrival time.
+
+Timing (``convention``, default ``"brian2"``, Brian2's; details in nodes/kernels/adex.py): input arriving
+at t lands in the step [t_k, t_k + dt) containing t (a time within 1e-3 dt of a step boundary counts as
+on it, as in Brian2) and is added to I_syn after that step's update, so it first drives V from t_k + dt;
+a spike is stamped t_k, the start of the step whose update crossed v_peak; ``t_ref`` counts from that
+stamp. ``"nest"`` keeps spikewire's earlier convention, NEST's: input acts in the step containing it, a
+spike is stamped with the end of its step, and V is held for t_ref after that stamp (the shortest
+interval between spikes is t_ref + dt instead of t_ref).
 """
 
 from __future__ import annotations
@@ -41,6 +48,8 @@ class AdExParams(Settings):
     """AdEx neuron parameters (SI units); defaults are Brette & Gerstner (2005)'s regular-spiking cell.
 
     Every parameter is either one number for the whole population or an array with one value per neuron.
+    Each is used exactly as Brian2 uses the same name in the same equations (tests/test_adex_vs_brian2.py
+    passes them to Brian2 unchanged); ``SiliconSettings.convention`` says how times are counted.
     """
 
     c_m: PerNeuron = setting(281e-12, "Membrane capacitance [F].", check=_all(positive))
@@ -52,9 +61,19 @@ class AdExParams(Settings):
     tau_w: PerNeuron = setting(144e-3, "Adaptation time constant [s].", check=_all(positive))
     b: PerNeuron = setting(0.0805e-9, "Spike-triggered adaptation increment [A].")
     v_reset: PerNeuron = setting(-70.6e-3, "Reset potential [V].")
-    v_peak: PerNeuron = setting(-40.4e-3, "Spike cut-off, usually V_T + 5 Delta_T [V].")
-    t_ref: PerNeuron = setting(2e-3, "Refractory period [s].", check=_all(non_negative))
-    tau_syn: PerNeuron = setting(5e-3, "Synaptic current decay time constant [s].", check=_all(positive))
+    v_peak: PerNeuron = setting(
+        -40.4e-3, "Spike cut-off, usually V_T + 5 Delta_T [V]: a spike when a step's update takes V to it or "
+        "above; the spike is stamped with that step's start (convention brian2) or end (nest).")
+    t_ref: PerNeuron = setting(
+        2e-3, "Refractory period [s], counted from the spike's stamp: V held at v_reset (w evolves, no spike) "
+        "in every step starting before stamp + t_ref (brian2: steps counted as int(t_ref / dt + 1e-3), "
+        "Brian2's timestep(); the shortest interval between spikes is t_ref, or dt below 2 dt). nest: "
+        "round(t_ref / dt) steps held after the spike's step; shortest interval t_ref + dt.",
+        check=_all(non_negative))
+    tau_syn: PerNeuron = setting(
+        5e-3, "Synaptic current decay time constant [s]: I_syn is multiplied by exp(-dt / tau_syn) after "
+        "every step's update; an input then adds to it (brian2), or adds before the update (nest).",
+        check=_all(positive))
     i_bias: PerNeuron = setting(0.0, "Constant bias current [A].")
 
     def arrays(self, n: int, key: str) -> dict[str, np.ndarray]:
@@ -76,13 +95,16 @@ class DriveSettings(Settings):
 
     ``pacemaker`` kicks every neuron together, regularly, its phase restarting at each schedule change;
     ``poisson`` kicks each neuron independently (a fresh exponential interval at each change, which is
-    exact for a Poisson process).
+    exact for a Poisson process). A kick at time t is an input at t, exactly like an event arriving on
+    the population's input port at t: it lands in the step containing t and acts after that step's update
+    (convention brian2) or in it (nest). A pacemaker's kicks fall at start + j / rate, j = 0, 1, ...
     """
 
     kind: Literal["none", "pacemaker", "poisson"] = setting("none", "none, pacemaker or poisson.")
     rate: float = setting(10.0, "Kicks per second (per neuron for poisson) [Hz].", check=non_negative)
     weight: float = setting(4e-9, "Synaptic current step of one kick [A]; 4 nA fires one default AdEx spike.")
-    start: float = setting(0.0, "Session time the drive starts at ``rate`` [s].", check=non_negative)
+    start: float = setting(0.0, "Session time the drive starts at ``rate`` [s]; a pacemaker's first kick.",
+                           check=non_negative)
     schedule: tuple[tuple[float, float], ...] = setting(
         (), "Rate changes as [[session time s, rate Hz], ...] in time order; replaces start/rate.")
 
@@ -105,7 +127,8 @@ class PopulationSettings(Settings):
     neuron: AdExParams = setting(doc="Neuron parameters (numbers, or arrays of one value per neuron).",
                                  factory=AdExParams)
     drive: DriveSettings = setting(doc="External drive.", factory=DriveSettings)
-    v_init: PerNeuron = setting(-70.6e-3, "Initial membrane potential [V].")
+    v_init: PerNeuron | None = setting(None, "Initial membrane potential [V]; by default each neuron's e_l "
+                                               "(w and I_syn start at 0).")
 
     def validate(self, key: str) -> None:
         self.neuron.arrays(self.size, f"{key}.neuron")
@@ -113,9 +136,17 @@ class PopulationSettings(Settings):
             raise SettingsError(f"{key}.v_init", f"has {len(self.v_init)} values for a population of {self.size}")
 
 
+Convention = Literal["brian2", "nest"]
+
+
 @dataclass(frozen=True)
 class SiliconSettings(ClockedSettings):
     seed: int = setting(0, "Seed of the Poisson drives.", check=non_negative)
+    convention: Convention = setting(
+        "brian2", "Timing of inputs, spikes and t_ref: brian2 (Brian2's: input acts after the update of the "
+        "step containing it, a spike is stamped with the start of its step, t_ref counts from that stamp) "
+        "or nest (spikewire's earlier one, NEST's: input acts in its step, a spike is stamped with the end "
+        "of its step, V held round(t_ref / dt) steps after it).")
     populations: dict[str, PopulationSettings] = setting(doc="Populations by name.", factory=dict,
                                                           check=non_empty)
 
@@ -208,20 +239,28 @@ class Drive:
 class Population:
     """State, parameters and preallocated buffers of one AdEx population; steps one tick at a time."""
 
-    def __init__(self, name: str, cfg: PopulationSettings, n_steps: int, dt: float, rng: np.random.Generator):
+    def __init__(self, name: str, cfg: PopulationSettings, n_steps: int, dt: float, rng: np.random.Generator,
+                 convention: Convention = "brian2"):
         n = cfg.size
         p = cfg.neuron.arrays(n, name)
         self.name = name
         self.size = n
         self.cfg = cfg
         self.dt = dt
-        self.v = np.array(np.broadcast_to(np.asarray(cfg.v_init, dtype=np.float64), n))
+        v_init = p["e_l"] if cfg.v_init is None else cfg.v_init
+        self.v = np.array(np.broadcast_to(np.asarray(v_init, dtype=np.float64), n))
         self.w = np.zeros(n)
         self.i_syn = np.zeros(n)
         self.refr = np.zeros(n, np.int32)
         self.coef = adex.coefficients(*(p[k] for k in ("c_m", "g_l", "e_l", "v_t", "delta_t", "a", "tau_w", "b",
                                                         "v_reset", "v_peak", "i_bias")))
-        self.refr_steps = np.round(p["t_ref"] / dt).astype(np.int32)
+        if convention == "brian2":
+            # Brian2: refractory while timestep(t - lastspike) < timestep(t_ref), the spike's own step included
+            self.refr_steps = np.maximum((p["t_ref"] / dt + STEP_TOLERANCE).astype(np.int64) - 1, 0).astype(np.int32)
+            self.input_first, self.stamp_offset = False, 0
+        else:
+            self.refr_steps = np.round(p["t_ref"] / dt).astype(np.int32)
+            self.input_first, self.stamp_offset = True, 1
         self.syn_decay = np.exp(-dt / p["tau_syn"])
         self.syn_in = np.zeros((n_steps, n))
         cap = max(16, n_steps * n)
@@ -240,14 +279,14 @@ class Population:
         """Advance over [t_start, t_end); returns (spike times, neuron ids) of this tick."""
         self.drive.fill(self.syn_in, t_start, t_end)
         n = adex.adex_run(self.v, self.w, self.i_syn, self.refr, self.coef, self.refr_steps, self.syn_decay,
-                          self.syn_in, self.dt, self.spike_step, self.spike_id)
+                          self.syn_in, self.input_first, self.dt, self.spike_step, self.spike_id)
         self.syn_in.fill(0.0)
         if n == 0:
             return self.spike_step[:0].astype(float), self.spike_id[:0]
         n = min(n, len(self.spike_step))
         ids = self.spike_id[:n]
         np.add.at(self.spike_counts, ids, 1)
-        return t_start + (self.spike_step[:n] + 1) * self.dt, ids
+        return t_start + (self.spike_step[:n] + self.stamp_offset) * self.dt, ids
 
 
 PLAUSIBLE_DEPOLARISATION = 100.0
@@ -272,7 +311,8 @@ class SiliconNode(Node):
         super().__init__(name, settings)
         self.n_steps = settings.steps_per_tick
         self.rng = rng = np.random.default_rng(settings.seed)
-        self.pops = {p: Population(p, cfg, self.n_steps, settings.dt, rng) for p, cfg in settings.populations.items()}
+        self.pops = {p: Population(p, cfg, self.n_steps, settings.dt, rng, settings.convention)
+                     for p, cfg in settings.populations.items()}
         self.pending: list[tuple[Population, float, np.ndarray]] = []
         self.rejected: dict[str, int] = {}
 
@@ -312,8 +352,10 @@ class SiliconNode(Node):
     def tick(self, t_start: float, t_end: float) -> None:
         if self.pending:
             keep = []
+            # an arrival on the tick's end (to float rounding) belongs to the next tick's first step
+            next_tick = t_end - STEP_TOLERANCE * self.settings.dt
             for pop, arrival, events in self.pending:
-                if arrival >= t_end:
+                if arrival >= next_tick:
                     keep.append((pop, arrival, events))
                     continue
                 step = step_of(arrival, t_start, self.settings.dt, self.n_steps - 1)
@@ -327,16 +369,18 @@ class SiliconNode(Node):
     def snapshot(self) -> object:
         pops = [(p.v.copy(), p.w.copy(), p.i_syn.copy(), p.refr.copy(), p.spike_counts.copy(), p.drive.snapshot())
                 for p in self.pops.values()]
-        return pops, self.rng.bit_generator.state, dict(self.rejected)
+        # input held over for a later tick (it arrived on a tick's end) was delivered before the snapshot:
+        # nobody delivers it again after a restore
+        return pops, self.rng.bit_generator.state, dict(self.rejected), list(self.pending)
 
     def restore(self, state: object) -> None:
-        pops, rng_state, rejected = state
+        pops, rng_state, rejected, pending = state
         for pop, (v, w, i_syn, refr, counts, drive) in zip(self.pops.values(), pops):
             pop.v[:], pop.w[:], pop.i_syn[:], pop.refr[:], pop.spike_counts[:] = v, w, i_syn, refr, counts
             pop.drive.restore(drive)
         self.rng.bit_generator.state = rng_state
         self.rejected = dict(rejected)
-        self.pending = []
+        self.pending = list(pending)
 
     def status(self, now: float) -> dict:
         return {"spikes": {name: int(p.spike_counts.sum()) for name, p in self.pops.items()},

@@ -27,14 +27,16 @@ RTOL = 1e-12
 # --------------------------------------------------------------------------------------------------
 
 
-def adex_reference(v, w, i_syn, refr, p, refr_steps, syn_decay, i_bias, syn_in, dt):
-    """Forward-Euler AdEx on Python lists. ``p`` maps parameter name -> list per neuron.
-    Returns (spikes [(step, id)], v, w, i_syn, refr) with new lists."""
+def adex_reference(v, w, i_syn, refr, p, refr_steps, syn_decay, i_bias, syn_in, dt, input_first=False):
+    """Forward-Euler AdEx on Python lists. ``p`` maps parameter name -> list per neuron. A step's input
+    is added to I_syn after its update and decay (Brian2's order), or before the update if ``input_first``
+    (NEST's). Returns (spikes [(step, id)], v, w, i_syn, refr) with new lists."""
     v, w, i_syn, refr = list(v), list(w), list(i_syn), list(refr)
     spikes = []
     for k, row in enumerate(syn_in):
         for i in range(len(v)):
-            i_syn[i] += row[i]
+            if input_first:
+                i_syn[i] += row[i]
             if refr[i] > 0:  # V held at reset, w keeps evolving
                 refr[i] -= 1
                 v[i] = p["v_reset"][i]
@@ -53,6 +55,8 @@ def adex_reference(v, w, i_syn, refr, p, refr_steps, syn_decay, i_bias, syn_in, 
                     refr[i] = refr_steps[i]
                     spikes.append((k, i))
             i_syn[i] *= syn_decay[i]
+            if not input_first:
+                i_syn[i] += row[i]
     return spikes, v, w, i_syn, refr
 
 
@@ -81,25 +85,27 @@ def _adex_case(seed: int, n: int = 6, n_steps: int = 3000):
     return p, dt, v, w, i_syn, refr, refr_steps, syn_decay, i_bias, syn_in
 
 
-def _run_adex_kernel(fn, case, cap):
+def _run_adex_kernel(fn, case, cap, input_first=False):
     p, dt, v, w, i_syn, refr, refr_steps, syn_decay, i_bias, syn_in = case
     v_a, w_a, i_a = np.array(v), np.array(w), np.array(i_syn)
     r_a = np.array(refr, np.int32)
     step = np.full(cap, -1, np.int64)
     ident = np.full(cap, -1, np.int64)
     coef = adex.coefficients(*(np.array(p[k]) for k in ADEX_ORDER), np.array(i_bias))
-    n = fn(v_a, w_a, i_a, r_a, coef, np.array(refr_steps, np.int32), np.array(syn_decay), np.array(syn_in), dt,
-           step, ident)
+    n = fn(v_a, w_a, i_a, r_a, coef, np.array(refr_steps, np.int32), np.array(syn_decay), np.array(syn_in),
+           input_first, dt, step, ident)
     return n, step, ident, v_a, w_a, i_a, r_a
 
 
+@pytest.mark.parametrize("input_first", [False, True], ids=["brian2", "nest"])
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_adex_matches_reference(seed):
+def test_adex_matches_reference(seed, input_first):
     case = _adex_case(seed)
     p, dt, v, w, i_syn, refr, refr_steps, syn_decay, i_bias, syn_in = case
-    spikes, v_r, w_r, i_r, refr_r = adex_reference(v, w, i_syn, refr, p, refr_steps, syn_decay, i_bias, syn_in, dt)
+    spikes, v_r, w_r, i_r, refr_r = adex_reference(v, w, i_syn, refr, p, refr_steps, syn_decay, i_bias, syn_in, dt,
+                                                   input_first)
     assert len(spikes) > 20, "the case should make the population fire"
-    n, step, ident, v_a, w_a, i_a, r_a = _run_adex_kernel(adex.adex_run, case, cap=4096)
+    n, step, ident, v_a, w_a, i_a, r_a = _run_adex_kernel(adex.adex_run, case, cap=4096, input_first=input_first)
     assert n == len(spikes)
     assert list(zip(step[:n].tolist(), ident[:n].tolist())) == spikes
     np.testing.assert_allclose(v_a, v_r, rtol=RTOL, atol=0)
@@ -108,10 +114,11 @@ def test_adex_matches_reference(seed):
     assert r_a.tolist() == refr_r
 
 
-def test_adex_py_func_agrees_with_compiled():
+@pytest.mark.parametrize("input_first", [False, True], ids=["brian2", "nest"])
+def test_adex_py_func_agrees_with_compiled(input_first):
     case = _adex_case(7, n_steps=800)
-    compiled = _run_adex_kernel(adex.adex_run, case, cap=512)
-    plain = _run_adex_kernel(adex.adex_run.py_func, case, cap=512)
+    compiled = _run_adex_kernel(adex.adex_run, case, cap=512, input_first=input_first)
+    plain = _run_adex_kernel(adex.adex_run.py_func, case, cap=512, input_first=input_first)
     assert compiled[0] == plain[0]
     for a, b in zip(compiled[1:], plain[1:]):
         np.testing.assert_allclose(a, b, rtol=RTOL, atol=1e-30)
@@ -182,8 +189,9 @@ def test_adex_exp_is_libm_exp_within_an_ulp():
     assert ours[-3] == 1.0
 
 
-def test_adex_refractory_holds_reset_and_a_kick_fires_once():
-    """One 4 nA kick fires one spike (the pacemaker's premise); V is held at reset while refractory."""
+@pytest.mark.parametrize("input_first", [False, True], ids=["brian2", "nest"])
+def test_adex_refractory_holds_reset_and_a_kick_fires_once(input_first):
+    """One 4 nA kick fires one spike (the pacemaker's premise), never in a step before the kick acts."""
     n, n_steps, dt = 1, 400, 1e-4
     f = np.ones(n)
     syn_in = np.zeros((n_steps, n))
@@ -195,9 +203,9 @@ def test_adex_refractory_holds_reset_and_a_kick_fires_once():
     coef = adex.coefficients(f * 281e-12, f * 30e-9, f * -70.6e-3, f * -50.4e-3, f * 2e-3, f * 4e-9, f * 144e-3,
                              f * 0.0805e-9, f * -70.6e-3, f * -40.4e-3, np.zeros(n))
     count = adex.adex_run(v, np.zeros(n), np.zeros(n), np.zeros(n, np.int32), coef, refr_steps,
-                          f * math.exp(-dt / 5e-3), syn_in, dt, step, ident)
+                          f * math.exp(-dt / 5e-3), syn_in, input_first, dt, step, ident)
     assert count == 1
-    assert step[0] >= 10
+    assert step[0] >= (10 if input_first else 11)  # brian2: the kick of step 10 acts after its update
 
 
 # --------------------------------------------------------------------------------------------------

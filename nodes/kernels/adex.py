@@ -2,24 +2,48 @@
 
     C dV/dt     = -g_L (V - E_L) + g_L D_T exp((V - V_T) / D_T) - w + I_syn + I_bias
     tau_w dw/dt = a (V - E_L) - w
-    V >= V_peak:  V <- V_reset,  w <- w + b,  then refractory for t_ref: V held at V_reset while w
-                  keeps evolving (the usual convention, as in Brian2's and NEST's AdEx)
+    V >= V_peak:  V <- V_reset,  w <- w + b,  then refractory: V held at V_reset (not integrated, no spike)
+                  while w keeps evolving
     I_syn decays exponentially (first-order, DPI-like synapse) with tau_syn; input events add to it.
 
 SI units throughout (V, A, S, F, s). Per-neuron constants are precomputed once into one coefficient
 block (``coefficients``): the step then has no division.
 
-Speed (what bounds a 10,000-neuron tick): the step is branch-free so that LLVM vectorizes it (8 neurons
-per instruction with AVX-512, as on the 2-vCPU EPYC VM; 4 with AVX2): refractoriness, spike and reset
-are selects, and the exponential is ``_exp`` below, a polynomial LLVM can vectorize where ``math.exp``
-(a libm call; the PyPI llvmlite has no SVML) cannot. Neurons go in blocks of ``BLOCK`` through all the
-steps of a call, so a block's state, coefficients and input (~30 kB) stay in cache for the whole tick
-instead of the population streaming through it once per step; the spikes are then sorted back into
-time order. About 2-2.5 ns per neuron-step, against 8.5-9.5 ns for the scalar loop with ``math.exp``.
+Timing conventions. Step k covers [t_k, t_k + dt); its update takes V and w from t_k to t_k + dt with
+the I_syn of t_k. ``input_first`` picks one of two conventions; the caller (``nodes/silicon.py``) turns
+the convention into spike times and ``refr_steps``:
 
-Checked against Brian2 (tests/test_adex_vs_brian2.py): identical spike times. The arithmetic of the
-step is the scalar loop's, operation for operation; only ``_exp`` differs from libm's exp, by at most
-1 ulp (relative error < 1.6e-16).
+  brian2 (``input_first=False``, spikewire's default; Brian2's schedule: groups, thresholds, synapses,
+  resets). ``syn_in[k]`` is added to I_syn AFTER step k's update (and decay), so it first drives V in
+  step k + 1. A spike found after step k's update is stamped t_k, the start of that step (Brian2's
+  ``t``, ``lastspike``). Refractoriness counts from that stamp: steps k + 1 .. k + T - 1 are held, with
+  T = timestep(t_ref) = int(t_ref / dt + 1e-3) (Brian2's ``timestep(t - lastspike, dt) >=
+  timestep(refractory, dt)``), i.e. ``refr_steps`` = max(T - 1, 0); the shortest interval between two
+  spikes is T steps (t_ref; one step if t_ref < 2 dt).
+
+  nest (``input_first=True``, spikewire's convention before issue 11; NEST's grid convention, as in its
+  aeif models: input delivered at t_k is read from the step starting at t_k, a spike carries the end of
+  its step, ``t_ref`` counts held steps after it). ``syn_in[k]`` is added BEFORE step k's update. A
+  spike found after step k's update is stamped t_k + dt. ``refr_steps`` = round(t_ref / dt): steps
+  k + 1 .. k + refr_steps are held; the shortest interval between two spikes is t_ref + dt.
+
+An input at t that fires a cell at once gives a spike stamped at the end of the step containing t in
+both conventions; they differ in what a spike's stamp and t_ref mean relative to the state, which
+shows as one step more of refractoriness under nest.
+
+Speed (what bounds a 10,000-neuron tick): the step is branch-free so that LLVM vectorizes it (8 neurons
+per instruction with AVX-512, as on the 2-vCPU EPYC VM; 4 with AVX2): refractoriness, spike, reset and
+the convention are selects, and the exponential is ``_exp`` below, a polynomial LLVM can vectorize where
+``math.exp`` (a libm call; the PyPI llvmlite has no SVML) cannot. Neurons go in blocks of ``BLOCK``
+through all the steps of a call, so a block's state, coefficients and input (~30 kB) stay in cache for
+the whole tick instead of the population streaming through it once per step; the spikes are then
+sorted back into time order. About 2-2.5 ns per neuron-step, against 8.5-9.5 ns for the scalar loop
+with ``math.exp``.
+
+Checked against Brian2 2.9 (tests/test_adex_vs_brian2.py) with every parameter and input time passed
+as documented: identical spike times and counts, V and w within float rounding at every tick. The
+arithmetic of the step is the plain scalar loop's (tests/test_kernels.py), operation for operation; only
+``_exp`` differs from libm's exp, by at most 1 ulp (relative error < 1.6e-16).
 """
 
 import numpy as np
@@ -152,15 +176,16 @@ def _sort_heap(h, m):
 
 
 @njit(cache=True)
-def adex_run(v, w, i_syn, refr, coef, refr_steps, syn_decay, syn_in, dt, spike_step, spike_id):
+def adex_run(v, w, i_syn, refr, coef, refr_steps, syn_decay, syn_in, input_first, dt, spike_step, spike_id):
     """Advance the population ``syn_in.shape[0]`` steps of ``dt``.
 
-    State (updated in place): ``v`` [V], ``w`` [A], ``i_syn`` [A], ``refr`` (int32 steps left, >= 0).
-    ``coef`` is the block from ``coefficients``; ``syn_decay`` is exp(-dt / tau_syn) per neuron and
-    ``refr_steps`` the refractory length in steps. ``syn_in[k, i]`` [A] is added to neuron i's synaptic
-    current at the start of step k. Spikes are written to ``spike_step`` / ``spike_id`` in time order
-    (by step, then neuron); returns how many occurred (more than the buffers hold are counted, and the
-    earliest that fit are written). No allocation.
+    State (updated in place): ``v`` [V], ``w`` [A], ``i_syn`` [A], ``refr`` (int32 held steps left,
+    >= 0). ``coef`` is the block from ``coefficients``; ``syn_decay`` is exp(-dt / tau_syn) per neuron
+    and ``refr_steps`` the held steps after a spike. ``syn_in[k, i]`` [A] is added to neuron i's synaptic
+    current after step k's update (``input_first`` False: Brian2's convention) or before it (True: NEST's);
+    see the module docstring. Spikes are written to ``spike_step`` / ``spike_id`` (the step whose update
+    crossed v_peak) in time order (by step, then neuron); returns how many occurred (more than the
+    buffers hold are counted, and the earliest that fit are written). No allocation.
     """
     n = v.shape[0]
     n_steps = syn_in.shape[0]
@@ -189,7 +214,8 @@ def adex_run(v, w, i_syn, refr, coef, refr_steps, syn_decay, syn_in, dt, spike_s
             # scalar step would branch on is computed both ways and selected.
             for j in range(lo, hi):
                 i = np.uint64(j)
-                si = i_syn[i] + row[i]
+                x = row[i]
+                si = i_syn[i] + x if input_first else i_syn[i]
                 wi = w[i]
                 vi = v[i]
                 ri = refr[i]
@@ -205,7 +231,7 @@ def adex_run(v, w, i_syn, refr, coef, refr_steps, syn_decay, syn_in, dt, spike_s
                 w[i] = wn + b[i] if spike else wn
                 # not refractory and no spike: refr unchanged, but never equal to the marker
                 refr[i] = ri - 1 if held else (_SPIKED if spike else max(ri, _NOT_SPIKED))
-                i_syn[i] = si * syn_decay[i]
+                i_syn[i] = si * syn_decay[i] if input_first else si * syn_decay[i] + x
                 fired += spike
             if fired == 0:
                 continue
@@ -239,5 +265,6 @@ def warm_up() -> None:
     f = np.ones(n)
     coef = coefficients(f * 281e-12, f * 30e-9, f * -0.0706, f * -0.0504, f * 0.002, f * 4e-9, f * 0.144,
                         f * 0.0805e-9, f * -0.0706, f * -0.0404, f * 0.0)
-    adex_run(np.full(n, -0.07), np.zeros(n), np.zeros(n), np.zeros(n, np.int32), coef, np.zeros(n, np.int32),
-             f * 0.98, np.zeros((3, n)), 1e-4, np.zeros(4, np.int64), np.zeros(4, np.int64))
+    for input_first in (False, True):
+        adex_run(np.full(n, -0.07), np.zeros(n), np.zeros(n), np.zeros(n, np.int32), coef, np.zeros(n, np.int32),
+                 f * 0.98, np.zeros((3, n)), input_first, 1e-4, np.zeros(4, np.int64), np.zeros(4, np.int64))

@@ -8,10 +8,11 @@ import Brian2). Data goes in and out as JSON (and an optional .npy trace); nothi
 SPEC keys (SI units):
     dt, duration                  integration step and timed simulated time [s]
     neurons                       {name: number or list of N}: c_m g_l e_l v_t delta_t a tau_w b v_reset
-                                  v_peak t_ref tau_syn i_bias v_init, as in spikewire's AdExParams
+                                  v_peak t_ref tau_syn i_bias, and optionally v_init (default e_l), exactly
+                                  as spikewire's AdExParams / PopulationSettings document them
     n                             population size
-    kicks                         [[t, neuron, amp], ...]: I_syn[neuron] += amp in Brian2's step at t
-                                  (a multiple of dt), i.e. after that step's state update
+    kicks                         [[t, neuron, amp], ...]: I_syn[neuron] += amp at time t (any time: it
+                                  acts in Brian2's step containing t, after that step's state update)
     poisson                       optional {"rate": Hz, "weight": A}: independent kicks per neuron
                                   (PoissonInput, also applied after the state update)
     seed                          Brian2's random seed (Poisson drive)
@@ -25,21 +26,22 @@ SPEC keys (SI units):
                                   neurons at every multiple of ``every`` (before that step's update),
                                   saved as an array of shape (2, samples, len(ids))
 
-Why the model is the SAME as spikewire's ``adex_run`` step for step (checked by a trace test):
-  * Brian2's step at t runs: state update (Euler, from the values at t), threshold, synaptic
-    increments, reset. Our step k adds its input first, then updates. So a kick Brian2 applies at
-    step j (after the update) acts from our step j + 1 on: the caller places it there.
-  * I_syn is a plain variable multiplied by exp(-dt/tau_syn) right after the state update
-    (``run_regularly`` at ``after_groups``), as our kernel does after each step; Brian2's Euler on
-    dI/dt would multiply by 1 - dt/tau_syn instead.
-  * Brian2 spikes carry the time at the START of the step whose update crossed v_peak; spikewire
-    reports the END of that step, dt later.
-  * Refractoriness: Brian2 integrates again once timestep(t - lastspike) >= timestep(refractory),
-    counting from the start of the spiking step, which holds V for one step fewer than our counter
-    (set to round(t_ref/dt) at the spike, then one held step per count). So Brian2 gets
-    refractory = (round(t_ref/dt) + 1) * dt. During those steps V is held and w keeps evolving, in both.
-  * The exponential's argument is clipped at 30 as in the kernel (inactive while v_peak - v_t < 30
-    delta_t, since V starts every step below v_peak).
+Everything is passed as spikewire documents it: kick times as given, ``refractory`` = t_ref, spike
+times as Brian2 reports them. Nothing is shifted. That is a fair test because spikewire's default
+convention (``convention = "brian2"``) is Brian2's own, read from Brian2 2.9's source:
+  * Schedule (``core.network.default_schedule``): start, groups, thresholds, synapses, resets, end.
+    The state updater runs in ``groups``, so the step at t first integrates from the values at t; the
+    threshold is checked on the result; a ``SpikeGeneratorGroup`` spike in that step (it bins times by
+    int((t + 1e-3 dt) / dt)) and a ``PoissonInput`` act in ``synapses``, after the update; then reset.
+  * A spike carries ``t``, the START of the step whose update crossed v_peak (``lastspike = t``).
+  * Refractoriness: the state updater sets ``not_refractory = timestep(t - lastspike, dt) >=
+    timestep(refractory, dt)`` and the threshold is ``(v >= v_peak) and not_refractory``; V (``unless
+    refractory``) is not integrated while refractory, w is.
+Our model choice, not a convention: I_syn is a plain variable multiplied by exp(-dt/tau_syn) right after
+the state update (``run_regularly`` at ``after_groups``), as our kernel decays it; Brian2's Euler on
+dI/dt would multiply by 1 - dt/tau_syn instead (``synapse_decay = "euler"``). The exponential's argument
+is clipped at 30 as in the kernel (inactive while v_peak - v_t < 30 delta_t: V starts every step below
+v_peak).
 """
 
 from __future__ import annotations
@@ -100,9 +102,9 @@ def run(spec: dict) -> dict:
     tau_syn_s = _per_neuron(spec, "tau_syn", n)
     group.tau_syn = tau_syn_s * b2.second
     group.syn_decay = np.exp(-dt / tau_syn_s)
-    refr_steps = np.round(_per_neuron(spec, "t_ref", n) / dt)
-    group.ref = (refr_steps + 1) * dt * b2.second
-    group.v = _per_neuron(spec, "v_init", n) * b2.volt
+    group.ref = _per_neuron(spec, "t_ref", n) * b2.second
+    v_init = "v_init" if "v_init" in spec["neurons"] else "e_l"  # spikewire's default: v_init = e_l
+    group.v = _per_neuron(spec, v_init, n) * b2.volt
     group.w = 0 * b2.amp
     group.I_syn = 0 * b2.amp
     objects = [group]
@@ -112,14 +114,13 @@ def run(spec: dict) -> dict:
     kicks = spec.get("kicks") or []
     if kicks:
         k = np.asarray(kicks, dtype=np.float64).reshape(-1, 3)
-        steps = np.round(k[:, 0] / dt)
-        if np.abs(k[:, 0] / dt - steps).max() > 1e-6:
-            raise ValueError("kicks: times must be multiples of dt")
+        if k[:, 0].min() < 0:
+            raise ValueError("kicks: times must be >= 0")
         ids = k[:, 1].astype(np.int64)
         if ids.min() < 0 or ids.max() >= n:
             raise ValueError("kicks: neuron index out of range")
         # one generator neuron per kick, so that kicks may carry different amplitudes
-        gen = b2.SpikeGeneratorGroup(len(k), np.arange(len(k)), steps * dt * b2.second, name="kicks")
+        gen = b2.SpikeGeneratorGroup(len(k), np.arange(len(k)), k[:, 0] * b2.second, name="kicks")
         syn = b2.Synapses(gen, group, "amp_k : amp (constant)", on_pre="I_syn_post += amp_k", name="kick_syn")
         syn.connect(i=np.arange(len(k)), j=ids)
         syn.amp_k = k[:, 2] * b2.amp
