@@ -10,8 +10,9 @@
     smallest that fails.
 
 (b) Real-time factor (simulated seconds per wall second) of our node against Brian2 2.9 on the same
-    network (same N, parameters, drive rate, dt; tests/reference/brian2_adex.py, whose model matches our
-    kernel step for step), in the same invocation. Brian2 runs in the reference venv (``make ref``) as a
+    network (same N, parameters, drive rate, dt; tests/reference/brian2_adex.py, whose model and timing
+    convention match our default step for step: Brian2's PoissonInput acts after the update, as our kicks
+    do), in the same invocation. Brian2 runs in the reference venv (``make ref``) as a
     subprocess; only its ``run()`` call is timed, after a 10 ms warm-up ``run()`` that pays code
     generation and, for Cython, the first compile (shown apart; its cache lives in
     .venv-ref/brian2-cython-cache, never ~/.cython). Ours is simulated time over the summed tick compute.
@@ -53,16 +54,15 @@ SIZES = (1000, 2000, 5000, 10_000, 20_000, 50_000, 100_000)
 QUICK_SIZES = (1000, 2000, 5000, 10_000)
 BRIAN_SIZES = (1000, 10_000, 100_000)
 QUICK_BRIAN_SIZES = (1000, 10_000)
-# AdExParams' defaults, written out so that Brian2 gets exactly the same numbers
+# AdExParams' defaults, written out so that Brian2 gets exactly the same numbers (v_init: e_l on both sides)
 NEURON = {"c_m": 281e-12, "g_l": 30e-9, "e_l": -70.6e-3, "v_t": -50.4e-3, "delta_t": 2e-3, "a": 4e-9,
           "tau_w": 144e-3, "b": 0.0805e-9, "v_reset": -70.6e-3, "v_peak": -40.4e-3, "t_ref": 2e-3,
           "tau_syn": 5e-3, "i_bias": 0.0}
-V_INIT = -70.6e-3
 
 
 def node_for(n: int, seed: int = 1) -> SiliconNode:
     settings = parse(SiliconSettings, {"dt": DT, "tick": TICK, "seed": seed, "populations": {"pop": {
-        "size": n, "neuron": NEURON, "v_init": V_INIT,
+        "size": n, "neuron": NEURON,
         "drive": {"kind": "poisson", "rate": RATE, "weight": WEIGHT}}}}, "bench.adex")
     return SiliconNode("adex", settings)
 
@@ -137,7 +137,7 @@ def brian2_duration(n: int, cap: float) -> float:
 
 
 def run_brian2(n: int, target: str, duration: float, ref_python: Path, timeout: float) -> dict:
-    spec = {"dt": DT, "duration": duration, "n": n, "neurons": dict(NEURON, v_init=V_INIT), "seed": 1,
+    spec = {"dt": DT, "duration": duration, "n": n, "neurons": NEURON, "seed": 1,
             "poisson": {"rate": RATE, "weight": WEIGHT}, "codegen": target, "warmup": 0.01}
     if target == "cython":
         CYTHON_CACHE.mkdir(parents=True, exist_ok=True)
