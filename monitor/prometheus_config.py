@@ -25,10 +25,12 @@ from pathlib import Path
 
 from spikewire.launch.network import Network
 from spikewire.monitor import catalogue as C
+from spikewire.nodes.runtime import LATE_WARN  # the node logs late links at the same threshold
 
 JOB = "spikewire"
 CONFIG_FILE = "prometheus.yml"
 RULES_FILE = "spikewire-alerts.yml"
+
 MIN_WINDOW = 10.0
 """Shortest range [s] of the rules' rate() and increase(): it must hold several scrapes."""
 OVERRUN_FRACTION = 0.01
@@ -151,6 +153,15 @@ def alert_rules(network: Network) -> dict:
               "packets lost on link {{ $labels.link }}",
               "Node {{ $labels.node }} missed {{ $value | humanize }} packets in the sequence of link "
               f"{{{{ $labels.link }}}} in the last {w}."),
+        _rule("SpikewireLinkPacketsLate",
+              f"sum by (node, link) (rate({selector(C.LATE)}[{w}])) / sum by (node, link) "
+              f"(rate({selector(C.RECEIVED)}[{w}])) > {LATE_WARN!r}",
+              "warning",
+              "link {{ $labels.link }}: packets arrive after their jitter-buffer delay",
+              "{{ $value | humanizePercentage }} of the packets on link {{ $labels.link }} (into node "
+              f"{{{{ $labels.node }}}}) arrived after their delivery time over the last {w}: to the model late is "
+              "lost (the interlock counts late drops as loss). The run summary's delay_for_p99_s says what delay "
+              "would cover the link; or use delay = \"auto\"."),
         _rule("SpikewireMalformedPackets",
               f"increase({malformed}[{w}]) > 0 or ({malformed} > 0 unless {malformed} offset {w})",
               "warning",

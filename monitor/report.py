@@ -56,7 +56,8 @@ def build_report(network: Network, finals: dict[str, dict], duration: float, out
             "out_of_order": rx.get("out_of_order"), "malformed": sum(rx.get("malformed", {}).values()),
             "malformed_by_reason": rx.get("malformed", {}), "out_of_range": rx.get("out_of_range", 0),
             "duplicates": rx.get("duplicates", 0), "unsynced": rx.get("unsynced", 0),
-            "latency_p50_s": lat.get("p50"), "latency_p99_s": lat.get("p99"), "latency_max_s": lat.get("max"),
+            "latency_p50_s": lat.get("p50"), "latency_p99_s": lat.get("p99"), "latency_p999_s": lat.get("p999"),
+            "latency_max_s": lat.get("max"), "delay_for_p99_s": rx.get("delay_for_p99_s"),
         })
     probes = next((dict(f["probes"], node=n) for n, f in finals.items() if f.get("probes")), None)
     return {"network": network.name, "outcome": outcome, "duration_s": duration, "neurons": neurons,
@@ -109,11 +110,16 @@ def render_text(report: dict) -> str:
     inter = [ln for ln in report["links"] if ln.get("inter_site") and ln.get("received") is not None]
     if inter:
         out += ["Inter-site links (offset: sender's clock minus ours; latency above is corrected by it)"] + _table(
-            ["link", "curve", "offset us", "rtt us", "outages", "restarts", "down s", "late dropped/delivered"],
+            ["link", "curve", "offset us", "rtt us", "outages", "restarts", "down s", "one-way p50/p99/p99.9 us",
+             "delay for p99 us", "delay us", "late dropped/delivered"],
             [[ln["link"], "yes" if ln["curve"] else "no", _us(ln["clock_offset_s"]), _us(ln["rtt_s"]),
               ln["outages"], ln["restarts"], f"{ln['downtime_s'] or 0:.2f}",
+              "/".join(_us(ln[k]) for k in ("latency_p50_s", "latency_p99_s", "latency_p999_s")),
+              _us(ln["delay_for_p99_s"]),
+              (_us(ln["jitter_buffer"]["delay_s"]) + (" auto" if ln["jitter_buffer"].get("auto") else ""))
+              if ln["jitter_buffer"] else "-",
               f"{ln['jitter_buffer']['late_dropped']}/{ln['jitter_buffer']['late_delivered']}" if ln["jitter_buffer"]
-              else "-"] for ln in inter], {2, 3, 4, 5, 6}) + [""]
+              else "-"] for ln in inter], {2, 3, 4, 5, 6, 7, 8, 9}) + [""]
     if report["links"]:
         out += ["Links (latency = receive time - send time, us)"] + _table(
             ["link", "sent", "received", "dropped", "malformed", "p50", "p99", "max"],

@@ -78,6 +78,15 @@ RESYNC_AFTER = 16
 mean the baseline is what is wrong (a corrupt packet set it): the link starts its sequence over."""
 RETRY_AFTER = 1.0
 """Seconds after a failed handshake before a link that is still down reconnects."""
+AUTO_DELAY_WINDOW = 5.0
+"""Seconds of a link's one-way latency measured before ``delay = "auto"`` fixes its delay (and at least
+AUTO_DELAY_MIN_PACKETS packets). Meanwhile packets are delivered on arrival."""
+AUTO_DELAY_MIN_PACKETS = 20
+AUTO_DELAY_MARGIN = 1.25
+"""``delay = "auto"`` is this many times the latency p99 measured over its window."""
+LATE_WARN = 0.05
+"""A jitter-buffered link with more than this fraction of its packets late over the interlock's window is
+logged (once per episode) with the delay that would have covered its latency p99."""
 LOSS_MIN_PACKETS = 20
 """The interlock judges a link's loss fraction only over at least this many expected packets."""
 
@@ -91,8 +100,20 @@ class LinkOptions:
     inter_site: bool = False
     site: str = ""  # the upstream's site
     curve: bool = False  # connect as a CURVE client of ``site``
+    auto_delay: bool = False  # delay = "auto": measure the link first, then fix ``delay``
     clock: str = "local"  # "local": the publisher shares our clock; "sync": estimate its offset by pinging;
     # "none": its clock is unrelated and cannot be estimated (no latency, no time checks, no jitter buffer)
+
+
+def _windowed(marks: deque, now: float, window: float, good: int, bad: int) -> float:
+    """bad / (good + bad) counted over the last ``window`` s, from running totals; ``marks`` keeps the
+    totals seen at each call. 0 with fewer than LOSS_MIN_PACKETS packets to judge."""
+    marks.append((now, good, bad))
+    while len(marks) > 2 and marks[1][0] <= now - window:
+        marks.popleft()
+    _, g0, b0 = marks[0]
+    lost, got = bad - b0, good - g0
+    return lost / (lost + got) if lost + got >= LOSS_MIN_PACKETS else 0.0
 
 
 @dataclass
@@ -104,6 +125,10 @@ class LinkIn:
     accepts: frozenset
     delay: float = 0.0
     late_policy: str = "drop"
+    auto_delay: bool = False  # delay = "auto": ``delay`` stays 0 until AUTO_DELAY_WINDOW of latency is measured
+    auto_samples: list = field(default_factory=list)
+    auto_from: float = 0.0
+    late_warned: bool = False
     capacity: int = DEFAULT_HWM  # packets the jitter buffer may hold; beyond, arrivals are dropped (counted)
     received: int = 0
     events: int = 0
@@ -121,7 +146,8 @@ class LinkIn:
     out_of_range: int = 0  # events refused for an implausible value (the rest of their packet is delivered)
     latency: LogHistogram = field(default_factory=LogHistogram)
     lateness: LogHistogram = field(default_factory=LogHistogram)
-    loss_marks: deque = field(default_factory=deque)  # (t, received, gaps) for the interlock's window
+    loss_marks: deque = field(default_factory=deque)  # (t, received, lost) for the interlock's window
+    late_marks: deque = field(default_factory=deque)  # (t, received, late) for the late fraction's window
     behind_streak: int = 0  # consecutive packets not ahead of last_seq
     resyncs: int = 0  # times the sequence baseline was reset (see RESYNC_AFTER)
     duplicates: int = 0  # packets whose sequence number was already delivered (or is older than the link's start)
@@ -179,30 +205,34 @@ class LinkIn:
         return max(0, self.next_seq_hint - 1 - self.last_seq) if self.last_seq >= 0 else 0
 
     def loss_fraction(self, now: float, window: float) -> float:
-        """Packets lost / expected over the last ``window`` s (0 with too few packets to judge)."""
-        marks = self.loss_marks
-        bad = self.gaps + sum(self.malformed.values())  # corrupt packets are lost packets too
-        marks.append((now, self.received, bad))
-        while len(marks) > 2 and marks[1][0] <= now - window:
-            marks.popleft()
-        _, r0, b0 = marks[0]
-        lost, got = bad - b0, self.received - r0
-        return lost / (lost + got) if lost + got >= LOSS_MIN_PACKETS else 0.0
+        """Packets lost / expected over the last ``window`` s (0 with too few packets to judge). Corrupt
+        packets are lost packets too, and so are those a jitter buffer dropped as late or for want of room:
+        to the model, late is lost."""
+        unusable = self.late_dropped + self.buffer_overflow  # arrived (counted received), never delivered
+        bad = self.gaps + sum(self.malformed.values()) + unusable
+        return _windowed(self.loss_marks, now, window, self.received - unusable, bad)
+
+    def late_fraction(self, now: float, window: float) -> float:
+        """Packets that arrived after their jitter-buffer release time / packets received, over ``window`` s."""
+        late = self.late_dropped + self.late_delivered
+        return _windowed(self.late_marks, now, window, self.received - late, late)
 
     def summary(self) -> dict:
         out = {"label": self.label, "received": self.received, "events": self.events, "gaps": self.gaps,
                "out_of_order": self.out_of_order, "trailing": self.trailing, "malformed": dict(self.malformed),
                "latency_s": self.latency.summary()}
+        if self.latency.count:  # what a jitter buffer needs to deliver 99 % of this link's packets in time
+            out["delay_for_p99_s"] = out["latency_s"]["p99"]
         if self.out_of_range:
             out["out_of_range"] = self.out_of_range
         if self.duplicates:
             out["duplicates"] = self.duplicates
         if self.unsynced:
             out["unsynced"] = self.unsynced
-        if self.delay:
-            out["jitter_buffer"] = {"delay_s": self.delay, "policy": self.late_policy, "late_dropped": self.late_dropped,
+        if self.delay or self.auto_delay:
+            out["jitter_buffer"] = {"delay_s": self.delay, "auto": self.auto_delay, "policy": self.late_policy, "late_dropped": self.late_dropped,
                                     "late_delivered": self.late_delivered, "overflow": self.buffer_overflow,
-                                    "buffered": self.buffered,
+                                    "unsynced": self.unsynced, "buffered": self.buffered,
                                     "lateness_s": self.lateness.summary()}
         if self.resyncs:
             out["resyncs"] = self.resyncs
@@ -363,7 +393,8 @@ class Runtime:
                     self.upstreams.append(up)
                     if watch is not None:
                         self.watches.append(watch)
-                up.links.append(LinkIn(label, plan.port, spec.accepts, opts.delay, opts.late, plan.hwm, values=spec.values))
+                up.links.append(LinkIn(label, plan.port, spec.accepts, delay=opts.delay, late_policy=opts.late,
+                                       auto_delay=opts.auto_delay, capacity=plan.hwm, values=spec.values))
 
     def wait_for_subscribers(self, timeout: float) -> None:
         """Block until every node expected on each output port has subscribed, known by name (the
@@ -548,11 +579,31 @@ class Runtime:
                     if not timed:
                         link.unsynced += 1
                         self._deliver(link, packet, now)
-                    elif not link.delay or self._due_now(link, packet, now, sent_at + link.delay):
+                        continue
+                    if link.auto_delay and not link.delay:
+                        self._learn_delay(link, latency, now)
+                    if not link.delay or self._due_now(link, packet, now, sent_at + link.delay):
                         self._deliver(link, packet, now)
             else:  # the budget ran out with input left
                 if up not in self._backlog:
                     self._backlog.append(up)
+
+    def _learn_delay(self, link: LinkIn, latency: float, now: float) -> None:
+        """``delay = "auto"``: gather the link's one-way latency; once AUTO_DELAY_WINDOW s and
+        AUTO_DELAY_MIN_PACKETS packets are in, fix its delay at AUTO_DELAY_MARGIN x their p99."""
+        samples = link.auto_samples
+        if not samples:
+            link.auto_from = now
+        samples.append(latency)
+        if now - link.auto_from < AUTO_DELAY_WINDOW or len(samples) < AUTO_DELAY_MIN_PACKETS:
+            return
+        p99 = sorted(samples)[min(len(samples) - 1, int(0.99 * len(samples)))]
+        link.delay = max(1e-4, min(10.0, AUTO_DELAY_MARGIN * p99))
+        log.warning("%s: %s: delay = \"auto\" fixed at %.1f ms (%g x the one-way latency p99 of %.1f ms over %d "
+                    "packets in %.1f s)", self.node.name, link.label, 1e3 * link.delay, AUTO_DELAY_MARGIN, 1e3 * p99,
+                    len(samples), now - link.auto_from)
+        self._record("auto_delay", now, link=link.label, delay_s=link.delay, p99_s=p99, packets=len(samples))
+        link.auto_samples = []
 
     def _due_now(self, link: LinkIn, packet, now: float, release: float) -> bool:
         """The jitter buffer of ``link``: True if the packet is to be delivered now; else it was queued for
@@ -738,10 +789,28 @@ class Runtime:
                 sub.connect(up.endpoint)
                 up.reconnects += 1
                 self._drain([up])  # libzmq processed commands in there: the fd's edge may be gone
+        for up in self.upstreams:
+            for link in up.links:
+                if link.delay:
+                    self._watch_late(link, now)
         if self.interlocked:
             self._interlock(now)
         if self.journal is not None:
             self.journal.flush()  # every 50 ms: a crash loses at most this window
+
+    def _watch_late(self, link: LinkIn, now: float) -> None:
+        """Log a jitter-buffered link whose packets arrive late (once per episode): late is lost to the model."""
+        late = link.late_fraction(now, self.safety.loss_window)
+        if late > LATE_WARN and not link.late_warned:
+            link.late_warned = True
+            log.warning("%s: %s: %.0f %% of packets late over %g s (delay %.1f ms; latency p99 %.1f ms would need "
+                        "delay >= %.1f ms)", self.node.name, link.label, 100 * late, self.safety.loss_window,
+                        1e3 * link.delay, 1e3 * link.latency.quantile(0.99), 1e3 * link.latency.quantile(0.99))
+            self._record("link_late", now, link=link.label, late_fraction=late, delay_s=link.delay,
+                         latency_p99_s=link.latency.quantile(0.99))
+        elif late < LATE_WARN / 2 and link.late_warned:
+            link.late_warned = False
+            log.warning("%s: %s: packets on time again (%.1f %% late)", self.node.name, link.label, 100 * late)
 
     def _interlock(self, now: float) -> None:
         """Hold the node while any input link is stale or lossy; release after ``release_after`` healthy."""
@@ -753,7 +822,8 @@ class Runtime:
             for link in up.links:
                 loss = link.loss_fraction(now, safety.loss_window)
                 if loss > safety.max_loss:
-                    bad = bad or f"{link.label} lost {100 * loss:.1f} % of packets over {safety.loss_window:g} s"
+                    bad = bad or (f"{link.label} lost {100 * loss:.1f} % of packets (late ones included) over "
+                                  f"{safety.loss_window:g} s")
         if bad:
             self._healthy_since = now
             if self.held_since is None:

@@ -14,6 +14,7 @@ import pytest
 import zmq
 
 from conftest import read_json
+from spikewire.launch.ports import free_port_block
 from spikewire.streams.clock import local_clock
 from spikewire.streams.wire import EVENT_DTYPE, Kind, decode, encode, empty_events
 
@@ -108,6 +109,8 @@ def test_absurd_stimulus_amplitudes_are_refused_and_counted(cli_run, tmp_path, p
     p = partner()
     net = tmp_path / "absurd.toml"
     net.write_text(f"""
+[monitor]
+base_port = {free_port_block(1)}
 [nodes.bn]
 kind = "biological"
 noise_sigma = 0.0
@@ -147,6 +150,8 @@ def test_absurd_synaptic_weight_is_refused(cli_run, tmp_path, partner):
     p = partner()
     net = tmp_path / "weights.toml"
     net.write_text(f"""
+[monitor]
+base_port = {free_port_block(1)}
 [nodes.chip]
 kind = "silicon"
 [nodes.chip.populations.pop]
@@ -180,6 +185,8 @@ def test_input_ranges_override_the_model_default(cli_run, tmp_path, partner):
     p = partner()
     net = tmp_path / "narrow.toml"
     net.write_text(f"""
+[monitor]
+base_port = {free_port_block(1)}
 [nodes.bn]
 kind = "biological"
 noise_sigma = 0.0
@@ -208,6 +215,8 @@ to = "bn.stim"
 def _stim_net(tmp_path, p: Partner, extra: str = "") -> str:
     net = tmp_path / "stim.toml"
     net.write_text(f"""
+[monitor]
+base_port = {free_port_block(1)}
 [nodes.bn]
 kind = "biological"
 noise_sigma = 0.0
@@ -313,3 +322,55 @@ def test_delay_without_a_clock_is_refused_naming_the_link(tmp_path):
         build_network(data)
     data["links"][0]["delay"] = 0.0
     assert build_network(data).links[0].clock == "none"
+
+
+def test_late_packets_count_as_loss_for_the_interlock(cli_run, tmp_path, partner):
+    """Issue 11.5: a jitter buffer that drops most packets as late must hold stimulation, and the summary
+    says what delay would have covered the link's latency p99."""
+    p = partner()
+    out = tmp_path / "s.json"
+    extra = "delay = 0.02\n[safety]\nstale_after = 10.0\n"
+    run = cli_run("run", _stim_net(tmp_path, p, extra), "--duration", "5", "--json", str(out), "--no-record")
+    try:
+        p.wait_subscribed()
+        p.serve(1.0)
+        for i in range(150):  # 87 % of them 50 ms old on arrival: late for a 20 ms buffer
+            p.send(Kind.STIMULUS, 0.5, send_time=p.clock() - (0.05 if i % 8 else 0.0))
+            p.serve(0.01)
+        p.serve(0.3)
+        code, text = run.finish(timeout=60)
+    finally:
+        run.kill()
+    assert code == 0, text
+    report = read_json(out)
+    link = _link(report, "bn.stim")
+    jb = link["jitter_buffer"]
+    assert jb["late_dropped"] > 100, jb
+    assert report["nodes"]["bn"]["interlock"]["holds"] >= 1, report["nodes"]["bn"]["interlock"]
+    assert "late ones included" in report["nodes"]["bn"]["interlock"]["reason"]
+    assert 0.045 < link["delay_for_p99_s"] < 0.07, link
+
+
+def test_auto_delay_is_fixed_from_the_first_seconds(cli_run, tmp_path, partner):
+    """delay = "auto": ~30 ms of one-way latency measured for 5 s gives a buffer that then holds them all."""
+    p = partner(skew=50.0)
+    out = tmp_path / "s.json"
+    run = cli_run("run", _stim_net(tmp_path, p, 'delay = "auto"'), "--duration", "9", "--json", str(out),
+                  "--no-record")
+    try:
+        p.wait_subscribed()
+        p.serve(1.0)
+        t_end = time.monotonic() + 7.0
+        while time.monotonic() < t_end:
+            p.send(Kind.STIMULUS, 0.5, send_time=p.clock() - 0.03)
+            p.serve(0.05)
+        p.serve(0.3)
+        code, text = run.finish(timeout=60)
+    finally:
+        run.kill()
+    assert code == 0, text
+    assert 'delay = "auto" fixed at' in text
+    report = read_json(out)
+    jb = _link(report, "bn.stim")["jitter_buffer"]
+    assert jb["auto"] and 0.03 < jb["delay_s"] < 0.05, jb
+    assert jb["late_dropped"] == 0, jb
