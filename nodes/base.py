@@ -197,6 +197,12 @@ class Node:
     def warm_up(self) -> None:
         """Compile and exercise every kernel (called before the node reports ready)."""
 
+    def wait_for_consumers(self, timeout: float) -> None:
+        """Wait, at most ``timeout`` s (or less, by the node's own settings), for consumers outside spikewire
+        that the node feeds itself (a rig's stimulation inlet); called once every subscriber has joined,
+        before the node reports ready. A node that gives up must say so loudly and hold, counted, what it
+        cannot deliver. Default: nothing to wait for."""
+
     def start(self, t0: float) -> None:
         """The session starts at local_clock() == t0."""
         self.t0 = t0

@@ -121,6 +121,10 @@ class BiologicalNode(Node):
             self.rig.warm_up()
             self.rig.open()
 
+    def wait_for_consumers(self, timeout: float) -> None:
+        if self.rig is not None:  # the rig's stimulation inlet: until it subscribes, stimuli are held
+            self.rig.wait_for_stim_consumer(min(timeout, self.settings.rig.stim_wait))
+
     def probe_route(self, port: str) -> tuple[str, ...]:
         return ("events",)
 

@@ -5,15 +5,20 @@ detector over it, and emits every detected spike at its sample's (time-corrected
 biological event on ``events`` (stimulated AP if within ``stim_window`` after a stimulus to that neuron,
 else spontaneous; a rig cannot see PSPs extracellularly) and as a plain spike on ``spikes``.
 
-Stimuli arriving on ``stim`` go out as commands on the stimulation outlet, only while the rig is up:
-while it is down they are held back and counted (no stale stimulation is ever sent; a command is not
-queued for later). When the rig's stream goes away (outlet closed, app crashed, data stopped for
-``stale_after``) the link is marked down and counted; when it comes back, the node reconnects and
-re-calibrates the detector, never crashing.
+Stimuli arriving on ``stim`` go out as commands on the stimulation outlet, only while the rig is up
+and the stimulation stream has a consumer: while the rig is down they are held back and counted
+(``stim_held``: no stale stimulation is ever sent; a command is not queued for later), and while nothing
+subscribes to the stimulation stream they are held and counted apart (``stim_held_no_consumer``): LSL
+would drop them unseen, so they are never counted as sent (``stim_ready`` says whether a consumer is
+there; what "sent" guarantees is in ``streams.lsl_link``). Before the node reports ready it waits up to
+``stim_wait`` for the rig to subscribe, and starts without it only with a loud warning. When the rig's
+stream goes away (outlet closed, app crashed, data stopped for ``stale_after``) the link is marked down
+and counted; when it comes back, the node reconnects and re-calibrates the detector, never crashing.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +26,8 @@ import numpy as np
 from spikewire.launch.settings import Settings, SettingsError, non_negative, positive, setting
 from spikewire.monitor.histogram import LogHistogram
 from spikewire.streams.wire import BioEvent
+
+log = logging.getLogger("spikewire.rig")
 
 
 @dataclass(frozen=True)
@@ -43,6 +50,10 @@ class RigSettings(Settings):
     stim_stream: str = setting("spikewire-stim", "Name of the stimulation-command outlet the rig's app reads.")
     stim_channels: tuple[int, ...] = setting((), "Rig channel that stimulates each neuron (default: its id).")
     stim_width: float = setting(200e-6, "Width of each stimulation pulse [s].", check=positive)
+    stim_wait: float = setting(5.0, "Before reporting ready, wait this long for the rig to subscribe to the "
+                               "stimulation stream [s]; after it the run starts anyway with a loud warning, and "
+                               "stimuli are held (counted, never sent) until a rig subscribes. rig-sim subscribes "
+                               "within ~1.2 s. 0: do not wait (still warn).", check=non_negative)
     stale_after: float = setting(0.5, "No data for this long marks the rig down [s].", check=positive)
     max_chunk: int = setting(8192, "Samples pulled at most per tick (buffer size).", check=positive)
 
@@ -75,6 +86,7 @@ class RigBackend:
         self.stimuli = np.zeros(size, np.int64)
         self.held = 0
         self.unmapped = 0
+        self.stim_was_ready = False
         self.latency = LogHistogram()  # rig sample time -> spike event emitted
 
     def open(self) -> None:
@@ -83,6 +95,18 @@ class RigBackend:
 
         self.inlet = RigInlet(self.cfg.stream, self.cfg.channels, self.cfg.max_chunk, self.cfg.stale_after)
         self.stim = StimOutlet(self.cfg.stim_stream, f"spikewire.{self.name}.stim", self.name, self.site)
+
+    def wait_for_stim_consumer(self, timeout: float) -> bool:
+        """Block until the rig subscribes to the stimulation stream (True) or ``timeout`` s pass (False,
+        with a loud warning: stimuli are held until a rig subscribes)."""
+        if self.stim is not None and self.stim.wait_for_consumers(timeout):
+            self.stim_was_ready = True
+            log.info("%s: the rig subscribed to the stimulation stream %r", self.name, self.cfg.stim_stream)
+            return True
+        log.warning("%s: NO RIG SUBSCRIBED to the stimulation stream %r within %g s; starting without one: every "
+                    "stimulus is HELD (counted as stim_held_no_consumer, never sent) until a rig subscribes",
+                    self.name, self.cfg.stim_stream, timeout)
+        return False
 
     def warm_up(self) -> None:
         from spikewire.nodes.kernels import detect
@@ -130,21 +154,39 @@ class RigBackend:
             return
         chans = self.cfg.stim_channels
         for ident, amp in zip(events["id"].tolist(), events["value"].tolist()):
-            self.stim.pulse(chans[ident] if ident < len(chans) else ident, amp, self.cfg.stim_width, now)
-            self.last_stim[ident] = now
+            if not self.stim.pulse(chans[ident] if ident < len(chans) else ident, amp, self.cfg.stim_width, now):
+                self._consumer_gone()
+                continue
+            if not self.stim_was_ready:
+                self.stim_was_ready = True
+                log.info("%s: the rig subscribed to the stimulation stream %r; stimuli are sent", self.name,
+                         self.cfg.stim_stream)
+            self.last_stim[ident] = now  # only a stimulus the rig got opens a stimulated-AP window
             self.stimuli[ident] += 1
+
+    def _consumer_gone(self) -> None:
+        if self.stim_was_ready:
+            self.stim_was_ready = False
+            log.warning("%s: the stimulation stream %r has NO CONSUMER any more: stimuli are HELD until a rig "
+                        "subscribes again", self.name, self.cfg.stim_stream)
 
     def status(self) -> dict:
         inlet = self.inlet
         return {"rig_up": bool(inlet and inlet.up), "rig_connects": inlet.connects if inlet else 0,
                 "rig_disconnects": inlet.disconnects if inlet else 0, "rig_samples": inlet.samples if inlet else 0,
                 "stim_sent": self.stim.sent if self.stim else 0, "stim_held": self.held,
+                "stim_ready": bool(self.stim and self.stim.have_consumers()),
+                "stim_held_no_consumer": self.stim.no_consumer if self.stim else 0,
                 "calibrated": bool(self.detector is not None and self.detector.calibrated)}
 
     def summary(self) -> dict:
-        return {**self.status(), "unmapped_spikes": self.unmapped, "refused_streams": dict(self.inlet.refused) if
-                self.inlet else {}, "sample_to_event_s": self.latency.summary()}
+        inlet = self.inlet
+        return {**self.status(), "unmapped_spikes": self.unmapped,
+                "refused_streams": dict(inlet.refused) if inlet else {},
+                "stream_errors": dict(inlet.errors) if inlet else {}, "sample_to_event_s": self.latency.summary()}
 
     def close(self) -> None:
         if self.inlet is not None:
             self.inlet.close()
+        if self.stim is not None:
+            self.stim.close()

@@ -30,12 +30,30 @@ Stimulation commands (our documented channel layout, float32, irregular rate, on
     channel 2  width_s          pulse width [s]
 
 and each sample's timestamp is when spikewire asked for the pulse (local_clock()).
+
+What "sent" means. LSL keeps nothing for a consumer that subscribes later: a command pushed while no
+inlet is subscribed is lost without a trace. So a command is pushed only while the outlet has a consumer
+(``have_consumers()``) and is otherwise held and counted (``StimOutlet.no_consumer``), never counted as
+sent. liblsl registers a consumer's queue before ``have_consumers()`` turns true (the outlet creates it
+when the inlet's stream feed starts, after the inlet opened the stream, whether by ``open_stream()`` or
+implicitly by its first pull), and every later push lands in that queue; measured here, not one command
+pushed after ``have_consumers()`` turned true was lost, over thousands, with the rig opening explicitly,
+implicitly with timeout-0 pulls, or with blocking pulls. The guarantee is therefore: every command counted
+as sent was queued for every consumer subscribed at that moment. What LSL cannot tell us, and so no
+count here claims: which program a consumer is (LabRecorder recording this stream is a consumer too),
+whether it still reads (a consumer that goes away before pulling loses what was queued for it; a
+closed or killed one on this machine leaves at once; one that falls more than 1,000 commands behind
+loses the oldest, liblsl's queue bound), and whether the stimulator acted on a command
+(LSL has no acknowledgment). And once an outlet is destroyed, liblsl's inlet raises LostError instead of
+handing over samples it had already received, so ``StimOutlet.close`` keeps the outlet open for
+``STIM_LINGER`` s after the last command.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import numpy as np
 
@@ -46,6 +64,9 @@ from pylsl.util import LostError  # noqa: E402
 
 log = logging.getLogger("spikewire.lsl")
 CORRECTION_PERIOD = 5.0
+STIM_LINGER = 0.5
+"""Seconds the stimulation outlet stays open after its last command, so a rig polling at 10 Hz or more
+pulls it before the outlet goes (see the module docstring)."""
 
 NUMERIC_FORMATS: dict[int, type] = {
     pylsl.cf_float32: np.float32, pylsl.cf_double64: np.float64, pylsl.cf_int8: np.int8,
@@ -226,17 +247,42 @@ class StimOutlet:
         info = pylsl.StreamInfo(name, "Stimulation", len(STIM_CHANNELS), pylsl.IRREGULAR_RATE, pylsl.cf_float32,
                                 source_id)
         _describe(info, node, site, STIM_CHANNELS)
-        self.outlet = pylsl.StreamOutlet(info, chunk_size=1, max_buffered=10)  # x100 samples when irregular
+        self.name = name
+        # max_buffered counts 100 samples when the rate is irregular: 1,000 commands per consumer.
+        self.outlet: pylsl.StreamOutlet | None = pylsl.StreamOutlet(info, chunk_size=1, max_buffered=10)
         self.sample = np.zeros(len(STIM_CHANNELS), np.float32)
         self.sent = 0
+        """Commands pushed while the stream had a consumer (what that guarantees: the module docstring)."""
+        self.no_consumer = 0
+        """Commands not pushed because nothing was subscribed: LSL would have dropped them unseen."""
+        self.last_push = -np.inf
 
     def have_consumers(self) -> bool:
-        return self.outlet.have_consumers()
+        return self.outlet is not None and self.outlet.have_consumers()
 
-    def pulse(self, channel: int, amplitude: float, width: float, t: float | None = None) -> None:
+    def wait_for_consumers(self, timeout: float) -> bool:
+        """Block until a consumer subscribes (True) or ``timeout`` s pass (False)."""
+        return self.outlet is not None and self.outlet.wait_for_consumers(timeout)
+
+    def pulse(self, channel: int, amplitude: float, width: float, t: float | None = None) -> bool:
+        """Push one command if the stream has a consumer (True); else count it in ``no_consumer`` (False)."""
+        if not self.have_consumers():
+            self.no_consumer += 1
+            return False
         self.sample[:] = (channel, amplitude, width)
         self.outlet.push_sample(self.sample, t if t is not None else local_clock())
         self.sent += 1
+        self.last_push = local_clock()
+        return True
+
+    def close(self, linger: float = STIM_LINGER) -> None:
+        """Destroy the outlet, ``linger`` s after the last command at the earliest (if anyone listens)."""
+        if self.outlet is None:
+            return
+        wait = self.last_push + linger - local_clock()
+        if wait > 0 and self.outlet.have_consumers():
+            time.sleep(wait)
+        self.outlet = None  # pylsl destroys the liblsl outlet: consumers see the stream end
 
 
 class EventOutlet:

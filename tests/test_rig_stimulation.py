@@ -1,0 +1,171 @@
+"""Stimulation of a rig over LSL is exact (issue 11): a stimulus is counted as sent only when a rig
+received it, and nothing beyond the rig's hard limits is ever sent.
+
+Real pylsl throughout: the rig's data stream is a plain pylsl outlet the test pushes, the rig's side of
+the stimulation stream a plain pylsl inlet (``StimRig``) that subscribes when the test says, or never.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pytest
+
+from conftest import read_json
+from rig_helpers import DataRig, StimRig, read_truth, rig_loop_copy, start_rig_sim, stop, tag
+
+import pylsl  # noqa: I001  (after rig_helpers, which sets the machine-scoped LSLAPICFG)
+
+from spikewire.nodes.rig import RigBackend, RigSettings
+from spikewire.streams.wire import EVENT_DTYPE
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+RATE = 1000.0
+
+
+class Rig:
+    """A RigBackend on streams of its own, fed by a plain pylsl data outlet kept streaming by ``step``."""
+
+    def __init__(self, size: int = 2, **settings):
+        t = tag()
+        self.data_name, self.stim_name = f"rig-data-{t}", f"rig-stim-{t}"
+        self.cfg = RigSettings(stream=f"name={self.data_name}", channels=size, stim_stream=self.stim_name,
+                               calibration=0.05, **settings)
+        self.backend = RigBackend("bn", "local", self.cfg, stim_window=0.02, size=size)
+        self.data = DataRig(self.data_name, size, RATE, pylsl.cf_float32)
+        self.backend.open()
+        self.size = size
+        self.rng = np.random.default_rng(1)
+
+    def step(self) -> float:
+        """Push the samples due by now and run one tick; returns now."""
+        now = pylsl.local_clock()
+        due = int((now - self.data.t0) * RATE) - self.data.pushed
+        if due > 0:
+            self.data.push(self.rng.standard_normal((due, self.size)).astype(np.float32))
+        self.backend.tick(now, lambda t, neuron, kind: None)
+        return now
+
+    def bring_up(self, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not self.backend.inlet.up:
+            assert time.monotonic() < deadline, f"the rig's data stream was not up within {timeout} s"
+            self.step()
+            time.sleep(0.002)
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def stimuli(ids, amplitudes) -> np.ndarray:
+    ev = np.zeros(len(ids), EVENT_DTYPE)
+    ev["id"] = ids
+    ev["value"] = amplitudes
+    return ev
+
+
+def test_only_stimuli_a_rig_received_are_counted_as_sent():
+    """500 stimuli while the rig's stimulation inlet subscribes late: every stimulus counted as sent
+    (node and neurons) reached the rig, exactly, in order; the rest are counted as held for no consumer."""
+    rig = Rig()
+    stim = None
+    n = 500
+    try:
+        rig.bring_up()
+        stim = StimRig(rig.stim_name, subscribe_after=0.3)
+        for i in range(n):
+            now = rig.step()
+            rig.backend.stimulate(stimuli([i % 2], [i / 1000.0]), now)
+            time.sleep(0.002)
+        st = rig.backend.status()
+        received = stim.wait_for(st["stim_sent"], timeout=5.0)
+        time.sleep(0.2)  # anything beyond what was counted would arrive now
+        received = stim.received()
+        assert stim.subscribed.is_set() and stim.error is None
+    finally:
+        if stim is not None:
+            stim.close()
+        rig.close()
+    assert st["rig_up"]
+    assert received == st["stim_sent"], (received, st)
+    assert 0 < st["stim_sent"] < n, st
+    assert st["stim_sent"] + st["stim_held_no_consumer"] == n, st
+    assert st["stim_held"] == 0 and st["stim_ready"]
+    assert int(rig.backend.stimuli.sum()) == st["stim_sent"]  # per neuron, too
+    # The rig got the last stim_sent commands, unchanged: channel, amplitude (float32), width.
+    first = n - st["stim_sent"]
+    got = np.array([c for _, c in stim.commands], np.float32)
+    want = np.array([(i % 2, i / 1000.0, rig.cfg.stim_width) for i in range(first, n)], np.float32)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_a_rig_that_never_subscribes_gets_nothing_counted_as_sent():
+    rig = Rig()
+    n = 40
+    try:
+        rig.bring_up()
+        for i in range(n):
+            now = rig.step()
+            rig.backend.stimulate(stimuli([0], [0.5]), now)
+            time.sleep(0.03)
+        st = rig.backend.status()
+    finally:
+        rig.close()
+    assert st["rig_up"]
+    assert st["stim_sent"] == 0, st
+    assert st["stim_held_no_consumer"] == n and st["stim_held"] == 0 and not st["stim_ready"], st
+    assert int(rig.backend.stimuli.sum()) == 0
+
+
+def test_readiness_waits_for_the_rig_to_subscribe(caplog):
+    """The node's readiness waits for the stimulation consumer: returns as soon as a late rig subscribes;
+    gives up after its timeout with a loud warning that names the stream."""
+    late = Rig()
+    stim = StimRig(late.stim_name, subscribe_after=0.5)
+    try:
+        t = time.monotonic()
+        assert late.backend.wait_for_stim_consumer(10.0)
+        waited = time.monotonic() - t
+        assert late.backend.status()["stim_ready"]
+    finally:
+        stim.close()
+        late.close()
+    assert 0.4 < waited < 5.0, waited
+
+    never = Rig()
+    try:
+        with caplog.at_level(logging.WARNING):
+            t = time.monotonic()
+            assert not never.backend.wait_for_stim_consumer(0.5)
+            waited = time.monotonic() - t
+        assert not never.backend.status()["stim_ready"]
+    finally:
+        never.close()
+    assert 0.45 < waited < 2.0, waited
+    (warning,) = [r for r in caplog.records if never.stim_name in r.getMessage()]
+    assert warning.levelno >= logging.WARNING and "HELD" in warning.getMessage(), warning.getMessage()
+
+
+def test_a_run_whose_rig_never_subscribes_sends_nothing_and_says_so(cli_run, tmp_path):
+    """The issue's run: a rig that streams but never reads the stimulation stream. Readiness gives up after
+    rig.stim_wait with a loud warning; no stimulus is counted as sent; all are counted held."""
+    name, stim = f"rig-never-{tag()}", f"rig-never-stim-{tag()}"
+    rig, truth, log = start_rig_sim(tmp_path, name, f"{stim}-elsewhere", "--duration", "40")
+    try:
+        out = tmp_path / "s.json"
+        net = rig_loop_copy(tmp_path, name, stim, "stim_wait = 1.0\n")
+        run = cli_run("run", str(net), "--duration", "4", "--json", str(out))
+        code, text = run.finish(timeout=90)
+    finally:
+        stop(rig)
+    assert code == 0, text
+    assert "HELD" in text and stim in text, text
+    r = read_json(out)["nodes"]["padova"]["model"]["rig"]
+    assert r["rig_up"] is not None and r["stim_sent"] == 0 and not r["stim_ready"], r
+    assert r["stim_held_no_consumer"] >= 20, r  # ANpre's 10 Hz through MR1
+    bn = next(n for n in read_json(out)["neurons"] if n["node"] == "padova")
+    assert bn["stimuli"] == 0, bn
+    assert not [e for e in read_truth(truth) if e.get("kind") == "stim"]
