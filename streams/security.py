@@ -15,8 +15,8 @@ This module provides:
   in the loop's ``select``), admits only the public keys the network file lists, and counts and logs
   every refusal.
 * ``HandshakeWatch``: a socket monitor that counts the refusals ZAP never sees: a plaintext peer on a
-  CURVE link (mechanism mismatch), a CURVE peer on a plaintext one, a protocol error, or bytes that are
-  not ZMTP at all (a connection dropped before any handshake).
+  CURVE link (mechanism mismatch), a CURVE peer on a plaintext one, a protocol error, or a connection
+  that was not ZeroMQ at all (``not_zmtp``: dropped before any handshake outcome, as a port scanner's).
 
 What a refused peer gets: nothing. A subscriber whose key is not allowed never completes the handshake,
 so no data reaches it and nothing it sends (subscriptions, clock pings) reaches the publisher.
@@ -196,24 +196,34 @@ _WATCHED = (zmq.EVENT_ACCEPTED | zmq.EVENT_CONNECTED | zmq.EVENT_DISCONNECTED | 
 class HandshakeWatch:
     """A monitor on one ZeroMQ socket that turns failed handshakes into counted refusals.
 
-    libzmq does not reconnect after a failed handshake (a peer with the wrong mechanism or key stays
-    refused even once it is fixed), so a client watch remembers when it last saw one and the runtime
-    reconnects the socket (``retry_due``) while its link stays down.
+    libzmq does not reconnect after a handshake that failed on a protocol or authentication error (a peer
+    with the wrong mechanism or key stays refused even once it is fixed), so a client watch remembers when
+    that last happened and the runtime reconnects the socket (``retry_due``) while its link stays down. A
+    handshake that succeeds afterwards clears it: the socket is connected again, and a later outage of a
+    healthy connection is no reason to tear it down. A connection merely dropped during its handshake (the
+    peer or a proxy in between closed it) is no refusal on a client: libzmq reconnects by itself.
 
-    ``server``: the socket binds (connections are accepted); a connection that is dropped before any
-    handshake outcome sent bytes that were not ZMTP (a port scanner, an HTTP client). Refusals of a
-    client key by our own ZAP handler are counted there, not here, so each refusal counts once.
+    ``server``: the socket binds (connections are accepted). A connection that ends before any handshake
+    outcome never presented a valid ZeroMQ greeting, whatever it sent: an HTTP probe, random bytes, or
+    nothing (a port scanner's connect-and-close). Each counts once as ``not_zmtp``, decided by its own
+    disconnect, whichever events libzmq reported in between (it reports HANDSHAKE_FAILED_NO_DETAIL for some
+    of these and nothing for others, depending on what and when the peer sent). Bytes that start like a
+    ZMTP greeting and then break the protocol are a ``protocol_error`` (or ``mechanism_mismatch``).
+    Refusals of a client key by our own ZAP handler are counted there, not here, so each refusal counts once.
+
+    The catch: libzmq's handshake events do not say which connection they are about (only accept and
+    disconnect carry the connection's fd). An outcome is given to the connection accepted most recently
+    among those still waiting: a real peer's handshake takes a round trip or two, while a probe may sit for
+    seconds waiting for an answer, so the newest is the likely one. Two peers whose handshakes overlap can
+    be swapped, which matters only when one of them is then dropped without an outcome.
     """
 
     def __init__(self, sock: zmq.Socket, refusals: Refusals, server: bool):
         self.refusals = refusals
         self.server = server
-        # fds accepted or connected whose handshake has no outcome yet. libzmq's handshake events do not
-        # say which connection they are about; handshakes are settled in arrival order, which holds
-        # unless two peers connect within the same millisecond.
-        self.pending: list[int] = []
+        self.pending: list[int] = []  # fds accepted or connected whose handshake has no outcome yet, oldest first
         self.handshakes = 0
-        self.failed_at: float | None = None  # monotonic time of the last failed handshake (see ``retry_due``)
+        self.failed_at: float | None = None  # monotonic time of a failed handshake not yet retried or healed
         HandshakeWatch._count += 1  # an address of our own: pyzmq's default reuses the socket's fd number
         self.socket = sock
         self.monitor = sock.get_monitor_socket(_WATCHED, addr=f"inproc://spikewire-watch-{os.getpid()}-{self._count}")
@@ -238,41 +248,48 @@ class HandshakeWatch:
     _count = 0
 
     def retry_due(self, now_monotonic: float, after: float) -> bool:
-        """True (once per failure) when a handshake failed at least ``after`` s ago."""
+        """True (once per failure) when a handshake failed at least ``after`` s ago and none has succeeded
+        since."""
         if self.failed_at is not None and now_monotonic - self.failed_at >= after:
             self.failed_at = None
             return True
         return False
 
     def _on_event(self, event: int, value: int, endpoint: str) -> None:
-        if event in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_AUTH,
-                     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
-            self.failed_at = time.monotonic()
         if event in (zmq.EVENT_ACCEPTED, zmq.EVENT_CONNECTED):
             self.pending.append(value)  # value: the connection's fd
         elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             self.handshakes += 1
+            self.failed_at = None  # connected: nothing left to retry
             self._settle()
         elif event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
             self._settle()
+            self.failed_at = time.monotonic()
             reason = "mechanism_mismatch" if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH else "protocol_error"
             self.refusals.add(reason, f"on {endpoint} (ZMTP error {value:#x})")
         elif event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
             self._settle()
+            self.failed_at = time.monotonic()
             if not self.server:  # our ZAP handler counted it on the server side
                 self.refusals.add("server_refused", f"{endpoint} refused our key (status {value})")
         elif event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
-            self._settle()
-            self.refusals.add("protocol_error", f"on {endpoint} (handshake failed)")
+            # The connection went away mid-handshake (value: an errno). On a server its disconnect, next,
+            # counts it. On a client it is a dropped connection, no refusal: libzmq retries it itself, and
+            # should it stop, the runtime's retry (once this is ``after`` s old, and only while nothing has
+            # succeeded since) takes over.
+            log.debug("handshake on %s ended without detail (errno %s)", endpoint, value)
+            if not self.server:
+                self.failed_at = time.monotonic()
         elif event == zmq.EVENT_DISCONNECTED:
             if value in self.pending:
                 self.pending.remove(value)
                 if self.server:
-                    self.refusals.add("not_zmtp", f"a connection to {endpoint} sent no valid ZMTP greeting")
+                    self.refusals.add("not_zmtp", f"a connection to {endpoint} closed without a valid ZMTP "
+                                                  "handshake")
 
     def _settle(self) -> None:
         if self.pending:
-            self.pending.pop(0)
+            self.pending.pop()  # the newest (see the class docstring)
 
     def close(self) -> None:
         try:

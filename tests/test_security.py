@@ -8,6 +8,7 @@ poses as Zurich to inject packets into Southampton.
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import subprocess
 import time
@@ -15,6 +16,7 @@ import tomllib
 import urllib.request
 
 import numpy as np
+import pytest
 import zmq
 import zmq.auth
 
@@ -164,3 +166,180 @@ def test_curve_benchmark_runs_and_reports_both_modes(tmp_path):
         assert m["latency_n"] == 200 and m["packets_per_s"] > 0 and 0 < m["latency_p50_s"] < 0.05, m
     assert set(res["ratio"]) == {"latency_p50_s", "latency_p99_s", "packets_per_s"}
     assert "CURVE/plain" in out.stdout
+
+
+# --- issue 11, item 18: what a port scanner gets counted as ----------------------------------------------------
+# A connection dropped before any ZMTP handshake outcome never presented a ZeroMQ greeting: `not_zmtp`, whether it
+# sent an HTTP request, random bytes or nothing at all (a plain connect-and-close scan), and whatever libzmq made
+# of it (for some of these it reports HANDSHAKE_FAILED_NO_DETAIL first, for others only the disconnect).
+HTTP_PROBE = b"GET / HTTP/1.0\r\n\r\n"
+
+
+def _scan(port: int, data: bytes = b"", hold: float = 0.0) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        if data:
+            s.sendall(data)
+        if hold:
+            time.sleep(hold)
+
+
+SCANS = ([(b"", 0.0)] * 3 + [(HTTP_PROBE, 0.0)] * 3 + [(HTTP_PROBE, 0.2)] * 2 + [(bytes(range(200)), 0.0)] * 2
+         + [(bytes(range(1, 100)), 0.1)] + [(b"", 0.3)] + [(b"\x00" * 9, 0.0)])
+
+
+def _settle(watch, refusals, until, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not until():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"refusals {refusals.counts}, pending {watch.pending}")
+        watch.poll()
+        time.sleep(0.01)
+
+
+def _server(ctx, curve: bool):
+    from spikewire.streams.security import HandshakeWatch, Refusals
+
+    pub = ctx.socket(zmq.XPUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    keys = zmq.curve_keypair()
+    if curve:
+        pub.curve_server = True
+        pub.curve_publickey, pub.curve_secretkey = keys
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    refusals = Refusals("scanned")
+    return pub, port, keys[0], refusals, HandshakeWatch(pub, refusals, server=True)
+
+
+@pytest.mark.parametrize("curve", [False, True], ids=["plaintext", "curve"])
+@pytest.mark.parametrize("pace", ["one_by_one", "burst"])
+def test_a_port_scan_counts_as_not_zmtp_whatever_it_sends_and_its_timing(curve, pace):
+    ctx = zmq.Context()
+    try:
+        pub, port, server_key, refusals, watch = _server(ctx, curve)
+        for i, (data, hold) in enumerate(SCANS):
+            _scan(port, data, hold)
+            if pace == "one_by_one":
+                _settle(watch, refusals, lambda: refusals.counts["not_zmtp"] == i + 1)
+        _settle(watch, refusals, lambda: refusals.counts["not_zmtp"] == len(SCANS))
+        # A real ZeroMQ subscriber still counts as a handshake, and nothing else moved.
+        good = _xsub(ctx, f"tcp://127.0.0.1:{port}", server_key if curve else None,
+                     zmq.curve_keypair() if curve else None)
+        _settle(watch, refusals, lambda: watch.handshakes == 1)
+        good.close(linger=0)
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:  # its disconnect is no refusal
+            watch.poll()
+            time.sleep(0.01)
+        assert refusals.counts == {**dict.fromkeys(refusals.counts, 0), "not_zmtp": len(SCANS)}, refusals.counts
+        watch.close()
+        pub.close(linger=0)
+    finally:
+        ctx.destroy(linger=0)
+
+
+def test_a_slow_scanner_does_not_take_a_real_peers_handshake():
+    """An HTTP probe holding its connection open (waiting for an answer that never comes) while a real
+    subscriber connects: the subscriber's handshake is its own, and the probe still counts as not_zmtp."""
+    ctx = zmq.Context()
+    try:
+        pub, port, _, refusals, watch = _server(ctx, curve=False)
+        probe = socket.create_connection(("127.0.0.1", port), timeout=2)
+        probe.sendall(HTTP_PROBE)
+        _settle(watch, refusals, lambda: len(watch.pending) == 1)
+        good = _xsub(ctx, f"tcp://127.0.0.1:{port}")
+        _settle(watch, refusals, lambda: watch.handshakes == 1)
+        probe.close()
+        _settle(watch, refusals, lambda: refusals.counts["not_zmtp"] == 1)
+        good.close(linger=0)
+        deadline = time.monotonic() + 0.5
+        while time.monotonic() < deadline:
+            watch.poll()
+            time.sleep(0.01)
+        assert refusals.total == 1 and watch.pending == [], (refusals.counts, watch.pending)
+        watch.close()
+        pub.close(linger=0)
+    finally:
+        ctx.destroy(linger=0)
+
+
+# --- issue 11, item 17: a handshake that failed at start must not poison the link --------------------------------
+def test_a_handshake_failed_at_start_is_healed_by_the_next_success():
+    """Through a proxy whose publisher is not up yet, the subscriber's first handshakes fail (the proxy
+    accepts, then drops it); libzmq retries on its own and connects once the publisher binds. From then
+    on the connection is healthy: nothing may be left that would have the runtime tear it down at the
+    first quiet moment (``retry_due``)."""
+    from spikewire.launch.ports import free_port_block
+    from spikewire.streams.fault_proxy import FaultProxy
+    from spikewire.streams.security import HandshakeWatch, Refusals
+
+    target = free_port_block(1)  # nothing listens there yet
+    ctx = zmq.Context()
+    proxy = FaultProxy(target=("127.0.0.1", target)).start()
+    try:
+        refusals = Refusals("subscriber")
+        sub = ctx.socket(zmq.XSUB)
+        sub.setsockopt(zmq.LINGER, 0)
+        watch = HandshakeWatch(sub, refusals, server=False)
+        sub.send(b"\x01")
+        sub.connect(proxy.endpoint)
+        deadline = time.monotonic() + 5
+        while proxy.stats()["connections"]["upstream_failures"] < 2:  # failed at start, and again
+            assert time.monotonic() < deadline, proxy.stats()["connections"]
+            watch.poll()
+            time.sleep(0.02)
+        pub = ctx.socket(zmq.XPUB)
+        pub.setsockopt(zmq.LINGER, 0)
+        pub.bind(f"tcp://127.0.0.1:{target}")
+        got = []
+        deadline = time.monotonic() + 10
+        while len(got) < 3:  # the healthy connection carries messages
+            assert time.monotonic() < deadline, (watch.handshakes, len(got))
+            watch.poll()
+            pub.send(b"packet")
+            if sub.poll(50):
+                got.append(sub.recv())
+        watch.poll()
+        assert watch.handshakes == 1
+        # However long the link is quiet later on, the failure at start is no reason to reconnect.
+        assert not watch.retry_due(time.monotonic() + 60.0, 1.0)
+        # A dropped connection is not a refusal: nobody refused anything.
+        assert refusals.total == 0, refusals.counts
+        watch.close()
+        for s in (sub, pub):
+            s.close(linger=0)
+    finally:
+        proxy.stop()
+        ctx.destroy(linger=0)
+
+
+def test_a_refused_handshake_is_retried_until_one_succeeds():
+    """The other half of ``retry_due``: a plaintext subscriber against a CURVE publisher fails on a protocol
+    error, after which libzmq gives up; the runtime's retry is due (once) until a handshake succeeds."""
+    from spikewire.streams.security import HandshakeWatch, Refusals
+
+    ctx = zmq.Context()
+    try:
+        pub = ctx.socket(zmq.XPUB)
+        pub.setsockopt(zmq.LINGER, 0)
+        pub.curve_server = True
+        pub.curve_publickey, pub.curve_secretkey = zmq.curve_keypair()
+        port = pub.bind_to_random_port("tcp://127.0.0.1")
+        refusals = Refusals("subscriber")
+        sub = ctx.socket(zmq.XSUB)
+        sub.setsockopt(zmq.LINGER, 0)
+        watch = HandshakeWatch(sub, refusals, server=False)
+        sub.connect(f"tcp://127.0.0.1:{port}")
+        deadline = time.monotonic() + 5
+        while watch.failed_at is None:
+            assert time.monotonic() < deadline, refusals.counts
+            watch.poll()
+            time.sleep(0.02)
+        assert refusals.counts["mechanism_mismatch"] == 1
+        failed = watch.failed_at
+        assert not watch.retry_due(failed + 0.5, 1.0)
+        assert watch.retry_due(failed + 1.0, 1.0) and not watch.retry_due(failed + 2.0, 1.0)  # once per failure
+        watch.close()
+        for s in (sub, pub):
+            s.close(linger=0)
+    finally:
+        ctx.destroy(linger=0)
