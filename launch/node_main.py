@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             node = spec.cls(spec.name, spec.settings)
         node.context = {"network": network.name, "network_dir": str(network.path.parent),
-                        "reset_state": args.reset_state}
+                        "reset_state": args.reset_state or network.reset_weights, "session": args.session or ""}
         node.phase_ends = network.phase_ends
         node.load_state()
         source_ids = {port: network.source_ids[(spec.name, port)] for port in spec.outputs}
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             bufs = [ln.sockbuf for ln in links if ln.sockbuf]
             options = {ln.label: LinkOptions(ln.delay, ln.late, ln.inter_site, ln.src_site,
                                              bool(ln.src_node) and network.curve_port(ln.src_node, ln.src_port),
-                                             ln.clock)
+                                             ln.auto_delay, ln.clock)
                        for ln in links}
             plans.append(InputPlan(port, tuple((int(s), str(e), str(label)) for s, e, label in sources),
                                    hwm or 100_000, options, min(bufs) if bufs else 0))
@@ -139,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         warm_up_s = local_clock() - t_warm
         runtime.export_lsl(network.name)
         runtime.wait_for_subscribers(args.timeout)
+        node.wait_for_consumers(args.timeout)
         if mon.metrics:
             runtime.metrics = MetricsServer(runtime, spec.settings.bind, network.metrics_port(spec.name),
                                             max_age=mon.scrape_interval, render_on_scrape=mon.render == "scrape")

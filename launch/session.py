@@ -100,6 +100,10 @@ class Session:
                          "rtt_s": ln.get("rtt_s"), "inter_site": bool(ln.get("inter_site")),
                          "outages": ln.get("outages"), "restarts": ln.get("restarts")}
             for ln in report.get("links", []) if ln.get("received") is not None}
+        # Where each node's persistent state started from (a memristor's crossbar: r_init, or which file).
+        self.provenance["start_state"] = {n: f["model"]["start_state"] for n, f in report.get("nodes", {}).items()
+                                          if f.get("final") and "start_state" in f.get("model", {})}
+        self.provenance["warnings"] = report.get("warnings", [])
         (self.folder / "summary.json").write_text(json.dumps(report, indent=2, default=float))
         if self._status is not None:
             self._status.close()

@@ -60,7 +60,9 @@ def build_report(network: Network, finals: dict[str, dict], duration: float, out
             "latency_max_s": lat.get("max"), "delay_for_p99_s": rx.get("delay_for_p99_s"),
         })
     probes = next((dict(f["probes"], node=n) for n, f in finals.items() if f.get("probes")), None)
-    return {"network": network.name, "outcome": outcome, "duration_s": duration, "neurons": neurons,
+    warnings = [f"{name}: {w}" for name in names for w in finals.get(name, {}).get("model", {}).get("warnings", [])]
+    return {"network": network.name, "outcome": outcome, "duration_s": duration, "warnings": warnings,
+            "neurons": neurons,
             "memristors": memristors, "links": links, "nodes": nodes, "phases": phase_table(network, finals),
             "probes": probes}
 
@@ -96,6 +98,8 @@ def _table(headers: list[str], rows: list[list], right: set[int]) -> list[str]:
 
 def render_text(report: dict) -> str:
     out = [f"spikewire run of {report['network']!r}: {report['outcome']} after {report['duration_s']:.1f} s", ""]
+    if report.get("warnings"):
+        out += ["Warnings"] + [f"  ! {w}" for w in report["warnings"]] + [""]
     if report["neurons"]:
         out += ["Neurons"] + _table(
             ["node", "population", "neuron", "spikes", "rate Hz", "detail"],

@@ -216,6 +216,10 @@ class Node:
     def tick(self, t_start: float, t_end: float) -> None:
         """Advance the clock-driven model over [t_start, t_end)."""
 
+    def housekeeping(self, now: float) -> None:
+        """Called every housekeeping period (~50 ms) in the loop's slack, never between a packet's arrival
+        and its answer: batched work such as saving state. Default: nothing."""
+
     def fds(self) -> list[int]:
         """File descriptors of the node's own I/O (a UDP socket, say) for the runtime to wait on."""
         return []

@@ -36,7 +36,7 @@ class PulseSource(Node):
 
     @classmethod
     def ports(cls, settings: SourceSettings):
-        return {}, {"out": OutPort(Kind.SPIKE, "paced spike events")}
+        return {}, {"out": OutPort(Kind.SPIKE, "paced spike events", settings.size, (1.0, 1.0))}
 
     @property
     def tick_period(self) -> float:

@@ -795,6 +795,7 @@ class Runtime:
                     self._watch_late(link, now)
         if self.interlocked:
             self._interlock(now)
+        self.node.housekeeping(now)
         if self.journal is not None:
             self.journal.flush()  # every 50 ms: a crash loses at most this window
 
