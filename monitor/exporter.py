@@ -15,8 +15,9 @@ daemon thread of its own, so an idle client (or one that sends half a request li
 scrape or the node's stop. Every read or write waits at most ``idle_timeout``, and a whole request must
 arrive and be answered within ``request_deadline``, or the connection is cut: a slowloris trickling one
 byte a second is gone after the deadline. At most ``max_connections`` are served at once; beyond that a
-connection is answered 503 and closed at once (no thread is started), counted in ``refused`` and logged
-(the first, then every hundredth).
+connection is answered 503 and closed at once (no thread is started), logged (the first, then every
+hundredth) and counted: ``refused``, exported as ``spikewire_connections_refused_total{reason="metrics_busy"}``,
+so the usual refused-connections alert fires on a flood.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ REQUEST_DEADLINE = 5.0
 scrape timeout is 10 s, but a scrape is answered from cached bytes in well under a millisecond)."""
 MAX_CONNECTIONS = 16
 """Metrics connections served at once; more are refused (503), so a flood cannot spawn threads."""
+METRICS_BUSY = "metrics_busy"
+"""The ``reason`` label under which refused metrics connections are exported (with the node's other refusals)."""
 _BUSY = b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
@@ -135,6 +138,9 @@ class NodeCollector:
 
         for reason, n in rt.refusals.counts.items():
             fams[C.REFUSED.name].add_metric([name, reason], n)
+        server = getattr(rt, "metrics", None)
+        if server is not None:  # connections to this very port turned away because too many were open
+            fams[C.REFUSED.name].add_metric([name, METRICS_BUSY], server.refused)
         if rt.interlocked:
             fams[C.INTERLOCK.name].add_metric([name], 1 if rt.held_since is not None else 0)
             fams[C.HOLDS.name].add_metric([name], rt.holds)

@@ -144,7 +144,8 @@ def test_connections_beyond_the_bound_are_refused_and_counted(runtime, clients):
     while server.open_connections:
         assert time.monotonic() < deadline, server.open_connections
         time.sleep(0.01)
-    assert "spikewire_node_up{" in _scrape(server.port)
+    server.refresh(time.monotonic())
+    assert 'spikewire_connections_refused_total{node="src",reason="metrics_busy"} 3.0' in _scrape(server.port)
     assert _close_within(server, 2.0) < 1.5
 
 
