@@ -55,7 +55,7 @@ def default_session_dir():
 
 
 def cmd_run(args) -> int:
-    from spikewire.launch.network import NetworkError, curve_config
+    from spikewire.launch.network import NetworkError, check_local_binds, curve_config
     from spikewire.launch.session import default_session_dir
     from spikewire.launch.supervisor import Supervisor
 
@@ -70,9 +70,11 @@ def cmd_run(args) -> int:
         if not net.site_nodes(args.site):
             print(f"{args.network}: site {args.site!r} has no nodes", file=sys.stderr)
             return 2
-    # Keys are checked here, before any node starts, so a missing or wrong key is one clear line.
+    # Keys and bind addresses are checked here, before any node starts, so a missing or wrong key or an
+    # address of another machine is one clear line.
     sites = [args.site] if args.site else sorted({net.site_of(n) for n in net.nodes}) if net.sites else []
     try:
+        check_local_binds(net, args.site)
         for site in sites:
             curve_config(net, site, args.secret_key)
     except NetworkError as e:

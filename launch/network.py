@@ -20,6 +20,14 @@ Layout::
                                 outside this network); delay = D for a jitter buffer, late = its policy,
                                via = an endpoint to connect through (a relay, NAT or fault proxy)
 
+Limits, so that a file is refused by ``check`` rather than failing (or writing somewhere) once running:
+names that become file names or labels (the network, nodes, sites, populations, synapse groups) are
+letters, digits, '_' and '-', at most 64 characters; a file a node writes (``state_file``) stays below the
+network file's folder; sizes are bounded by the memory they need (``NODE_MEMORY_BUDGET`` per node, at most
+``MAX_NODES`` processes); integers fit 64 bits, or the wire's and ZeroMQ's own ranges; addresses are
+checked for syntax (a bind address is an IPv4 address; a host to connect to, an IPv4 address or an RFC 1123
+host name; names are not resolved: a site's host need not be reachable from where ``check`` runs).
+
 Sites: a link between nodes of different sites is an *inter-site* link. Its publisher listens on a fixed
 port of its site (``[sites.<site>] port`` + k, k counting the site's output ports that have inter-site
 links, in name order), every site can work out every address from the file alone, and
@@ -28,22 +36,130 @@ links, in name order), every site can work out every address from the file alone
 
 from __future__ import annotations
 
+import ipaddress
+import math
+import posixpath
 import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from spikewire.launch.settings import Settings, SettingsError, in_range, non_negative, parse, positive, setting
-from spikewire.nodes.base import InPort, Node, OutPort
+from spikewire.launch.settings import (NODE_MEMORY_BUDGET, Settings, SettingsError, format_bytes, in_range,
+                                       non_negative, parse, positive, setting)
+from spikewire.nodes.base import ClockedSettings, InPort, Node, OutPort
 
-NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")  # fullmatch: '$' would let a trailing newline through
+MAX_NAME = 64
+NAME_RULE = f"letters, digits, '_' or '-', starting with a letter or '_', at most {MAX_NAME} characters"
 EXTERNAL_SOURCE_MIN = 1000
+SOURCE_ID_MAX = (1 << 32) - 1  # the wire's u32 source field
+MAX_HWM = 10_000_000
+"""ZeroMQ takes an int32; ten million packets is minutes of any link's traffic, and memory to match."""
+MAX_FILE_BYTES = 16 << 20
+"""A network file larger than this is refused unread (a 65,536-row crossbar table is ~1.5 MB)."""
+MAX_NODES = 64
+PROCESS_BYTES = 128 << 20
+"""Every node is an OS process (Python, numpy, numba, ZeroMQ): ~100-150 MB before its model."""
+BYTES_PER_ID = 256
+"""Model state per neuron of a clock-driven node (parameters, state, counts): the kinds' size checks use it."""
+BYTES_PER_ID_STEP = 32
+"""Per neuron and integration step of a tick (tick / dt steps): input matrix, noise and spike buffers."""
+WRITTEN_FILES = ("state_file",)
+"""Node settings that name a file the node writes, relative to the network file's folder."""
+FILE_PART = re.compile(r"[A-Za-z0-9_.\-]{1,255}")
+HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9\-]{1,63}(?<!-)")
 TOP_LEVEL = ("network", "nodes", "links", "protocol", "monitor", "sites", "security", "transport", "safety")
 
 
 class NetworkError(SettingsError):
     """A network file that must not start. ``str()`` is the one-line message for the user."""
+
+
+def check_name(key: str, name: object, what: str) -> None:
+    """Names become file names (state files, journals), labels and LSL stream names: nothing else passes."""
+    if not (isinstance(name, str) and len(name) <= MAX_NAME and NAME.fullmatch(name)):
+        raise NetworkError(key, f"{what} is {NAME_RULE}; got {name!r}")
+
+
+def safe_name(text: str) -> str:
+    """``text`` (a file's stem) made a valid name: the default network name of an oddly named file."""
+    name = re.sub(r"[^A-Za-z0-9_\-]", "_", text)[:MAX_NAME] or "network"
+    return name if NAME.fullmatch(name) else ("_" + name)[:MAX_NAME]
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def bind_problem(address: str, star: bool = False) -> str | None:
+    """Why ``address`` cannot be bound (None if it can). An IPv4 address is what ZeroMQ and the metrics
+    server both take (ZeroMQ would also take an interface name, the HTTP server a host name); ``star``: '*'
+    too (ZeroMQ's every interface, for a site's publishers)."""
+    if (star and address == "*") or _is_ipv4(address):
+        return None
+    if ":" in address:
+        return f"IPv6 is not supported (spikewire's sockets are IPv4), got {address!r}"
+    return (f"must be an IPv4 address of this machine ('127.0.0.1'; '0.0.0.0' for every interface"
+            f"{', or *' if star else ''}), got {address!r}")
+
+
+def host_problem(host: str) -> str | None:
+    """Why ``host`` cannot be connected to (None if it can): an IPv4 address or an RFC 1123 host name."""
+    if host in ("*", "0.0.0.0"):
+        return f"{host!r} is a wildcard for binding, not a host to connect to"
+    if _is_ipv4(host):
+        return None
+    if ":" in host or host.startswith("["):
+        return f"IPv6 is not supported (spikewire's sockets are IPv4), got {host!r}"
+    labels = host.split(".")
+    if not host or len(host) > 253 or not all(HOST_LABEL.fullmatch(label) for label in labels) \
+            or labels[-1].isdigit():  # all digits: a mistyped IPv4 address (256.1.1.1), not a name
+        return (f"must be an IPv4 address or a host name (RFC 1123: letters, digits and '-' in dot-separated "
+                f"labels of 1-63 characters), got {host!r}")
+    return None
+
+
+def endpoint_problem(endpoint: str, ipc: bool) -> str | None:
+    """Why a ZeroMQ endpoint to connect to is unusable (None if fine): tcp://host:port, or (``ipc``)
+    ipc://path. ZeroMQ itself accepts port 0, a missing host or an unresolvable name and then waits forever."""
+    scheme, sep, rest = endpoint.partition("://")
+    if scheme == "tcp" and sep:
+        host, colon, port = rest.rpartition(":")
+        if not colon:
+            return f"must be tcp://host:port (the port is missing), got {endpoint!r}"
+        if not host:
+            return f"must be tcp://host:port (the host is missing), got {endpoint!r}"
+        if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+            return f"the port must be 1-65535, got {port!r} in {endpoint!r}"
+        problem = host_problem(host)
+        return f"{problem} (in {endpoint!r})" if problem else None
+    if scheme == "ipc" and sep and ipc:
+        if not rest or not rest.isprintable() or len(rest.encode()) > 107:  # 107: a Unix socket path's limit
+            return f"an ipc:// path must be 1-107 printable bytes, got {endpoint!r}"
+        return None
+    if scheme == "inproc" and sep:
+        return f"inproc endpoints reach only sockets of the same process, and every node is a process: {endpoint!r}"
+    return f"must be a ZeroMQ endpoint like tcp://127.0.0.1:5555{' or ipc:///path' if ipc else ''}, got {endpoint!r}"
+
+
+def relative_file_problem(ref: str) -> str | None:
+    """Why a node may not write ``ref`` (None if it may): a relative path below the network file's folder,
+    of plain names, ending in .json (so it is never the network file or a key)."""
+    if ref.startswith(("/", "\\")) or "\\" in ref or re.match(r"[A-Za-z]:", ref):
+        return f"must be a path relative to the network file's folder, got {ref!r}"
+    parts = ref.split("/")
+    if ".." in parts:
+        return f"must not contain '..': it would leave the network file's folder, got {ref!r}"
+    if len(ref) > 1024 or not all(part == "." or FILE_PART.fullmatch(part) for part in parts):
+        return f"must be '/'-separated names of letters, digits, '_', '-' or '.', got {ref!r}"
+    if not parts[-1].endswith(".json") or parts[-1] == ".json":
+        return f"must name a .json file, got {ref!r}"
+    return None
 
 
 def node_kinds() -> dict[str, type[Node]]:
@@ -113,6 +229,14 @@ class SiteSettings(Settings):
     secret_key: str = setting("", "This site's CURVE secret key file, relative to the network file; read only "
                               "when this site runs (--secret-key overrides it).")
 
+    def validate(self, key: str) -> None:
+        problem = host_problem(self.address)
+        if problem:
+            raise SettingsError(f"{key}.address", problem)
+        problem = bind_problem(self.bind, star=True)
+        if problem:
+            raise SettingsError(f"{key}.bind", problem)
+
 
 @dataclass(frozen=True)
 class SecuritySettings(Settings):
@@ -163,8 +287,9 @@ class LinkSettings(Settings):
     from_: str = setting("", "Output port '<node>.<port>' (leave out for an external publisher).", key="from")
     to: str = setting("", "Input port '<node>.<port>'.")
     endpoint: str = setting("", "External publisher's ZeroMQ endpoint (instead of 'from').")
-    source: int = setting(0, "Source id an external publisher stamps on its packets (>= 1000).")
-    hwm: int = setting(100_000, "High-water mark (packets queued) at each end.", check=positive)
+    source: int = setting(0, "Source id an external publisher stamps on its packets (>= 1000).",
+                          check=in_range(0, SOURCE_ID_MAX))
+    hwm: int = setting(100_000, "High-water mark (packets queued) at each end.", check=in_range(1, MAX_HWM))
     sockbuf: int = setting(0, "Kernel socket buffer at each end [bytes]; 0: the OS default (several MB on Linux "
                            "loopback: under overload, a hidden queue of seconds). Set it with hwm to bound a "
                            "link's queue in time.", check=in_range(0, 1 << 30))
@@ -184,8 +309,10 @@ class LinkSettings(Settings):
     def validate(self, key: str) -> None:
         if not self.to:
             raise SettingsError(f"{key}.to", "required: the input port '<node>.<port>' this link feeds")
-        if self.via and not self.via.startswith("tcp://"):
-            raise SettingsError(f"{key}.via", f"must be a tcp:// endpoint, got {self.via!r}")
+        for name, value, ipc in (("via", self.via, False), ("endpoint", self.endpoint, True)):
+            problem = endpoint_problem(value, ipc) if value else None
+            if problem:
+                raise SettingsError(f"{key}.{name}", problem)
 
 
 @dataclass(frozen=True)
@@ -294,14 +421,27 @@ def load_network(path: str | Path, check_keys: bool = True) -> Network:
     (``spikewire keygen --network`` loads a file whose keys do not exist yet)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        with open(path, "rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)  # bounded: a huge file or a device is refused, not swallowed
     except OSError as e:
         raise NetworkError("", f"cannot read the network file: {e.strerror or e}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise NetworkError("", f"cannot read the network file: larger than {format_bytes(MAX_FILE_BYTES)}, "
+                           "far more than any network needs")
+    try:
+        text = raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as e:
+        raise NetworkError("", f"cannot read the network file: not UTF-8 text (byte 0x{raw[e.start]:02x} at "
+                           f"offset {e.start}); a network file is TOML") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise _toml_error(str(e), text) from None
-    return build_network(data, default_name=path.stem, path=path, check_keys=check_keys)
+    except RecursionError:
+        raise NetworkError("", "not valid TOML: arrays or tables nested too deeply") from None
+    except ValueError as e:  # tomllib's other limits: an integer of more than 4300 digits
+        raise NetworkError("", f"not valid TOML: {e}") from None
+    return build_network(data, default_name=safe_name(path.stem), path=path, check_keys=check_keys)
 
 
 def _toml_error(msg: str, text: str) -> NetworkError:
@@ -342,6 +482,8 @@ def build_network(data: dict, default_name: str = "network", path: Path | None =
         if "sites" in data:
             if not isinstance(data["sites"], dict) or not data["sites"]:
                 raise NetworkError("sites", "must be a table of [sites.<name>] tables")
+            for name in data["sites"]:
+                check_name(f"sites.{name}", name, "a site name")
             sites = {name: parse(SiteSettings, table, f"sites.{name}") for name, table in data["sites"].items()}
     except SettingsError as e:
         raise NetworkError(e.key, e.reason) from None
@@ -351,31 +493,45 @@ def build_network(data: dict, default_name: str = "network", path: Path | None =
             raise NetworkError(f"protocol.phases[{i}].name", f"{ph.name!r} is used by an earlier phase")
         phases.append((ph.name, t, t + ph.duration))
         t += ph.duration
+    if not math.isfinite(t):
+        raise NetworkError("protocol.phases", "the phases' durations add up to more than a float holds")
+    check_name("network.name", info.name or default_name, "a network name (it names state files)")
     nodes_table = data.get("nodes")
     if not isinstance(nodes_table, dict) or not nodes_table:
         raise NetworkError("nodes", "at least one node is required ([nodes.<name>] with a kind)")
+    if len(nodes_table) > MAX_NODES:
+        raise NetworkError("nodes", f"{len(nodes_table):,} nodes are as many processes of ~"
+                           f"{format_bytes(PROCESS_BYTES)}: needs ~{format_bytes(len(nodes_table) * PROCESS_BYTES)}; "
+                           f"a network has at most {MAX_NODES} nodes (one node can hold many populations)")
     kinds = node_kinds()
     nodes: dict[str, NodeSpec] = {}
+    written: dict[str, str] = {}  # file a node writes (normalised) -> that node
     for name, table in nodes_table.items():
         key = f"nodes.{name}"
-        if not NAME.match(name):
-            raise NetworkError(key, "a node name is letters, digits, '_' or '-', starting with a letter")
+        check_name(key, name, "a node name")
         if not isinstance(table, dict):
             raise NetworkError(key, "must be a table")
         kind = table.get("kind")
         if kind is None:
             raise NetworkError(f"{key}.kind", f"required; one of: {', '.join(sorted(kinds))}")
-        if kind not in kinds:
+        if not isinstance(kind, str) or kind not in kinds:
             raise NetworkError(f"{key}.kind", f"unknown node kind {kind!r}; expected one of: {', '.join(sorted(kinds))}")
         cls = kinds[kind]
         try:
             settings = parse(cls.Settings, table, key)
         except SettingsError as e:
             raise NetworkError(e.key, e.reason) from None
+        check_name(f"{key}.site", settings.site, "a site name")
+        problem = bind_problem(settings.bind)
+        if problem:
+            raise NetworkError(f"{key}.bind", problem)
+        _check_written_files(key, name, settings, path, written)
         try:
             inputs, outputs = cls.declared_ports(settings, key)
         except SettingsError as e:
             raise NetworkError(e.key, e.reason) from None
+        _check_port_names(key, table, [*inputs, *outputs])
+        _check_memory(key, table, settings, inputs, outputs)
         for i, port in enumerate(settings.lsl_export):
             if port not in outputs:
                 raise NetworkError(f"{key}.lsl_export[{i}]", f"node {name!r} has no output port {port!r}; its "
@@ -411,8 +567,6 @@ def build_network(data: dict, default_name: str = "network", path: Path | None =
             source_id = source_ids[(src_node, src_port)]
             ident = (src_node, src_port, dst_node, dst_port)
         elif ls.endpoint:
-            if not ls.endpoint.startswith(("tcp://", "ipc://", "inproc://")):
-                raise NetworkError(f"{key}.endpoint", f"must be a ZeroMQ endpoint like tcp://127.0.0.1:5555, got {ls.endpoint!r}")
             if ls.source < EXTERNAL_SOURCE_MIN:
                 raise NetworkError(f"{key}.source", f"an external publisher needs a source id >= {EXTERNAL_SOURCE_MIN}, got {ls.source}")
             src_node, src_port, source_id = "", "", ls.source
@@ -455,6 +609,68 @@ def build_network(data: dict, default_name: str = "network", path: Path | None =
     return net
 
 
+def _find_key(table: dict, name: str, key: str, depth: int = 3) -> str | None:
+    """The dotted key of the entry called ``name`` nearest the top of ``table``, if any."""
+    if name in table:
+        return f"{key}.{name}"
+    for k, v in table.items():
+        found = _find_key(v, name, f"{key}.{k}", depth - 1) if isinstance(v, dict) and depth else None
+        if found:
+            return found
+    return None
+
+
+def _check_port_names(key: str, table: dict, ports: list[str]) -> None:
+    """A port name is '<role>' or '<group>.<role>', each a name: a population or synapse group named
+    '../x' or 'a.b' is refused where the file names it."""
+    for port in ports:
+        parts = port.split(".")
+        if len(parts) <= 2 and all(len(p) <= MAX_NAME and NAME.fullmatch(p) for p in parts):
+            continue
+        group = port.rpartition(".")[0]
+        raise NetworkError((_find_key(table, group, key) if group else None) or key,
+                           f"a name that makes port names (here {port!r}) is {NAME_RULE}")
+
+
+def _check_written_files(key: str, node: str, settings: Settings, path: Path | None, written: dict[str, str]) -> None:
+    """A file a node writes stays below the network file's folder, and no two nodes write the same one."""
+    for field in WRITTEN_FILES:
+        ref = getattr(settings, field, "")
+        if not ref:
+            continue
+        problem = relative_file_problem(ref)
+        if problem:
+            raise NetworkError(f"{key}.{field}", problem)
+        norm = posixpath.normpath(ref)
+        if norm in written:
+            raise NetworkError(f"{key}.{field}", f"{ref!r} is also written by node {written[norm]!r}")
+        if path is not None and (path.parent / norm).resolve() == path.resolve():
+            raise NetworkError(f"{key}.{field}", f"{ref!r} is the network file itself")
+        written[norm] = node
+
+
+def _check_memory(key: str, table: dict, settings: Settings, inputs: dict[str, InPort],
+                  outputs: dict[str, OutPort]) -> None:
+    """A clock-driven node keeps state for every neuron it steps (the ids its ports declare) and buffers of
+    tick / dt steps for each: bounded together by NODE_MEMORY_BUDGET, before the node allocates them. (Each
+    size field bounds itself; this bounds their sum and the per-step buffers.)"""
+    if not isinstance(settings, ClockedSettings):
+        return
+    ids = max(sum(p.size or 0 for p in inputs.values()), sum(p.size or 0 for p in outputs.values()))
+    if ids * BYTES_PER_ID > NODE_MEMORY_BUDGET:
+        group = next((p.rpartition(".")[0] for p in inputs if "." in p), "")
+        where = _find_key(table, group, key) if group else None
+        raise NetworkError(where.rpartition(".")[0] if where else key,
+                           f"{ids:,} neurons in all: needs ~{format_bytes(ids * BYTES_PER_ID)} (~{BYTES_PER_ID} B "
+                           f"each), over the {format_bytes(NODE_MEMORY_BUDGET)} one node may use")
+    steps = settings.steps_per_tick
+    total = ids * (BYTES_PER_ID + steps * BYTES_PER_ID_STEP)
+    if total > NODE_MEMORY_BUDGET:
+        raise NetworkError(f"{key}.tick", f"{steps:,} steps per tick (tick / dt) for {ids:,} neurons needs "
+                           f"~{format_bytes(total)} of per-step buffers (~{BYTES_PER_ID_STEP} B per neuron and step), "
+                           f"over the {format_bytes(NODE_MEMORY_BUDGET)} one node may use; shorten tick or raise dt")
+
+
 def _check_sites(net: Network, check_keys: bool) -> None:
     """Every node's site is declared; sites with outgoing links have ports that do not collide; with CURVE
     required, every site involved has a readable public key (secret keys are checked where they are used)."""
@@ -466,6 +682,7 @@ def _check_sites(net: Network, check_keys: bool) -> None:
             raise NetworkError(f"nodes.{name}.site", f"site {spec.settings.site!r} is not declared in [sites]; "
                                f"declared: {', '.join(sites)}")
     used: dict[tuple[str, int], str] = {}
+    publishers: dict[tuple[str, int], tuple[str, str]] = {}  # (address, port) -> (site, its output port)
     for site, s in sites.items():
         ports = net.site_ports(site)
         if ports and not s.port:
@@ -479,6 +696,14 @@ def _check_sites(net: Network, check_keys: bool) -> None:
                 raise NetworkError(f"sites.{site}.port", f"port {s.port + k} (for {'.'.join(ports[k])}) is also "
                                    f"used by {used[where]}")
             used[where] = f"site {site!r}"
+            publishers[where] = (site, ".".join(ports[k]))
+    for i, name in enumerate(net.nodes if net.monitor.metrics else ()):
+        where = (sites[net.site_of(name)].address, net.metrics_port(name))
+        if where in publishers:  # the same host: the node runs at a site with that address
+            site, port = publishers[where]
+            explicit = net.nodes[name].settings.metrics_port
+            raise NetworkError(f"sites.{site}.port", f"port {where[1]} (for {port}) is also the metrics port of node "
+                               f"{name!r} ({f'nodes.{name}.metrics_port' if explicit else f'[monitor] base_port + {i}'})")
     if net.security.curve != "required":
         return
     involved = {ln.src_site for ln in net.links if ln.inter_site} | {ln.dst_site for ln in net.links if ln.inter_site}
@@ -535,3 +760,24 @@ def curve_config(net: Network, site: str, secret_key: str | None = None):
     for i, ref in enumerate(net.security.allow):
         allowed.setdefault(load_public(net.key_path(ref)), f"allow[{i}]")
     return CurveConfig(public, secret, allowed, servers)
+
+
+def check_local_binds(net: Network, site: str | None = None) -> None:
+    """``run``'s pre-flight: every address the nodes (and site publishers) started here bind to is one of
+    this machine's, so no node fails after the others have started. ``check`` cannot know this: a site's
+    nodes run on its own machine. ``site``: only that site's nodes start (None: all of them)."""
+    import socket
+
+    started = [n for n in net.nodes if site is None or net.site_of(n) == site]
+    binds = [(f"nodes.{n}.bind", net.nodes[n].settings.bind) for n in started]
+    if net.sites is not None:
+        binds += [(f"sites.{s}.bind", net.sites[s].bind) for s in sorted({net.site_of(n) for n in started})
+                  if net.site_ports(s)]
+    for key, address in binds:
+        if address in ("*", "0.0.0.0"):
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((address, 0))
+            except OSError as e:
+                raise NetworkError(key, f"{address} is not an address of this machine ({e.strerror or e})") from None

@@ -16,15 +16,29 @@ import typing
 from typing import Any, Callable, Literal, get_args, get_origin, get_type_hints
 
 Check = Callable[[Any], "str | None"]
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+MAX_KEY_CHARS = 200
+MAX_REASON_CHARS = 600
+
+
+def printable(text: str, limit: int) -> str:
+    """``text`` as one printable line of at most ``limit`` characters: a key or value from a file may hold
+    newlines or terminal escapes, and an error message must stay one line the user can read."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class SettingsError(ValueError):
-    """A network file value that cannot be used. ``key`` is the dotted path, ``reason`` the why."""
+    """A network file value that cannot be used. ``key`` is the dotted path, ``reason`` the why; both are
+    made one printable line, whatever the file held."""
 
     def __init__(self, key: str, reason: str):
-        self.key = key
-        self.reason = reason
-        super().__init__(f"{key}: {reason}" if key else reason)
+        self.key = printable(key, MAX_KEY_CHARS)
+        self.reason = printable(reason, MAX_REASON_CHARS)
+        super().__init__(f"{self.key}: {self.reason}" if self.key else self.reason)
 
 
 class Settings:
@@ -80,6 +94,64 @@ def non_empty(v: Any) -> str | None:
     return None if len(v) else "must not be empty"
 
 
+NODE_MEMORY_BUDGET = 1 << 30
+"""Bytes of model state one node may need (its arrays: neurons, devices, per-step buffers). A size that
+needs more is refused before anything allocates, so a typo (10^9 neurons) is one line from ``check``, not a
+machine swapping to death. 1 GiB is far beyond what runs in real time (the AdEx kernel steps ~10^4
+neurons per core at dt = 0.1 ms); an offline experiment that needs more raises it here."""
+
+
+def format_bytes(n: float) -> str:
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.3g} {unit}"
+    return f"{n:.0f} B"
+
+
+def _too_big(count: int, what: str, bytes_each: int, most: int, budget: int) -> str:
+    return (f"must be at most {most:,}: {count:,} {what} needs ~{format_bytes(count * bytes_each)} "
+            f"(~{bytes_each:,} B each), over the {format_bytes(budget)} one node may use")
+
+
+def within_memory(bytes_each: int, what: str, square: bool = False, budget: int = NODE_MEMORY_BUDGET) -> Check:
+    """A count > 0 whose ``what`` (plural: "neurons") take ``bytes_each`` bytes each, within ``budget``.
+    ``square``: the count is one side of a square of them (a crossbar's wordlines or bitlines), so the
+    bound is on side x side."""
+    most = math.isqrt(budget // bytes_each) if square else budget // bytes_each
+
+    def check(v: int) -> str | None:
+        if v <= 0:
+            return f"must be > 0, got {v!r}"
+        if v > most:
+            return _too_big(v * v if square else v, what, bytes_each, most, budget)
+        return None
+    return check
+
+
+def rows_within_memory(max_rows: int, bytes_per_id: int, what: str, budget: int = NODE_MEMORY_BUDGET) -> Check:
+    """A non-empty table of at most ``max_rows`` rows of non-negative integers, each an id that costs
+    ``bytes_per_id`` bytes of state for every id up to it (so ids are bounded by ``budget``)."""
+    most = budget // bytes_per_id
+
+    def check(rows: tuple) -> str | None:
+        if not rows:
+            return "must not be empty"
+        if len(rows) > max_rows:
+            return f"must have at most {max_rows:,} rows, got {len(rows):,}"
+        for i, row in enumerate(rows):
+            top = max(row, default=0)
+            if top >= most:
+                return f"row {i} names id {top:,}: " + _too_big(top + 1, what, bytes_per_id, most - 1, budget)
+        return None
+    return check
+
+
+# The kinds bound their size fields with these; they are reached through the checks every kind file
+# already imports (``check=positive.within_memory(256, "neurons")``).
+positive.within_memory = within_memory
+non_empty.rows_within_memory = rows_within_memory
+
+
 def _coerce(tp: Any, value: Any, key: str) -> Any:
     origin = get_origin(tp)
     if tp is float:
@@ -91,6 +163,9 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise SettingsError(key, f"must be an integer, got {describe(value)}")
+        if not INT64_MIN <= value <= INT64_MAX:  # numpy, struct and ZeroMQ would each fail differently
+            raise SettingsError(key, f"must be a 64-bit integer (between {INT64_MIN} and {INT64_MAX}), got a "
+                                f"{value.bit_length() + 1}-bit integer")
         return value
     if tp is bool:
         if not isinstance(value, bool):
@@ -118,6 +193,16 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise SettingsError(key, f"must be a number or an array of numbers, got {describe(value)}")
             return _coerce(scalar[0], value, key)
+        # "a number or a word" (delay = 0.05 or "auto"): strings take the Literal arm
+        words = [a for a in inner if get_origin(a) is Literal]
+        numbers = [a for a in inner if a in (int, float)]
+        if len(words) == 1 and len(numbers) == 1 and len(inner) == 2:
+            if isinstance(value, str):
+                return _coerce(words[0], value, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                choices = ", ".join(map(repr, get_args(words[0])))
+                raise SettingsError(key, f"must be a number or one of {choices}, got {describe(value)}")
+            return _coerce(numbers[0], value, key)
         raise TypeError(f"unsupported union {tp}")
     if origin is tuple:
         args = get_args(tp)
@@ -164,7 +249,10 @@ def parse(cls: type, table: Any, key: str = "") -> Any:
                 raise SettingsError(sub, reason)
         values[f.name] = value
     obj = cls(**values)
-    obj.validate(key)
+    try:
+        obj.validate(key)
+    except ArithmeticError as e:  # a cross-field computation on magnitudes no model uses (tick / dt = inf)
+        raise SettingsError(key, f"values out of range for any model: {e}") from None
     return obj
 
 

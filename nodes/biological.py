@@ -51,7 +51,7 @@ class BiologicalSettings(ClockedSettings):
     backend: Literal["model", "rig"] = setting("model", "model: the simulated neuron below; rig: a recording rig "
                                                "over LSL (see [rig]).")
     rig: RigSettings = setting(doc="The rig, when backend = 'rig'.", factory=RigSettings)
-    size: int = setting(1, "Number of neurons.", check=positive)
+    size: int = setting(1, "Number of neurons.", check=positive.within_memory(256, "neurons"))
     neuron: IzhikevichParams = setting(doc="Neuron parameters.", factory=IzhikevichParams)
     stim_gain: float = setting(20.0, "Stimulus current step per volt of CME amplitude (model units / V).")
     stim_tau: float = setting(3e-3, "Decay time constant of the stimulus current [s].", check=positive)

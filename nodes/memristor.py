@@ -77,9 +77,9 @@ class PlasticitySettings(Settings):
     rule: Literal["srdp", "stdp", "none"] = setting("srdp", "srdp (the 2017 hub's rule), stdp or none.")
     window: float = setting(1.0, "SRDP: presynaptic counting window before a postsynaptic event [s].", check=positive)
     ltp_above: int = setting(20, "SRDP: more presynaptic spikes than this in the window: one LTP pulse.",
-                             check=non_negative)
+                             check=in_range(0, 1000))
     ltd_below: int = setting(5, "SRDP: fewer presynaptic spikes than this in the window: one LTD pulse.",
-                             check=non_negative)
+                             check=in_range(0, 1000))
     ltp_window: float = setting(0.1, "STDP: post this soon after pre potentiates [s].", check=positive)
     ltd_window: float = setting(0.0375, "STDP: pre this soon after post depresses [s].", check=positive)
     ltp_voltage: float = setting(0.8, "LTP pulse amplitude [V] (positive lowers R).", check=positive)
@@ -98,7 +98,7 @@ class PlasticitySettings(Settings):
 @dataclass(frozen=True)
 class SynapseSettings(Settings):
     table: tuple[tuple[int, int, int, int], ...] = setting(((0, 0, 0, 0),), "Rows (pre, post, wordline, bitline).",
-                                                          check=non_empty)
+                                                          check=non_empty.rows_within_memory(65_536, 8_024, "ids"))
     output: Literal["stimulus", "synaptic"] = setting("synaptic", "What out events are: CME stimuli [V] or synaptic steps [A].")
     out_min: float = setting(0.0, "Output value at the lowest conductance.")
     out_max: float = setting(1.0, "Output value at the highest conductance.")
@@ -114,8 +114,10 @@ class SynapseSettings(Settings):
 
 @dataclass(frozen=True)
 class MemristorSettings(NodeSettings):
-    rows: int = setting(1, "Crossbar wordlines.", check=positive)
-    cols: int = setting(1, "Crossbar bitlines.", check=positive)
+    rows: int = setting(1, "Crossbar wordlines.",
+                        check=positive.within_memory(112, "devices (a square crossbar)", square=True))
+    cols: int = setting(1, "Crossbar bitlines.",
+                        check=positive.within_memory(112, "devices (a square crossbar)", square=True))
     r_init: float = setting(14e3, "Initial resistance of every device [Ohm].", check=positive)
     device: DeviceParams = setting(doc="Device model parameters.", factory=DeviceParams)
     spread: float = setting(0.0, "Device-to-device relative spread (std) of switching rates and initial R.",

@@ -123,7 +123,7 @@ class DriveSettings(Settings):
 
 @dataclass(frozen=True)
 class PopulationSettings(Settings):
-    size: int = setting(1, "Number of neurons.", check=positive)
+    size: int = setting(1, "Number of neurons.", check=positive.within_memory(256, "neurons"))
     neuron: AdExParams = setting(doc="Neuron parameters (numbers, or arrays of one value per neuron).",
                                  factory=AdExParams)
     drive: DriveSettings = setting(doc="External drive.", factory=DriveSettings)
