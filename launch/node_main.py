@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
                           curve=curve, curve_ports=curve_ports, transport=network.transport, safety=network.safety,
                           port_queues=port_queues, remote_ports=frozenset(fixed))
         runtime.control = control
+        for ln in network.links_from(spec.name):  # every subscriber the file names, at any site (pong budget)
+            pub = runtime.publishers[ln.src_port]
+            pub.expected = pub.expected | {ln.dst_node}
         mon = network.monitor
         origin = None
         if mon.probe_from:

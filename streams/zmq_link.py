@@ -39,7 +39,16 @@ POLL_BUDGET = 256
 MAX_PONGS_PER_SECOND = 50
 PONGS_PER_SUBSCRIBER = 8
 """Clock-sync answers a publisher gives per second, all subscribers together: MAX_PONGS_PER_SECOND plus
-PONGS_PER_SUBSCRIBER per subscriber that joined (honest ones ping 4 times a second)."""
+PONGS_PER_SUBSCRIBER per *expected* subscriber that joined (honest ones ping 4 times a second). A name a
+peer merely claims (a fake ``join:``) lifts nothing. (An XPUB cannot tell which connection a message came
+from, so the limit is per port, not per connection.)"""
+MAX_UPSTREAM_MESSAGE = 4096
+"""Largest message a subscriber may send up a link (subscriptions, pings: ~50 bytes). Larger ones make
+libzmq drop that connection before the message is buffered: a 32 MiB topic can no longer grow a node by
+gigabytes and freeze its loop."""
+MAX_JOINED = 256
+"""Names a port remembers as joined; further join notices are refused and counted."""
+JOIN_NAME_MAX = 64
 
 
 def _zmq_heartbeats(sock: zmq.Socket) -> None:
@@ -80,6 +89,9 @@ class Publisher:
         if sockbuf:
             self.socket.setsockopt(zmq.SNDBUF, sockbuf)
         self.socket.setsockopt(zmq.XPUB_VERBOSE, 1)
+        self.socket.setsockopt(zmq.MAXMSGSIZE, MAX_UPSTREAM_MESSAGE)
+        self.expected: frozenset[str] = frozenset()  # subscriber names the network file lists for this port
+        self.joins_refused = 0  # join notices with bad names or beyond MAX_JOINED
         if remote:
             # Subscribers at other sites: one stalled or cut-off peer must not block everyone (with NODROP a
             # single full pipe fails every send). Each subscriber's losses show as its own sequence gaps.
@@ -151,10 +163,12 @@ class Publisher:
                 self.subscriptions = max(0, self.subscriptions - 1)
             elif msg[1:1 + len(JOIN)] == JOIN and first in (b"\x01", b"\x00"):
                 name = msg[1 + len(JOIN):].decode(errors="replace")
-                if first == b"\x01":
-                    self.joined.add(name)
-                else:
+                if first == b"\x00":
                     self.joined.discard(name)
+                elif len(name) > JOIN_NAME_MAX or not name.isprintable() or len(self.joined) >= MAX_JOINED:
+                    self.joins_refused += 1
+                else:
+                    self.joined.add(name)
             else:
                 self._on_ping(msg, local_clock())
         return self.subscriptions
@@ -173,7 +187,7 @@ class Publisher:
         second = int(t2)
         if second != self._pong_second:
             self._pong_second, self._pongs_this_second = second, 0
-        if self._pongs_this_second >= MAX_PONGS_PER_SECOND + PONGS_PER_SUBSCRIBER * len(self.joined):
+        if self._pongs_this_second >= MAX_PONGS_PER_SECOND + PONGS_PER_SUBSCRIBER * len(self.joined & self.expected):
             self.pings_ignored += 1
             return
         self._pongs_this_second += 1
