@@ -35,8 +35,8 @@ def cmd_check(args) -> int:
         extra = []
         if link.inter_site:
             extra.append(f"between sites {link.src_site} -> {link.dst_site}")
-        if link.delay:
-            extra.append(f"jitter buffer {link.delay:g} s, late: {link.late}")
+        if link.delay or link.auto_delay:
+            extra.append(f"jitter buffer {'auto' if link.auto_delay else f'{link.delay:g} s'}, late: {link.late}")
         if link.via:
             extra.append(f"via {link.via}")
         print(f"  link {link.label}" + (f" ({'; '.join(extra)})" if extra else ""))

@@ -48,6 +48,7 @@ from typing import Literal
 from spikewire.launch.settings import (NODE_MEMORY_BUDGET, Settings, SettingsError, format_bytes, in_range,
                                        non_negative, parse, positive, setting)
 from spikewire.nodes.base import ClockedSettings, InPort, Node, OutPort
+from spikewire.nodes.runtime import AUTO_DELAY_MARGIN, AUTO_DELAY_WINDOW
 
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")  # fullmatch: '$' would let a trailing newline through
 MAX_NAME = 64
@@ -194,6 +195,9 @@ class ProtocolSettings(Settings):
     total unless --duration says otherwise, and ends with a table of what happened in each phase."""
 
     phases: tuple[PhaseSettings, ...] = setting((), "The phases in order.")
+    reset_weights: bool = setting(False, "Start every memristor crossbar from r_init, not from the weights a "
+                                  "previous run saved (as --reset-weights does): for a protocol that must begin "
+                                  "from the same state each time it is repeated.")
 
 
 @dataclass(frozen=True)
@@ -282,6 +286,10 @@ class SafetySettings(Settings):
                                    check=non_negative)
 
 
+def _delay_check(v) -> str | None:
+    return None if v == "auto" else in_range(0.0, 10.0)(v)
+
+
 @dataclass(frozen=True)
 class LinkSettings(Settings):
     from_: str = setting("", "Output port '<node>.<port>' (leave out for an external publisher).", key="from")
@@ -293,9 +301,12 @@ class LinkSettings(Settings):
     sockbuf: int = setting(0, "Kernel socket buffer at each end [bytes]; 0: the OS default (several MB on Linux "
                            "loopback: under overload, a hidden queue of seconds). Set it with hwm to bound a "
                            "link's queue in time.", check=in_range(0, 1 << 30))
-    delay: float = setting(0.0, "Jitter buffer: deliver each packet at its send time (in this node's clock) plus "
-                           "this delay, so that network jitter becomes a constant synaptic delay [s]. 0: deliver "
-                           "on arrival.", check=in_range(0.0, 10.0))
+    delay: float | Literal["auto"] = setting(
+        0.0, "Jitter buffer: deliver each packet at its send time (in this node's clock) plus this delay, so that "
+        "network jitter becomes a constant synaptic delay [s]. 0: deliver on arrival. \"auto\": measure the link's "
+        f"one-way latency over its first {AUTO_DELAY_WINDOW:g} s (packets meanwhile delivered on arrival), then fix "
+        f"the delay at {AUTO_DELAY_MARGIN:g} x its p99 for the rest of the session (it does not follow later "
+        "changes of the path: a synaptic delay must stay constant).", check=_delay_check)
     late: Literal["drop", "deliver"] = setting("drop", "A packet arriving after its delivery time: 'drop' it or "
                                                "'deliver' it at once, marked late. Counted either way.")
     via: str = setting("", "Connect to this endpoint instead of the publisher's own (a relay, NAT or fault proxy).")
@@ -342,6 +353,7 @@ class Link:
     src_site: str = ""
     dst_site: str = ""
     clock: str = "local"  # sync (inter-site and, by default, external), local or none: see LinkSettings.clock
+    auto_delay: bool = False  # delay = "auto": ``delay`` is 0 until the runtime has measured the link
 
     @property
     def inter_site(self) -> bool:
@@ -368,6 +380,7 @@ class Network:
     security: SecuritySettings = SecuritySettings()
     transport: TransportSettings = TransportSettings()
     safety: SafetySettings = SafetySettings()
+    reset_weights: bool = False  # [protocol] reset_weights
 
     def site_of(self, node: str) -> str:
         return self.nodes[node].settings.site
@@ -585,12 +598,17 @@ def build_network(data: dict, default_name: str = "network", path: Path | None =
                                "always synchronise their clocks, links inside a site share this machine's clock")
         clock = ("sync" if ls.clock == "auto" else ls.clock) if ls.endpoint else (
             "sync" if src_site and src_site != dst_site else "local")
+        auto_delay = ls.delay == "auto"
+        delay = 0.0 if auto_delay else ls.delay
+        if auto_delay and clock == "local":
+            raise NetworkError(f"{key}.delay", "\"auto\" sizes a jitter buffer for a link between machines "
+                               "(inter-site, or an external publisher with clock = \"sync\"); this one shares the clock")
         if ls.delay and clock == "none":
             raise NetworkError(f"{key}.delay", f"{ls.endpoint} -> {ls.to} has clock = \"none\": its send times cannot "
                                "be put on this machine's clock, so a jitter buffer cannot time them; remove the delay, "
                                "or let the publisher answer clock pings (clock = \"sync\")")
-        links.append(Link(i, src_node, src_port, dst_node, dst_port, source_id, ls.endpoint, ls.hwm, ls.delay,
-                          ls.late, ls.sockbuf, ls.via, src_site, dst_site, clock))
+        links.append(Link(i, src_node, src_port, dst_node, dst_port, source_id, ls.endpoint, ls.hwm, delay,
+                          ls.late, ls.sockbuf, ls.via, src_site, dst_site, clock, auto_delay))
     if monitor.probe_from:
         _port(nodes, monitor.probe_from, "monitor.probe_from", "output")
     if monitor.metrics:
@@ -601,7 +619,7 @@ def build_network(data: dict, default_name: str = "network", path: Path | None =
                 raise NetworkError(f"nodes.{name}.metrics_port", f"port {port} is already used by node {seen_ports[port]!r}")
             seen_ports[port] = name
     net = Network(info.name or default_name, info.description, path, nodes, tuple(links), source_ids, tuple(phases),
-                  monitor, sites, security, transport, safety)
+                  monitor, sites, security, transport, safety, protocol.reset_weights)
     if sites is not None:
         _check_sites(net, check_keys)
     elif security.curve == "required":

@@ -95,13 +95,28 @@ class PlasticitySettings(Settings):
             raise SettingsError(f"{key}.ltd_below", f"must not exceed ltp_above ({self.ltp_above}), got {self.ltd_below}")
 
 
+SYNAPTIC_OUT_MAX = 4e-9
+"""Default synaptic step at the highest conductance [A]: the default AdEx cell fires once for it. (It was
+1.0, a 1 A step: 475 Hz neurons.)"""
+PERSIST_EVERY = 0.1
+"""A changed crossbar is saved at most this often [s] (atomically, in the loop's slack), so a killed node
+loses at most this window of plasticity."""
+
+
 @dataclass(frozen=True)
 class SynapseSettings(Settings):
     table: tuple[tuple[int, int, int, int], ...] = setting(((0, 0, 0, 0),), "Rows (pre, post, wordline, bitline).",
                                                           check=non_empty.rows_within_memory(65_536, 8_024, "ids"))
     output: Literal["stimulus", "synaptic"] = setting("synaptic", "What out events are: CME stimuli [V] or synaptic steps [A].")
-    out_min: float = setting(0.0, "Output value at the lowest conductance.")
-    out_max: float = setting(1.0, "Output value at the highest conductance.")
+    out_min: float | None = setting(None, "Output value at the lowest conductance (default 0).")
+    out_max: float | None = setting(None, "Output value at the highest conductance; default 1 V for stimuli, "
+                                    f"{SYNAPTIC_OUT_MAX:g} A for synaptic steps (one default AdEx kick).")
+
+    @property
+    def out_range(self) -> tuple[float, float]:
+        """(out_min, out_max) with their defaults, which depend on ``output``."""
+        hi = self.out_max if self.out_max is not None else (1.0 if self.output == "stimulus" else SYNAPTIC_OUT_MAX)
+        return (self.out_min if self.out_min is not None else 0.0, hi)
     pre_types: tuple[int, ...] = setting((1, 2), "Biological event types that count as presynaptic spikes.")
     post_types: tuple[int, ...] = setting((0, 1, 2), "Biological event types that trigger plasticity.")
     plasticity: PlasticitySettings = setting(doc="Plasticity rule.", factory=PlasticitySettings)
@@ -173,10 +188,12 @@ class SynapseGroup:
         self.ltd = np.zeros(len(self.pre), np.int64)
         self.warming = 0  # SRDP decisions skipped before a full window of history existed
         self.port_out = f"{name}.out"
+        self.out = cfg.out_range
 
     def value(self, r: float) -> float:
         g = (1.0 / r - self.g_lo) / (self.g_hi - self.g_lo)
-        return self.cfg.out_min + (self.cfg.out_max - self.cfg.out_min) * g
+        lo, hi = self.out
+        return lo + (hi - lo) * g
 
 
 class MemristorNode(Node):
@@ -202,6 +219,11 @@ class MemristorNode(Node):
         self.state_path: Path | None = None
         self.pulse_log: list[dict] = []  # every pulse since the last take_log(), for the session record
         self.held_pulses = 0  # plasticity pulses the safety interlock held back
+        self.start_state: dict = {"source": "r_init"}  # where the crossbar's start came from (summary, provenance)
+        self.warnings: list[str] = []  # said loudly at start, and kept in the summary
+        self.dirty = False  # pulses applied since the last save
+        self.last_save = float("-inf")
+        self._lock = None  # the state file's lock, held while this node runs
 
     @classmethod
     def ports(cls, settings: MemristorSettings):
@@ -213,8 +235,8 @@ class MemristorNode(Node):
             inputs[f"{s}.pre"] = InPort(either, f"presynaptic events of {s}", pre, named=True)
             inputs[f"{s}.post"] = InPort(either, f"postsynaptic events of {s} (trigger plasticity)", post, named=True)
             kind = Kind.STIMULUS if cfg.output == "stimulus" else Kind.SPIKE
-            outputs[f"{s}.out"] = OutPort(kind, f"weighted output of {s}", post,
-                                          (min(cfg.out_min, cfg.out_max), max(cfg.out_min, cfg.out_max)), named=True)
+            outputs[f"{s}.out"] = OutPort(kind, f"weighted output of {s}", post, tuple(sorted(cfg.out_range)),
+                                          named=True)
         return inputs, outputs
 
     def warm_up(self) -> None:
@@ -233,11 +255,60 @@ class MemristorNode(Node):
             self.state_path = Path(ctx["network_dir"]) / self.settings.state_file
         else:
             self.state_path = Path.cwd() / ".spikewire" / "state" / f"{ctx['network']}.{self.name}.json"
+        self._take_lock()
         if ctx.get("reset_state") or not self.state_path.exists():
             log.info("%s: crossbar starts fresh (r_init)%s", self.name,
                      " as asked" if ctx.get("reset_state") else "")
-            return
-        self._load(self.state_path)
+            self.start_state = {"source": "reset" if ctx.get("reset_state") else "r_init", "path": str(self.state_path)}
+        else:
+            self._load(self.state_path)
+        self._check_bounds()
+
+    def _take_lock(self) -> None:
+        """One run at a time per state file: a second would restore the same weights and overwrite the
+        first's learning."""
+        import fcntl
+
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.state_path.with_name(self.state_path.name + ".lock")
+        f = open(lock_path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            f.close()
+            raise ValueError(f"the crossbar state {self.state_path} is in use by another run (pid {holder}); "
+                             "two runs must not share one crossbar: stop the other, or give this one its own "
+                             "state_file") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        self._lock = f
+
+    def _check_bounds(self) -> None:
+        """Say loudly when the run does not start from r_init, or when devices start pinned at a bound
+        (potentiation, or depression, then cannot move them: a repeated protocol would silently differ)."""
+        s = self.settings
+        devs = list(self.devices())
+        r = np.array([self.r[g.wl[row], g.bl[row]] for _, g, row in devs])
+        tol = 1e-6 * s.device.r_max
+        at_max = [label for (label, _, _), x in zip(devs, r) if x >= s.device.r_max - tol]
+        at_min = [label for (label, _, _), x in zip(devs, r) if x <= s.device.r_min + tol]
+        self.start_state["at_r_max"] = at_max
+        self.start_state["at_r_min"] = at_min
+        if self.start_state["source"] == "file":
+            st = self.start_state
+            self.warnings.append(f"crossbar restored from {st['path']} (saved {st.get('saved_at', '?')} by session "
+                                 f"{st.get('saved_by_session') or '?'}), not from r_init: this run continues another "
+                                 "one's learning (--reset-weights or [protocol] reset_weights = true start fresh)")
+        for which, devices in (("r_max (LTD cannot raise them)", at_max), ("r_min (LTP cannot lower them)", at_min)):
+            if devices:
+                shown = ", ".join(devices[:8]) + (f" and {len(devices) - 8} more" if len(devices) > 8 else "")
+                self.warnings.append(f"{len(devices)} of {len(devs)} device(s) start at {which}: {shown}")
+        for w in self.warnings:
+            log.warning("%s: %s", self.name, w)
 
     def _load(self, path: Path) -> None:
         s = self.settings
@@ -255,7 +326,8 @@ class MemristorNode(Node):
                              f"[{s.device.r_min}, {s.device.r_max}]; delete it or run with --reset-weights")
         self.r[:] = r
         self.r_start = r.copy()
-        log.info("%s: crossbar restored from %s (saved %s)", self.name, path, saved.get("saved_at", "?"))
+        self.start_state = {"source": "file", "path": str(path), "saved_at": saved.get("saved_at"),
+                            "saved_by_session": saved.get("session")}
 
     def save_state(self) -> None:
         if self.state_path is None:
@@ -263,13 +335,25 @@ class MemristorNode(Node):
         self.state_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.state_path.with_suffix(".tmp")
         tmp.write_text(json.dumps({"node": self.name, "network": self.context.get("network"),
-                                   "saved_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                   "session": self.context.get("session") or None,
+                                   "saved_at": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
                                    "rows": self.settings.rows, "cols": self.settings.cols,
                                    "resistance": self.r.tolist()}, indent=1))
         os.replace(tmp, self.state_path)  # atomic: a crash mid-write leaves the previous state intact
+        self.dirty = False
+
+    def housekeeping(self, now: float) -> None:
+        # Weights are non-volatile: learning is saved as it happens (batched), so kill -9 loses at most
+        # PERSIST_EVERY of it. A killed process's writes survive; a power cut may lose the OS's unwritten pages.
+        if self.dirty and now - self.last_save >= PERSIST_EVERY:
+            self.last_save = now
+            self.save_state()
 
     def close(self) -> None:
         self.save_state()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     # --- events ----------------------------------------------------------------------------------
     def _reject(self, reason: str, n: int) -> None:
@@ -299,6 +383,7 @@ class MemristorNode(Node):
         else:
             self.r[wl, bl] = mk.apply_pulse(self.r[wl, bl], rule.ltd_voltage, rule.ltd_width, self.params[wl, bl])
             group.ltd[row] += 1
+        self.dirty = True
         label = group.name if len(group.pre) == 1 else f"{group.name}[{group.pre[row]}->{group.post[row]}]"
         self.pulse_log.append({"event": "pulse", "t": now, "device": label, "direction": "ltp" if potentiate else "ltd",
                                "r_before": float(r_before), "r_after": float(self.r[wl, bl])})
@@ -377,5 +462,6 @@ class MemristorNode(Node):
                  "ltp_pulses": int(g.ltp[row]), "ltd_pulses": int(g.ltd[row])}
                 for label, g, row in self.devices()]
         return {"memristors": mems, "rejected": dict(self.rejected), "held_pulses": self.held_pulses,
-                "state_file": str(self.state_path) if self.state_path else None}
+                "state_file": str(self.state_path) if self.state_path else None, "start_state": self.start_state,
+                "warnings": list(self.warnings)}
 
