@@ -92,11 +92,22 @@ RIG_SAMPLES = _m("spikewire_rig_samples_total", "counter", "Samples received fro
 STIM_SENT = _m("spikewire_rig_stimuli_sent_total", "counter", "Stimulation commands sent to the rig.")
 STIM_HELD = _m("spikewire_rig_stimuli_held_total", "counter",
                "Stimuli held back (never sent) because the rig was down.")
+STIM_READY = _m("spikewire_rig_stim_ready", "gauge",
+                "1 while the rig's stimulation stream has a consumer (stimuli are sent only then, and while the rig "
+                "is up).")
+STIM_NO_CONSUMER = _m("spikewire_rig_stimuli_held_no_consumer_total", "counter",
+                      "Stimuli held back (never sent) because nothing subscribed to the stimulation stream.")
+STIM_REFUSED = _m("spikewire_rig_stimuli_refused_total", "counter",
+                  "Stimuli refused (never sent) by the rig's hard limits, by reason (amplitude, width, rate).", "reason")
+RIG_UNUSABLE = _m("spikewire_rig_streams_unusable_total", "counter",
+                  "Streams matching the rig's query that could not be used, by reason (channel_count, irregular_rate, "
+                  "format, open_failed, pull_failed); each stream counted once.", "reason")
 
 CATALOGUE: tuple[Metric, ...] = (
     NODE_UP, NODE_READY, SPIKES, NEURON_SPIKES, RATE, BIO_EVENTS, LATENCY, SENT, SEND_DROPS, RECEIVED, EVENTS, GAPS,
     REORDERED, MALFORMED, CLOCK_OFFSET, RTT, LINK_UP, OUTAGES, DOWNTIME, RESTARTS, LATE, BUFFERED, REFUSED,
     INTERLOCK, HOLDS, HELD_EVENTS, TICK_COMPUTE, LAG, TICKS, OVERRUNS, ROLLBACKS, RESISTANCE, PULSES,
     PROBE_LATENCY, PROBES_LOST, REJECTED, RIG_UP, RIG_DISCONNECTS, RIG_SAMPLES, STIM_SENT, STIM_HELD,
+    STIM_READY, STIM_NO_CONSUMER, STIM_REFUSED, RIG_UNUSABLE,
 )
 HISTOGRAM_BUCKETS = PROM_BOUNDS

@@ -65,6 +65,9 @@ class BiologicalSettings(ClockedSettings):
         super().validate(key)
         if self.backend == "rig" and not self.rig.stream:
             raise SettingsError(f"{key}.rig.stream", "required for backend = 'rig' (e.g. 'name=spikewire-rig-sim')")
+        if self.backend == "rig" and len(self.rig.stim_channels) not in (0, self.size):
+            raise SettingsError(f"{key}.rig.stim_channels", f"has {len(self.rig.stim_channels)} entries for "
+                                f"{self.size} neurons: name the rig channel of every neuron, or of none")
 
 
 class BiologicalNode(Node):
@@ -107,9 +110,23 @@ class BiologicalNode(Node):
         outputs = {"events": OutPort(Kind.BIO, "typed events: 0 PSP, 1 stimulated AP, 2 spontaneous AP", n, (0.0, 2.0))}
         if settings.backend == "rig":
             outputs["spikes"] = OutPort(Kind.SPIKE, "spikes detected on the rig's channels", n, (1.0, 1.0))
-        stim = InPort(frozenset({Kind.STIMULUS}), "CME stimulus pulses (value in V)", n,
-                      (-MAX_STIM_AMPLITUDE, MAX_STIM_AMPLITUDE))
+        # A rig's hard amplitude limit is the stim port's plausible range: the runtime refuses beyond it.
+        limit = settings.rig.max_amplitude if settings.backend == "rig" else MAX_STIM_AMPLITUDE
+        stim = InPort(frozenset({Kind.STIMULUS}), "CME stimulus pulses (value in V)", n, (-limit, limit))
         return {"stim": stim}, outputs
+
+    @classmethod
+    def declared_ports(cls, settings: BiologicalSettings, key: str = ""):
+        """As the base, but ``input_ranges.stim`` may narrow a rig's amplitude limit, never widen it."""
+        inputs, outputs = super().declared_ports(settings, key)
+        if settings.backend == "rig":
+            lo, hi = inputs["stim"].values
+            limit = settings.rig.max_amplitude
+            if lo < -limit or hi > limit:
+                where = f"{key}.input_ranges.stim" if key else "input_ranges.stim"
+                raise SettingsError(where, f"[{lo!r}, {hi!r}] exceeds the rig's hard limit of +-{limit!r} V "
+                                    "(rig.max_amplitude)")
+        return inputs, outputs
 
     @property
     def tick_period(self) -> float:

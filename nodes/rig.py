@@ -14,11 +14,18 @@ there; what "sent" guarantees is in ``streams.lsl_link``). Before the node repor
 ``stim_wait`` for the rig to subscribe, and starts without it only with a loud warning. When the rig's
 stream goes away (outlet closed, app crashed, data stopped for ``stale_after``) the link is marked down
 and counted; when it comes back, the node reconnects and re-calibrates the detector, never crashing.
+
+Hard stimulation limits (``max_amplitude``, ``max_width``, ``max_rate``, ``max_total_rate``) stand before
+everything else: a command beyond one is refused, never clamped and never sent, and counted by reason
+(``stim_refused``: amplitude, width, rate). The stim port declares ``[-max_amplitude, max_amplitude]``,
+so the runtime already refuses such events on the link; the check here holds whatever reaches the rig.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,7 +56,21 @@ class RigSettings(Settings):
     channel_map: tuple[int, ...] = setting((), "Neuron id of each rig channel (default: the channel index).")
     stim_stream: str = setting("spikewire-stim", "Name of the stimulation-command outlet the rig's app reads.")
     stim_channels: tuple[int, ...] = setting((), "Rig channel that stimulates each neuron (default: its id).")
-    stim_width: float = setting(200e-6, "Width of each stimulation pulse [s].", check=positive)
+    stim_width: float = setting(200e-6, "Width of each stimulation pulse [s] (at most max_width).", check=positive)
+    max_amplitude: float = setting(1.0, "Hard limit of a stimulus's amplitude [V], either sign: a command with "
+                                   "|amplitude| above it is refused, never clamped, never sent (counted: amplitude). "
+                                   "The stim port declares [-max_amplitude, max_amplitude]. 1 V is the full range of "
+                                   "the 2020 loop's CME stimuli (rig_loop.toml's MR1 maps onto 0-1 V).",
+                                   check=positive)
+    max_width: float = setting(0.5e-3, "Hard limit of a pulse's width [s]: a stim_width above it is refused when the "
+                               "file loads, and any wider command is refused (counted: width). 0.5 ms: extracellular "
+                               "pulses are 0.1-0.4 ms per phase.", check=positive)
+    max_rate: float = setting(50.0, "Hard limit per rig channel [stimuli/s]: a stimulus sooner than 1/max_rate after "
+                              "the last one sent on the same channel is refused (counted: rate). 50/s (20 ms apart) "
+                              "is five times the paper loop's 10 Hz.", check=positive)
+    max_total_rate: float = setting(200.0, "Hard limit over all channels [stimuli/s]: a stimulus that would make more "
+                                    "than this many sent within the last second is refused (counted: rate).",
+                                    check=positive)
     stim_wait: float = setting(5.0, "Before reporting ready, wait this long for the rig to subscribe to the "
                                "stimulation stream [s]; after it the run starts anyway with a loud warning, and "
                                "stimuli are held (counted, never sent) until a rig subscribes. rig-sim subscribes "
@@ -58,6 +79,13 @@ class RigSettings(Settings):
     max_chunk: int = setting(8192, "Samples pulled at most per tick (buffer size).", check=positive)
 
     def validate(self, key: str) -> None:
+        width = float(np.float32(self.stim_width))  # what the rig receives (the command is float32)
+        if width > self.max_width:
+            raise SettingsError(f"{key}.stim_width", f"{self.stim_width!r} s exceeds the hard limit max_width = "
+                                f"{self.max_width!r} s")
+        for i, channel in enumerate(self.stim_channels):
+            if channel < 0:
+                raise SettingsError(f"{key}.stim_channels[{i}]", f"must be a rig channel (>= 0), got {channel!r}")
         if not self.stream:
             return  # required only with backend = "rig" (checked there)
         from spikewire.streams.lsl_link import parse_query
@@ -87,6 +115,11 @@ class RigBackend:
         self.held = 0
         self.unmapped = 0
         self.stim_was_ready = False
+        self.refused = {"amplitude": 0, "width": 0, "rate": 0}  # commands beyond the hard limits, never sent
+        self._width32 = float(np.float32(cfg.stim_width))
+        self._min_interval = 1.0 / cfg.max_rate
+        self._last_on_channel: dict[int, float] = {}  # rig channel -> time of its last command sent
+        self._sent_times: deque[float] = deque()  # commands sent within the last second (max_total_rate)
         self.latency = LogHistogram()  # rig sample time -> spike event emitted
 
     def open(self) -> None:
@@ -148,19 +181,55 @@ class RigBackend:
             self.latency.record(emitted_at - t)
             emit(t, neuron, kind)
 
+    def _beyond_limits(self, channel: int, amplitude: float, now: float) -> str | None:
+        """The hard limit a command to ``channel`` at ``now`` would break (amplitude, width, rate), or None."""
+        cfg = self.cfg
+        if not abs(amplitude) <= cfg.max_amplitude:  # NaN fails too
+            return "amplitude"
+        if self._width32 > cfg.max_width:
+            return "width"
+        if now - self._last_on_channel.get(channel, -math.inf) < self._min_interval:
+            return "rate"
+        sent = self._sent_times
+        while sent and sent[0] <= now - 1.0:
+            sent.popleft()
+        if len(sent) >= cfg.max_total_rate:
+            return "rate"
+        return None
+
+    def _refuse(self, reason: str, channel: int, amplitude: float) -> None:
+        self.refused[reason] += 1
+        if self.refused[reason] == 1:
+            cfg = self.cfg
+            limit = {"amplitude": f"|amplitude| <= max_amplitude = {cfg.max_amplitude:g} V",
+                     "width": f"stim_width {cfg.stim_width:g} s <= max_width = {cfg.max_width:g} s",
+                     "rate": f"at most {cfg.max_rate:g}/s per channel and {cfg.max_total_rate:g}/s in all"}[reason]
+            log.warning("%s: REFUSED a stimulus of %g V on rig channel %d: beyond the hard limit %s (never sent; "
+                        "counted in stim_refused[%r], further ones silently)", self.name, amplitude, channel, limit,
+                        reason)
+
     def stimulate(self, events: np.ndarray, now: float) -> None:
-        if self.stim is None or self.inlet is None or not self.inlet.up:
-            self.held += len(events)
-            return
+        """Send each stimulus within the hard limits while the rig is up and subscribed; count the rest."""
+        up = self.stim is not None and self.inlet is not None and self.inlet.up
         chans = self.cfg.stim_channels
         for ident, amp in zip(events["id"].tolist(), events["value"].tolist()):
-            if not self.stim.pulse(chans[ident] if ident < len(chans) else ident, amp, self.cfg.stim_width, now):
+            channel = chans[ident] if ident < len(chans) else ident
+            why = self._beyond_limits(channel, amp, now)
+            if why is not None:
+                self._refuse(why, channel, amp)
+                continue
+            if not up:
+                self.held += 1
+                continue
+            if not self.stim.pulse(channel, amp, self.cfg.stim_width, now):
                 self._consumer_gone()
                 continue
             if not self.stim_was_ready:
                 self.stim_was_ready = True
                 log.info("%s: the rig subscribed to the stimulation stream %r; stimuli are sent", self.name,
                          self.cfg.stim_stream)
+            self._last_on_channel[channel] = now
+            self._sent_times.append(now)
             self.last_stim[ident] = now  # only a stimulus the rig got opens a stimulated-AP window
             self.stimuli[ident] += 1
 
@@ -176,14 +245,17 @@ class RigBackend:
                 "rig_disconnects": inlet.disconnects if inlet else 0, "rig_samples": inlet.samples if inlet else 0,
                 "stim_sent": self.stim.sent if self.stim else 0, "stim_held": self.held,
                 "stim_ready": bool(self.stim and self.stim.have_consumers()),
-                "stim_held_no_consumer": self.stim.no_consumer if self.stim else 0,
+                "stim_held_no_consumer": self.stim.no_consumer if self.stim else 0, "stim_refused": dict(self.refused),
+                "rig_unusable": ({**inlet.refused, **{f"{step}_failed": n for step, n in inlet.errors.items()}}
+                                 if inlet else {}),
                 "calibrated": bool(self.detector is not None and self.detector.calibrated)}
 
     def summary(self) -> dict:
         inlet = self.inlet
         return {**self.status(), "unmapped_spikes": self.unmapped,
-                "refused_streams": dict(inlet.refused) if inlet else {},
-                "stream_errors": dict(inlet.errors) if inlet else {}, "sample_to_event_s": self.latency.summary()}
+                "refused_streams": dict(inlet.refused) if inlet else {}, "sample_to_event_s": self.latency.summary(),
+                "stim_limits": {"max_amplitude_v": self.cfg.max_amplitude, "max_width_s": self.cfg.max_width,
+                                "max_rate_hz": self.cfg.max_rate, "max_total_rate_hz": self.cfg.max_total_rate}}
 
     def close(self) -> None:
         if self.inlet is not None:

@@ -70,7 +70,7 @@ def stimuli(ids, amplitudes) -> np.ndarray:
 def test_only_stimuli_a_rig_received_are_counted_as_sent():
     """500 stimuli while the rig's stimulation inlet subscribes late: every stimulus counted as sent
     (node and neurons) reached the rig, exactly, in order; the rest are counted as held for no consumer."""
-    rig = Rig()
+    rig = Rig(max_rate=1000.0, max_total_rate=1000.0)  # 250 stimuli/s per channel: above the default limits
     stim = None
     n = 500
     try:
@@ -169,3 +169,143 @@ def test_a_run_whose_rig_never_subscribes_sends_nothing_and_says_so(cli_run, tmp
     bn = next(n for n in read_json(out)["neurons"] if n["node"] == "padova")
     assert bn["stimuli"] == 0, bn
     assert not [e for e in read_truth(truth) if e.get("kind") == "stim"]
+
+
+# --- hard stimulation limits ------------------------------------------------------------------------------
+
+def test_commands_beyond_the_hard_limits_are_refused_and_never_reach_the_rig():
+    """Amplitude (either sign), per-channel rate and overall rate: a command beyond a limit is refused,
+    counted by reason and never sent; the rig's inlet sees exactly the commands within the limits."""
+    rig = Rig(size=40, max_amplitude=0.5, max_rate=20.0, max_total_rate=30.0)
+    stim = StimRig(rig.stim_name)
+    try:
+        rig.bring_up()
+        assert rig.backend.wait_for_stim_consumer(10.0)
+        t = pylsl.local_clock()
+        want = []  # (channel, amplitude) the rig must get, in order
+
+        def send(neuron, amplitude, at, ok):
+            rig.step()
+            rig.backend.stimulate(stimuli([neuron], [amplitude]), t + at)
+            if ok:
+                want.append((neuron, np.float32(amplitude)))
+
+        # amplitude, either sign; the limit itself is allowed; nothing non-finite
+        for i, (amp, ok) in enumerate([(0.5, True), (-0.5, True), (0.50001, False), (-0.6, False), (10.0, False),
+                                       (-1e30, False), (float("nan"), False), (float("inf"), False)]):
+            send(i, amp, 0.0, ok)
+        # per channel: 20/s means 50 ms apart; a refused command does not count towards the rate
+        send(20, 0.1, 0.00, True)
+        send(20, 0.1, 0.01, False)
+        send(20, 0.1, 0.049, False)
+        send(20, 0.1, 0.051, True)
+        send(20, 0.1, 0.060, False)
+        # overall: 30 within any second; 4 were sent above, so 26 of 31 fresh channels go, 5 do not
+        for k, neuron in enumerate([*range(8, 20), *range(21, 40)]):
+            send(neuron, 0.2, 0.1 + 0.001 * k, k < 26)
+        st = rig.backend.status()
+        got = stim.wait_for(len(want), timeout=5.0)
+        time.sleep(0.2)  # anything refused that leaked would arrive now
+        commands = list(stim.commands)
+    finally:
+        stim.close()
+        rig.close()
+    assert st["stim_refused"] == {"amplitude": 6, "width": 0, "rate": 8}, st
+    assert st["stim_sent"] == len(want) == got == len(commands), (st, len(want), got)
+    assert [(int(c[0]), np.float32(c[1])) for _, c in commands] == want
+    assert all(abs(c[1]) <= 0.5 for _, c in commands)
+
+
+def test_overall_rate_limit_over_a_sliding_second():
+    rig = Rig(size=8, max_rate=1000.0, max_total_rate=10.0)
+    stim = StimRig(rig.stim_name)
+    try:
+        rig.bring_up()
+        assert rig.backend.wait_for_stim_consumer(10.0)
+        t = pylsl.local_clock()
+        for k in range(25):  # 0.11 s apart over 8 channels: at most 9 others in any second, so all go
+            rig.step()
+            rig.backend.stimulate(stimuli([k % 8], [0.1]), t + 0.11 * k)
+        sent_spread = rig.backend.status()["stim_sent"]
+        for k in range(15):  # then 15 within 15 ms, 50 ms later: the second before holds 9, so one more goes
+            rig.backend.stimulate(stimuli([k % 8], [0.1]), t + 0.11 * 24 + 0.05 + 0.001 * k)
+        st = rig.backend.status()
+        got = stim.wait_for(st["stim_sent"], timeout=5.0)
+        time.sleep(0.2)
+        got = stim.received()
+    finally:
+        stim.close()
+        rig.close()
+    assert sent_spread == 25
+    assert st["stim_sent"] == 26 and st["stim_refused"]["rate"] == 14, st
+    assert got == st["stim_sent"]
+
+
+def test_a_pulse_wider_than_the_limit_is_never_sent():
+    """stim_width beyond max_width is refused when the file loads; and were the settings built by hand,
+    every command would still be refused (reason width), none sent."""
+    from spikewire.launch.network import NetworkError, build_network
+
+    with pytest.raises(NetworkError, match=r"nodes\.bn\.rig\.stim_width: .*max_width"):
+        build_network({"nodes": {"bn": {"kind": "biological", "backend": "rig",
+                                        "rig": {"stream": "name=x", "stim_width": 1e-3, "max_width": 0.5e-3}}}})
+    rig = Rig(stim_width=1e-3, max_width=0.5e-3)
+    stim = StimRig(rig.stim_name)
+    try:
+        rig.bring_up()
+        assert rig.backend.wait_for_stim_consumer(10.0)
+        for k in range(5):
+            rig.backend.stimulate(stimuli([0], [0.1]), rig.step() + 0.1 * k)
+        st = rig.backend.status()
+        time.sleep(0.3)
+        got = stim.received()
+    finally:
+        stim.close()
+        rig.close()
+    assert st["stim_refused"] == {"amplitude": 0, "width": 5, "rate": 0} and st["stim_sent"] == 0 and got == 0, st
+
+
+def test_the_stim_port_declares_the_rigs_amplitude_limit():
+    from spikewire.launch.network import NetworkError, build_network
+    from spikewire.nodes.biological import MAX_STIM_AMPLITUDE, BiologicalNode
+
+    def stim_range(node: dict):
+        net = build_network({"nodes": {"bn": {"kind": "biological", **node}}})
+        return BiologicalNode.declared_ports(net.nodes["bn"].settings)[0]["stim"].values
+
+    assert stim_range({}) == (-MAX_STIM_AMPLITUDE, MAX_STIM_AMPLITUDE)  # the model: plausible values
+    assert stim_range({"backend": "rig", "rig": {"stream": "name=x"}}) == (-1.0, 1.0)  # the rig's default
+    assert stim_range({"backend": "rig", "rig": {"stream": "name=x", "max_amplitude": 0.3}}) == (-0.3, 0.3)
+    assert stim_range({"backend": "rig", "rig": {"stream": "name=x", "max_amplitude": 0.3},
+                       "input_ranges": {"stim": [0.0, 0.2]}}) == (0.0, 0.2)  # narrower: fine
+    with pytest.raises(NetworkError, match=r"nodes\.bn\.input_ranges\.stim: .*max_amplitude"):
+        stim_range({"backend": "rig", "rig": {"stream": "name=x", "max_amplitude": 0.3},
+                    "input_ranges": {"stim": [-1.0, 1.0]}})
+    for bad, key in [({"max_amplitude": 0.0}, "max_amplitude"), ({"max_rate": -1.0}, "max_rate"),
+                     ({"stim_channels": [-1]}, r"stim_channels\[0\]")]:
+        with pytest.raises(NetworkError, match=rf"nodes\.bn\.rig\.{key}: "):
+            stim_range({"backend": "rig", "rig": {"stream": "name=x", **bad}})
+    with pytest.raises(NetworkError, match=r"nodes\.bn\.rig\.stim_channels: .*2 neurons"):
+        stim_range({"backend": "rig", "size": 2, "rig": {"stream": "name=x", "stim_channels": [0]}})
+
+
+def test_a_run_refuses_stimuli_beyond_the_rigs_rate_limit(cli_run, tmp_path):
+    """rig_loop.toml with max_rate = 4/s on the rig: ANpre's 10 Hz stimuli are refused whenever one came
+    less than 0.25 s after the last sent; the rig-sim sees exactly the ones sent, never closer than that."""
+    name, stim = f"rig-rate-{tag()}", f"rig-rate-stim-{tag()}"
+    rig, truth, log = start_rig_sim(tmp_path, name, stim, "--duration", "40")
+    try:
+        out = tmp_path / "s.json"
+        run = cli_run("run", str(rig_loop_copy(tmp_path, name, stim, "max_rate = 4.0\n")), "--duration", "5",
+                      "--json", str(out))
+        code, text = run.finish(timeout=90)
+    finally:
+        stop(rig)
+    assert code == 0, text
+    r = read_json(out)["nodes"]["padova"]["model"]["rig"]
+    stims = [e for e in read_truth(truth) if e.get("kind") == "stim"]
+    assert len(stims) == r["stim_sent"] >= 10, (len(stims), r)
+    assert r["stim_refused"]["rate"] >= r["stim_sent"], r  # 10 Hz against 4/s: more refused than sent
+    assert r["stim_refused"]["amplitude"] == r["stim_refused"]["width"] == 0, r
+    gaps = np.diff([e["t"] for e in stims])
+    assert gaps.min() >= 0.25 - 1e-9, gaps.min()
