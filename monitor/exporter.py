@@ -104,6 +104,12 @@ class NodeCollector:
             fams[C.RIG_UP.name].add_metric([name], 1 if status["rig_up"] else 0)
             fams[C.RIG_DISCONNECTS.name].add_metric([name], status["rig_disconnects"])
             fams[C.RIG_SAMPLES.name].add_metric([name], status["rig_samples"])
+            fams[C.STIM_READY.name].add_metric([name], 1 if status["stim_ready"] else 0)
+            fams[C.STIM_NO_CONSUMER.name].add_metric([name], status["stim_held_no_consumer"])
+            for reason, n in status["stim_refused"].items():
+                fams[C.STIM_REFUSED.name].add_metric([name, reason], n)
+            for reason, n in status["rig_unusable"].items():
+                fams[C.RIG_UNUSABLE.name].add_metric([name, reason], n)
             fams[C.STIM_SENT.name].add_metric([name], status["stim_sent"])
             fams[C.STIM_HELD.name].add_metric([name], status["stim_held"])
         for reason, n in getattr(node, "rejected", {}).items():
