@@ -26,8 +26,15 @@ def _load(path: str, check_keys: bool = True):
         raise BadNetwork from None
 
 
+def _warn(net) -> None:
+    """The network's warnings (unconnected ports, ids a table will refuse), one line each on stderr."""
+    for warning in net.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+
+
 def cmd_check(args) -> int:
     net = _load(args.network)
+    _warn(net)
     print(f"{args.network}: ok: network {net.name!r}, {len(net.nodes)} nodes, {len(net.links)} links")
     for spec in net.nodes.values():
         print(f"  {spec.name} ({spec.kind}): in {', '.join(spec.inputs) or '-'}; out {', '.join(spec.outputs) or '-'}")
@@ -80,6 +87,7 @@ def cmd_run(args) -> int:
     except NetworkError as e:
         print(f"{args.network}: {e}", file=sys.stderr)
         return 2
+    _warn(net)  # after the last refusal, so that a refused run stays one line
     session = None
     if not args.no_record:
         session = args.session_dir or str(default_session_dir()) + (f"-{args.site}" if args.site else "")

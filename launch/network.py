@@ -36,6 +36,7 @@ links, in name order), every site can work out every address from the file alone
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import math
 import posixpath
@@ -70,6 +71,7 @@ WRITTEN_FILES = ("state_file",)
 """Node settings that name a file the node writes, relative to the network file's folder."""
 FILE_PART = re.compile(r"[A-Za-z0-9_.\-]{1,255}")
 HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9\-]{1,63}(?<!-)")
+FLOAT32_MAX = 3.4028234663852886e38  # the wire carries an event's value as float32
 TOP_LEVEL = ("network", "nodes", "links", "protocol", "monitor", "sites", "security", "transport", "safety")
 
 
@@ -381,6 +383,9 @@ class Network:
     transport: TransportSettings = TransportSettings()
     safety: SafetySettings = SafetySettings()
     reset_weights: bool = False  # [protocol] reset_weights
+    warnings: tuple[str, ...] = ()
+    """One-line notices naming keys (unconnected ports, events a table will refuse): printed by ``check``
+    and at the start of ``run``, never failing either."""
 
     def site_of(self, node: str) -> str:
         return self.nodes[node].settings.site
@@ -609,6 +614,7 @@ def build_network(data: dict, default_name: str = "network", path: Path | None =
                                "or let the publisher answer clock pings (clock = \"sync\")")
         links.append(Link(i, src_node, src_port, dst_node, dst_port, source_id, ls.endpoint, ls.hwm, delay,
                           ls.late, ls.sockbuf, ls.via, src_site, dst_site, clock, auto_delay))
+    warnings = _check_link_fit(nodes, links) + _unconnected(nodes, links, monitor.probe_from)
     if monitor.probe_from:
         _port(nodes, monitor.probe_from, "monitor.probe_from", "output")
     if monitor.metrics:
@@ -624,7 +630,128 @@ def build_network(data: dict, default_name: str = "network", path: Path | None =
         _check_sites(net, check_keys)
     elif security.curve == "required":
         raise NetworkError("security.curve", "CURVE protects links between sites: declare them in [sites.<name>]")
-    return net
+    return dataclasses.replace(net, warnings=tuple(warnings))
+
+
+def _group(spec: NodeSpec, port: str, node_key: str) -> tuple[Settings, str] | None:
+    """The settings of the group a port '<group>.<role>' belongs to (a population, a synapse group) and
+    their key, found as the entry ``group`` of one of the node's table-valued settings."""
+    group = port.rpartition(".")[0]
+    for f in dataclasses.fields(spec.settings):
+        value = getattr(spec.settings, f.name)
+        if isinstance(value, dict) and isinstance(value.get(group), Settings):
+            return value[group], f"{node_key}.{f.metadata.get('key') or f.name}.{group}"
+    return None
+
+
+def _named_row(spec: NodeSpec, port: str, size: int, first: int) -> tuple[str, int] | None:
+    """The key and id of the first configuration row naming an id >= ``first`` on ``port`` of ``size`` ids (a
+    crossbar table row), found through the settings' own description: a rows field documented as
+    'Rows (pre, post, ...)' and the column named like the port's role, or else the one column whose ids
+    make the port's size."""
+    found = _group(spec, port, f"nodes.{spec.name}")
+    if found is None:
+        return None
+    settings, key = found
+    role = port.rpartition(".")[2]
+    for f in dataclasses.fields(settings):
+        m = re.match(r"Rows \(([^)]*)\)", f.metadata.get("doc", ""))
+        rows = getattr(settings, f.name)
+        if not m or not rows:
+            continue
+        columns = [c.strip() for c in m.group(1).split(",")]
+        if role in columns:
+            col = columns.index(role)
+        else:
+            cols = [c for c in range(len(columns)) if max(r[c] for r in rows) + 1 == size]
+            if len(cols) != 1:
+                continue
+            col = cols[0]
+        for i, row in enumerate(rows):
+            if row[col] >= first:
+                return f"{key}.{f.metadata.get('key') or f.name}[{i}]", row[col]
+    return None
+
+
+def _range_key(spec: NodeSpec, port: str, bound: float, side: str) -> str | None:
+    """The setting of the port's group that sets ``bound`` (the end of the range it emits), e.g.
+    ``nodes.southampton.synapses.mr2.out_max``: the one whose value it is, else one named like ``side``
+    ('max'/'min') left to its default (None)."""
+    found = _group(spec, port, f"nodes.{spec.name}")
+    if found is None:
+        return None
+    settings, key = found
+    fields = sorted(dataclasses.fields(settings), key=lambda f: side not in f.name)
+    for f in fields:
+        value = getattr(settings, f.name)
+        if isinstance(value, float) and value == bound:
+            return f"{key}.{f.metadata.get('key') or f.name}"
+    for f in fields:
+        if side in f.name and getattr(settings, f.name) is None:
+            return f"{key}.{f.metadata.get('key') or f.name}"
+    return None
+
+
+def _check_link_fit(nodes: dict[str, NodeSpec], links: list[Link]) -> list[str]:
+    """What each link's source emits fits what its destination takes, by the ports' declared sizes and
+    value ranges (nodes/base.py). Raises for the first misfit; returns warnings for ids a crossbar table
+    will refuse (counted as unknown_id) where that is a choice, not a mistake."""
+    warnings = []
+    for ln in links:
+        if not ln.src_node:
+            continue  # an external publisher declares nothing
+        key = f"links[{ln.index}]"
+        src_spec, dst_spec = nodes[ln.src_node], nodes[ln.dst_node]
+        src, dst = src_spec.outputs[ln.src_port], dst_spec.inputs[ln.dst_port]
+        src_name, dst_name = f"{ln.src_node}.{ln.src_port}", f"{ln.dst_node}.{ln.dst_port}"
+        if src.size is not None and dst.size is not None:
+            if src.size > dst.size and dst.named:
+                warnings.append(f"{key}: {src_name} emits ids 0..{src.size - 1} but the table of {dst_name} names "
+                                f"ids up to {dst.size - 1}: events of the others are refused (counted as unknown_id)")
+            elif src.size > dst.size:
+                row = _named_row(src_spec, ln.src_port, src.size, dst.size) if src.named else None
+                raise NetworkError(key, f"{src_name} emits ids up to {src.size - 1}"
+                                        f"{f' ({row[0]} names id {row[1]})' if row else ''} but {dst_name} "
+                                        f"has ids 0..{dst.size - 1} only: those events would be dropped")
+            elif dst.named and dst.size > src.size:
+                row = (_named_row(dst_spec, ln.dst_port, dst.size, src.size)
+                       or (f"the table of {dst_name}", dst.size - 1))
+                raise NetworkError(key, f"{row[0]} names id {row[1]} but {src_name} emits ids 0..{src.size - 1} only: "
+                                        "that row would never be driven")
+        if src.values is not None:
+            lo, hi = src.values
+            if max(abs(lo), abs(hi)) > FLOAT32_MAX:
+                raise NetworkError(key, f"{src_name} emits values up to {max(abs(lo), abs(hi)):g}, beyond what the "
+                                        f"wire's float32 value holds ({FLOAT32_MAX:.3g})")
+            if dst.values is not None:
+                dlo, dhi = dst.values
+                unit = re.search(r"\(value in ([^)]+)\)", dst.doc)
+                unit = f" ({unit.group(1)})" if unit else ""
+                if hi > dhi or lo < dlo:
+                    above = hi > dhi
+                    setting = _range_key(src_spec, ln.src_port, hi if above else lo, "max" if above else "min")
+                    raise NetworkError(key, f"{src_name} emits values {'up to' if above else 'down to'} "
+                                            f"{hi if above else lo:g} but {dst_name} accepts "
+                                            f"{'at most' if above else 'at least'} {dhi if above else dlo:g}{unit}; "
+                                            f"set {setting or f'what {src_name} emits'} or "
+                                            f"nodes.{ln.dst_node}.input_ranges")
+    return warnings
+
+
+def _unconnected(nodes: dict[str, NodeSpec], links: list[Link], probe_from: str) -> list[str]:
+    """Warnings for input ports nothing feeds and output ports that go nowhere (no link, no LSL export, not
+    the probe origin). Not errors: a driven population needs no input, a spare output costs nothing."""
+    fed = {(ln.dst_node, ln.dst_port) for ln in links}
+    used = {(ln.src_node, ln.src_port) for ln in links} | {tuple(probe_from.split(".", 1))}
+    warnings = []
+    for name, spec in nodes.items():
+        for port in spec.inputs:
+            if (name, port) not in fed:
+                warnings.append(f"nodes.{name}: input {port!r} has no link: nothing feeds it")
+        for port in spec.outputs:
+            if (name, port) not in used and port not in spec.settings.lsl_export:
+                warnings.append(f"nodes.{name}: output {port!r} has no link: what it emits goes nowhere")
+    return warnings
 
 
 def _find_key(table: dict, name: str, key: str, depth: int = 3) -> str | None:
@@ -720,8 +847,9 @@ def _check_sites(net: Network, check_keys: bool) -> None:
         if where in publishers:  # the same host: the node runs at a site with that address
             site, port = publishers[where]
             explicit = net.nodes[name].settings.metrics_port
+            source = f"nodes.{name}.metrics_port" if explicit else f"[monitor] base_port + {i}"
             raise NetworkError(f"sites.{site}.port", f"port {where[1]} (for {port}) is also the metrics port of node "
-                               f"{name!r} ({f'nodes.{name}.metrics_port' if explicit else f'[monitor] base_port + {i}'})")
+                               f"{name!r} ({source})")
     if net.security.curve != "required":
         return
     involved = {ln.src_site for ln in net.links if ln.inter_site} | {ln.dst_site for ln in net.links if ln.inter_site}

@@ -237,7 +237,8 @@ def test_check_accepts_paper_loop(cli_results):
     r = cli_results[("check", "valid")]
     assert r.returncode == 0, r.stderr
     assert "ok" in r.stdout and "3 nodes, 6 links" in r.stdout
-    assert r.stderr == ""
+    # Only warnings (the paced population's input has no link), never an error line.
+    assert all(line.startswith("warning: ") for line in r.stderr.splitlines()), r.stderr
     assert r.spawned == ""
 
 
