@@ -18,7 +18,7 @@ import pytest
 
 from conftest import network_copy
 from spikewire.launch.network import NetworkError, build_network, load_network
-from test_network_file import CliResult, guard_dir  # noqa: F401  (guard_dir is a fixture)
+from test_network_file import guard_dir  # noqa: F401  (a fixture)
 from test_network_validation import _assert_refused, _cli_limited
 
 NETWORKS = Path(__file__).resolve().parent.parent / "launch" / "networks"
