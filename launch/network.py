@@ -61,8 +61,9 @@ MAX_HWM = 10_000_000
 MAX_FILE_BYTES = 16 << 20
 """A network file larger than this is refused unread (a 65,536-row crossbar table is ~1.5 MB)."""
 MAX_NODES = 64
-PROCESS_BYTES = 128 << 20
-"""Every node is an OS process (Python, numpy, numba, ZeroMQ): ~100-150 MB before its model."""
+PROCESS_BYTES = 150 << 20
+"""Every node is an OS process (Python, numpy, numba, ZeroMQ): ~150 MB resident before its model (measured:
+each paper_loop node)."""
 BYTES_PER_ID = 256
 """Model state per neuron of a clock-driven node (parameters, state, counts): the kinds' size checks use it."""
 BYTES_PER_ID_STEP = 32
