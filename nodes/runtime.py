@@ -150,7 +150,9 @@ class LinkIn:
     late_marks: deque = field(default_factory=deque)  # (t, received, late) for the late fraction's window
     behind_streak: int = 0  # consecutive packets not ahead of last_seq
     resyncs: int = 0  # times the sequence baseline was reset (see RESYNC_AFTER)
-    duplicates: int = 0  # packets whose sequence number was already delivered (or is older than the link's start)
+    duplicates: int = 0  # packets whose sequence number was already delivered
+    first_seq: int = 0  # the sequence number this link started from (at start, or after the sender restarted)
+    before_first: set[int] = field(default_factory=set)  # numbers below first_seq that arrived late, delivered
     unsynced: int = 0  # packets that arrived while the link's clock was not synchronised (delivered at once, untimed)
 
     def reject(self, reason: str) -> None:
@@ -171,8 +173,21 @@ class LinkIn:
         elif seq > last:
             self.behind_streak = 0
         if last >= 0 and seq <= last and seq not in self.missing:
+            # Below where this link started (its first packet was overtaken by a later one) and not seen yet:
+            # late, not a repeat. Anything else at or below the newest has been delivered before.
+            if self.first_seq - REORDER_WINDOW <= seq < self.first_seq and seq not in self.before_first:
+                self.before_first.add(seq)
+                self.out_of_order += 1
+                self.received += 1
+                self.events += n_events
+                if latency is not None:
+                    self.latency.record(latency)
+                return True
             self.duplicates += 1
             return False
+        if last < 0:
+            self.first_seq = seq
+            self.before_first.clear()
         if seq > last:
             if last >= 0 and seq > last + 1:
                 self.gaps += seq - last - 1

@@ -265,7 +265,7 @@ def test_duplicate_and_rewound_sequence_numbers_are_delivered_once(cli_run, tmp_
     try:
         p.wait_subscribed()
         p.serve(0.5)
-        for seq in range(10):
+        for seq in (1, 0, 2, 3, 4, 5, 6, 7, 8, 9):  # the first packet overtaken by the second: late, not a repeat
             p.send(Kind.STIMULUS, 0.5, seq=seq)
             p.serve(0.03)
         for seq in (3, 5, 9, 0, 1, 2, 3, 4):  # duplicates, then a rewind
