@@ -10,6 +10,7 @@ from spikewire.launch.argtypes import number
 
 _positive = number(above=0)
 _mb = number(int, at_least=1)
+_non_negative = number(at_least=0)
 
 
 class BadNetwork(Exception):
@@ -51,7 +52,10 @@ def cmd_check(args) -> int:
         print(f"  security: CURVE {net.security.curve}")
         for site, cfg in net.sites.items():
             ports = ", ".join(f"{n}.{p} {net.fixed_endpoint(n, p, bind=False)}" for n, p in net.site_ports(site))
-            print(f"  site {site}: nodes {', '.join(net.site_nodes(site)) or '-'}; inter-site outputs: {ports or '-'}")
+            channel = (f"; session channel {net.session_endpoint(site, bind=False)}"
+                       if len(net.start_sites) > 1 and site in net.start_sites else "")
+            print(f"  site {site}: nodes {', '.join(net.site_nodes(site)) or '-'}; inter-site outputs: {ports or '-'}"
+                  + channel)
     return 0
 
 
@@ -93,7 +97,8 @@ def cmd_run(args) -> int:
         session = args.session_dir or str(default_session_dir()) + (f"-{args.site}" if args.site else "")
     sup = Supervisor(net, duration=args.duration, json_path=args.json, ready_timeout=args.ready_timeout,
                      status_every=args.status_every, reset_state=args.reset_weights, session_dir=session,
-                     site=args.site, secret_key=args.secret_key, journal_max_mb=args.journal_max_mb)
+                     site=args.site, secret_key=args.secret_key, journal_max_mb=args.journal_max_mb,
+                     start_wait=args.start_wait)
     return sup.run()
 
 
@@ -279,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "sites.<site>.secret_key)")
     p.add_argument("--journal-max-mb", type=_mb, metavar="MB", help="cap of each node's session journal (default "
                    "2048); past it, packets are counted as dropped from the record, not written")
+    p.add_argument("--start-wait", type=_non_negative, default=60.0, metavar="S",
+                   help="with --site: seconds to wait for the other sites to be ready, then all start together "
+                   "(one start time, length and session id); past it this site starts alone, loudly (default 60)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("keygen", help="make a CURVE key pair (NAME.key public, NAME.key_secret secret), or every "

@@ -398,6 +398,21 @@ class Network:
         """The site's output ports with inter-site links, in the order that numbers their TCP ports."""
         return sorted({(ln.src_node, ln.src_port) for ln in self.links if ln.inter_site and ln.src_site == site})
 
+    @property
+    def start_sites(self) -> list[str]:
+        """The declared sites that run nodes, in file order. With two or more, a site run on its own
+        (``--site``) agrees its start with the others over its session channel (launch/barrier.py)."""
+        if self.sites is None:
+            return []
+        used = {spec.settings.site for spec in self.nodes.values()}
+        return [s for s in self.sites if s in used]
+
+    def session_endpoint(self, site: str, bind: bool) -> str:
+        """Where a site's session channel listens (``bind``) or is reached: the port after its inter-site
+        data ports (``[sites.<site>] port`` + their number)."""
+        s = self.sites[site]
+        return f"tcp://{s.bind if bind else s.address}:{s.port + len(self.site_ports(site))}"
+
     def fixed_endpoint(self, node: str, port: str, bind: bool) -> str | None:
         """Where an output port with inter-site links listens (``bind``) or is reached; None if it has none."""
         if self.sites is None:
@@ -829,20 +844,25 @@ def _check_sites(net: Network, check_keys: bool) -> None:
                                f"declared: {', '.join(sites)}")
     used: dict[tuple[str, int], str] = {}
     publishers: dict[tuple[str, int], tuple[str, str]] = {}  # (address, port) -> (site, its output port)
+    starting = net.start_sites if len(net.start_sites) > 1 else []  # sites that agree a common start
     for site, s in sites.items():
         ports = net.site_ports(site)
         if ports and not s.port:
             raise NetworkError(f"sites.{site}.port", f"required: {len(ports)} output port(s) of this site have links "
                                "to other sites and need a fixed TCP port")
-        for k in range(len(ports)):
+        if site in starting and not s.port:
+            raise NetworkError(f"sites.{site}.port", "required: the sites of this network agree their start over a "
+                               "session channel on each site's port (after its inter-site data ports)")
+        names = [".".join(p) for p in ports] + (["its session channel"] if site in starting else [])
+        for k, what in enumerate(names):
             where = (s.address, s.port + k)
             if s.port + k > 65535:
-                raise NetworkError(f"sites.{site}.port", f"{len(ports)} inter-site ports from {s.port} run past 65535")
+                raise NetworkError(f"sites.{site}.port", f"{len(names)} ports from {s.port} run past 65535")
             if where in used:
-                raise NetworkError(f"sites.{site}.port", f"port {s.port + k} (for {'.'.join(ports[k])}) is also "
+                raise NetworkError(f"sites.{site}.port", f"port {s.port + k} (for {what}) is also "
                                    f"used by {used[where]}")
             used[where] = f"site {site!r}"
-            publishers[where] = (site, ".".join(ports[k]))
+            publishers[where] = (site, what)
     for i, name in enumerate(net.nodes if net.monitor.metrics else ()):
         where = (sites[net.site_of(name)].address, net.metrics_port(name))
         if where in publishers:  # the same host: the node runs at a site with that address
@@ -854,6 +874,7 @@ def _check_sites(net: Network, check_keys: bool) -> None:
     if net.security.curve != "required":
         return
     involved = {ln.src_site for ln in net.links if ln.inter_site} | {ln.dst_site for ln in net.links if ln.inter_site}
+    involved |= set(starting)  # session channels are CURVE-protected too
     for site in sorted(involved):
         if not sites[site].public_key:
             raise NetworkError(f"sites.{site}.public_key", "required when [security] curve = \"required\" "

@@ -68,7 +68,8 @@ class Supervisor:
     def __init__(self, network: Network, duration: float | None = None, json_path: str | None = None,
                  out: TextIO = sys.stdout, ready_timeout: float = 60.0, status_every: float | None = None,
                  reset_state: bool = False, session_dir: str | None = None, replay: dict | None = None,
-                 site: str | None = None, secret_key: str | None = None, journal_max_mb: int | None = None):
+                 site: str | None = None, secret_key: str | None = None, journal_max_mb: int | None = None,
+                 start_wait: float = 60.0):
         if network.path is None:
             raise ValueError("the supervisor needs a network loaded from a file (nodes read it themselves)")
         self.network = network
@@ -93,6 +94,10 @@ class Supervisor:
         self.stop_reason: str | None = None
         self.killed_at_stop: dict[str, dict] = {}  # node -> {"final_report": bool}: it had to be killed
         self._drawn = 0
+        self.start_wait = start_wait
+        self.barrier = None  # launch.barrier.SiteBarrier: a site of a multi-site run agrees its start
+        self.decision = None  # launch.barrier.Decision, once agreed
+        self._poller = None
 
     @property
     def finals(self) -> dict[str, dict]:
@@ -111,6 +116,12 @@ class Supervisor:
         self.t_end: float | None = None
         self.t0: float | None = None
         try:
+            if self.site and len(self.network.start_sites) > 1:
+                from spikewire.launch.barrier import SiteBarrier
+                from spikewire.launch.network import curve_config
+
+                curve = curve_config(self.network, self.site, self.secret_key)
+                self.barrier = SiteBarrier(ctx, self.network, self.site, curve)
             self._spawn()
             self._setup()
             t_start = self._start()
@@ -124,6 +135,9 @@ class Supervisor:
             for s, h in old.items():
                 signal.signal(s, h)
             self.control.close()
+            offsets = self.barrier.offsets() if self.barrier is not None else {}
+            if self.barrier is not None:
+                self.barrier.close()
             ctx.term()
         if self.killed_at_stop:
             code = 1
@@ -134,6 +148,13 @@ class Supervisor:
         elapsed = max(0.0, (self.t_end or local_clock()) - t_start)
         report = build_report(self.network, self.finals, elapsed, outcome, self.node_names)
         report["killed_at_stop"] = self.killed_at_stop
+        if self.decision is not None:
+            d = self.decision
+            report["session_id"] = d.session_id
+            report["start"] = {"mode": d.mode, "site": self.site, "missing_sites": list(d.missing),
+                               "site_offsets_s": offsets}
+            if self.session is not None:
+                self.session.provenance.update(session_id=d.session_id, start=report["start"], site_offsets=offsets)
         for name in self.killed_at_stop:
             report["nodes"].get(name, {})["killed_at_stop"] = True
         if self.session is not None:
@@ -189,7 +210,10 @@ class Supervisor:
 
     def _pump(self, timeout: float, strict: bool = True) -> None:
         """Handle control messages for up to ``timeout`` s; if ``strict``, raise RunFailed when a node
-        died or reported an error."""
+        died or reported an error. Serves the session channel too (clock pings, announcements)."""
+        if self.barrier is not None:
+            self._serve_barrier(timeout)
+            timeout = 0.0
         got = self.control.recv(timeout)
         while got is not None:
             name, msg = got
@@ -205,6 +229,24 @@ class Supervisor:
             code = child.proc.poll()
             if code is not None and child.final is None:
                 raise RunFailed(f"node {child.name!r} died ({describe_exit(code)}); stopped the others")
+
+    def _serve_barrier(self, timeout: float) -> None:
+        """Serve the session channel the moment anything arrives on it, until a control message is waiting
+        or ``timeout`` s have passed (an answer kept waiting would skew the other sites' clock estimates)."""
+        if self._poller is None:
+            self._poller = zmq.Poller()
+            for sock in [self.control.socket, *self.barrier.sockets()]:
+                self._poller.register(sock, zmq.POLLIN)
+        deadline = time.monotonic() + timeout
+        while True:
+            self.barrier.step(local_clock())
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            ready = dict(self._poller.poll(max(1, int(remaining * 1000))))
+            if self.control.socket in ready:
+                self.barrier.step(local_clock())
+                return
 
     def _on_message(self, child: Child, msg: dict) -> None:
         kind = msg["type"]
@@ -254,8 +296,48 @@ class Supervisor:
             self.control.send(name, {"type": "connect", "inputs": inputs})
         self._wait_all("ready", lambda c: c.ready)
 
+    def _agree_start(self) -> float:
+        """With the other sites: one start (on our clock), one length, one session id (launch/barrier.py)."""
+        b = self.barrier
+        b.propose(local_clock(), self.duration)
+        others = [s for s in self.network.start_sites if s != self.site]
+        self.say(f"spikewire: site {self.site} ready; agreeing the start with {', '.join(others)} "
+                 f"(waiting up to {self.start_wait:g} s)")
+        deadline = time.monotonic() + self.start_wait
+        while True:
+            now = local_clock()
+            b.step(now)
+            d = b.decide(now)
+            if d is not None:
+                break
+            if self.stop_reason:
+                raise RunFailed(f"{self.stop_reason} while waiting for the other sites")
+            if time.monotonic() >= deadline:
+                d = b.alone(now)
+                self.say(f"spikewire: WARNING: site(s) {', '.join(d.missing)} not ready within {self.start_wait:g} s: "
+                         f"site {self.site} starts ALONE (session {d.session_id}); the sites' records will not "
+                         "share a start")
+                break
+            self._pump(0.02)
+        if d.mode == "joined":
+            self.say(f"spikewire: WARNING: the other sites already run session {d.session_id}: site {self.site} "
+                     "joins it now, late (its protocol phases are not theirs)")
+        late = local_clock() - d.t0
+        if late > 0:
+            self.say(f"spikewire: WARNING: the agreed start was {late * 1e3:.0f} ms ago when it reached this site "
+                     "(a slow path between sites): its first ticks catch up")
+        b.mark_started(d)
+        self.decision = d
+        if d.duration is not None:
+            self.duration = d.duration
+        if d.mode == "agreed":
+            self.say(f"spikewire: sites {', '.join(self.network.start_sites)} start together in "
+                     f"{max(0.0, -late):.2f} s (session {d.session_id}"
+                     + (f", {d.duration:g} s" if d.duration is not None else "") + ")")
+        return d.t0
+
     def _start(self) -> float:
-        t0 = local_clock() + START_MARGIN
+        t0 = self._agree_start() if self.barrier is not None else local_clock() + START_MARGIN
         self.t0 = t0
         for name in self.children:
             self.control.send(name, {"type": "start", "t0": t0, "duration": None})

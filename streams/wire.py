@@ -62,6 +62,12 @@ class Kind(IntEnum):
     ``(t1, nonce, 0)``; the publisher answers on the link with a pong of two events ``(t1, nonce, 0)``,
     ``(t2, nonce, 0)`` where t2 is when the ping arrived, sent at ``send_time`` t3. Does not consume a
     sequence number."""
+    SESSION = 7
+    """A site's start state, on the session channel between the supervisors of a multi-site run (never on
+    a node's link). Two events: ``(t, flags, duration)`` with ``t`` the proposed start on the sender's
+    clock, or the agreed one once ``flags`` has bit 0 (started) set, and ``duration`` the run's length in
+    seconds (-1: until stopped); then ``(0, session, 0)`` with ``session`` the 32-bit session id once
+    started. The header's ``source`` says which site (launch/barrier.py). Does not consume a sequence number."""
 
 
 class BioEvent(IntEnum):

@@ -173,7 +173,7 @@ def test_random_and_mutated_packets_on_every_port(tmp_path):
     fake.setsockopt(zmq.LINGER, 0)
     fake.setsockopt(zmq.XPUB_VERBOSE, 1)
     fake.bind(net.fixed_endpoint("zurich", "anpre.spikes", bind=True))
-    run = CliRun("run", str(net_path), "--site", "southampton", "--duration", "40", "--json",
+    run = CliRun("run", str(net_path), "--site", "southampton", "--start-wait", "0", "--duration", "40", "--json",
                  str(tmp_path / "s.json"), "--no-record", cwd=tmp_path)
     try:
         run.wait_for("all nodes ready", timeout=60)

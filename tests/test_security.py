@@ -81,7 +81,7 @@ def test_a_site_admits_only_listed_keys_and_refuses_plaintext(tmp_path):
     anpre = net.fixed_endpoint("zurich", "anpre.spikes", bind=False)  # where Southampton expects Zurich
     metrics_port = net.metrics_port("southampton")
 
-    run = CliRun("run", str(net_path), "--site", "southampton", "--duration", "30", "--json",
+    run = CliRun("run", str(net_path), "--site", "southampton", "--start-wait", "0", "--duration", "30", "--json",
                  str(tmp_path / "s.json"), "--no-record", cwd=tmp_path)
     ctx = zmq.Context()
     try:

@@ -143,13 +143,13 @@ port = {base}
 public_key = "keys/a.key"
 secret_key = "keys/a.key_secret"
 [sites.b]
-port = {base + 1}
+port = {base + 2}
 public_key = "keys/b.key"
 secret_key = "keys/b.key_secret"
 [security]
 curve = "required"
 [monitor]
-base_port = {base + 2}
+base_port = {base + 4}
 """)
     subprocess.run(spikewire_cmd("keygen", "--network", str(net)), check=True, capture_output=True, timeout=60)
     code, text = cli_run("run", str(net), "--duration", "3", "--json", str(tmp_path / "f.json"),
