@@ -103,11 +103,21 @@ RIG_UNUSABLE = _m("spikewire_rig_streams_unusable_total", "counter",
                   "Streams matching the rig's query that could not be used, by reason (channel_count, irregular_rate, "
                   "format, open_failed, pull_failed); each stream counted once.", "reason")
 
+OUT_OF_RANGE = _m("spikewire_link_out_of_range_total", "counter",
+                  "Events refused before the model saw them: a value outside the input port's plausible range.", "link")
+DUPLICATES = _m("spikewire_link_duplicates_total", "counter",
+                "Packets refused because their sequence number was delivered before (a repeat or a rewind).", "link")
+UNSYNCED = _m("spikewire_link_unsynced_total", "counter",
+              "Packets delivered untimed: the sender's clock offset was not known yet (no latency, no jitter "
+              "buffer).", "link")
+JOINS_REFUSED = _m("spikewire_link_joins_refused_total", "counter",
+                   "Subscriber join notices refused on an output port (a bad name, or past the port's bound).", "port")
+
 CATALOGUE: tuple[Metric, ...] = (
     NODE_UP, NODE_READY, SPIKES, NEURON_SPIKES, RATE, BIO_EVENTS, LATENCY, SENT, SEND_DROPS, RECEIVED, EVENTS, GAPS,
     REORDERED, MALFORMED, CLOCK_OFFSET, RTT, LINK_UP, OUTAGES, DOWNTIME, RESTARTS, LATE, BUFFERED, REFUSED,
     INTERLOCK, HOLDS, HELD_EVENTS, TICK_COMPUTE, LAG, TICKS, OVERRUNS, ROLLBACKS, RESISTANCE, PULSES,
     PROBE_LATENCY, PROBES_LOST, REJECTED, RIG_UP, RIG_DISCONNECTS, RIG_SAMPLES, STIM_SENT, STIM_HELD,
-    STIM_READY, STIM_NO_CONSUMER, STIM_REFUSED, RIG_UNUSABLE,
+    STIM_READY, STIM_NO_CONSUMER, STIM_REFUSED, RIG_UNUSABLE, OUT_OF_RANGE, DUPLICATES, UNSYNCED, JOINS_REFUSED,
 )
 HISTOGRAM_BUCKETS = PROM_BOUNDS

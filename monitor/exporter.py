@@ -118,6 +118,7 @@ class NodeCollector:
         for port, pub in rt.publishers.items():
             fams[C.SENT.name].add_metric([name, port], pub.sent)
             fams[C.SEND_DROPS.name].add_metric([name, port], pub.dropped)
+            fams[C.JOINS_REFUSED.name].add_metric([name, port], pub.joins_refused)
         t_now = rt.clock()
         for up in rt.upstreams:
             down_for = t_now - up.down_since if up.state == "down" else 0.0
@@ -127,6 +128,9 @@ class NodeCollector:
                 fams[C.EVENTS.name].add_metric(lab, link.events)
                 fams[C.GAPS.name].add_metric(lab, link.gaps)
                 fams[C.REORDERED.name].add_metric(lab, link.out_of_order)
+                fams[C.OUT_OF_RANGE.name].add_metric(lab, link.out_of_range)
+                fams[C.DUPLICATES.name].add_metric(lab, link.duplicates)
+                fams[C.UNSYNCED.name].add_metric(lab, link.unsynced)
                 fams[C.CLOCK_OFFSET.name].add_metric(lab, up.offset)
                 if up.clock is not None and up.clock.synced:
                     fams[C.RTT.name].add_metric(lab, up.clock.rtt)
@@ -134,7 +138,7 @@ class NodeCollector:
                 fams[C.OUTAGES.name].add_metric(lab, up.outages)
                 fams[C.DOWNTIME.name].add_metric(lab, up.downtime + down_for)
                 fams[C.RESTARTS.name].add_metric(lab, up.restarts)
-                if link.delay:
+                if link.delay or link.auto_delay:
                     fams[C.LATE.name].add_metric([name, link.label, "dropped"], link.late_dropped)
                     fams[C.LATE.name].add_metric([name, link.label, "delivered"], link.late_delivered)
                     fams[C.BUFFERED.name].add_metric(lab, link.buffered)

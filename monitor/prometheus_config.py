@@ -162,6 +162,13 @@ def alert_rules(network: Network) -> dict:
               f"{{{{ $labels.node }}}}) arrived after their delivery time over the last {w}: to the model late is "
               "lost (the interlock counts late drops as loss). The run summary's delay_for_p99_s says what delay "
               "would cover the link; or use delay = \"auto\"."),
+        _rule("SpikewireImplausibleValues",
+              f"increase({selector(C.OUT_OF_RANGE)}[{w}]) > 0",
+              "warning",
+              "implausible values refused on link {{ $labels.link }}",
+              "Node {{ $labels.node }} refused {{ $value | humanize }} events on link {{ $labels.link }} in the last "
+              f"{w}: their values lie outside the input port's plausible range (an absurd amplitude or weight, "
+              "from a broken or hostile sender). They never reached the model."),
         _rule("SpikewireMalformedPackets",
               f"increase({malformed}[{w}]) > 0 or ({malformed} > 0 unless {malformed} offset {w})",
               "warning",

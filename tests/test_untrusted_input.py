@@ -8,6 +8,7 @@ sees the node's subscription arrive, so every packet sent after it is delivered 
 from __future__ import annotations
 
 import time
+import urllib.request
 
 import numpy as np
 import pytest
@@ -120,7 +121,7 @@ source = {SOURCE}
 to = "bn.stim"
 """)
     out = tmp_path / "s.json"
-    run = cli_run("run", str(net), "--duration", "3", "--json", str(out), "--no-record")
+    run = cli_run("run", str(net), "--duration", "6", "--json", str(out), "--no-record")
     try:
         p.wait_subscribed()
         absurd = [1e6, -1e30, 3e38, 11.0]
@@ -132,6 +133,16 @@ to = "bn.stim"
             p.serve(0.05)
         p.send(Kind.STIMULUS, [0.5, 1e6, 0.5])  # one bad event in a packet: the others still count
         p.serve(0.1)
+        port = int(net.read_text().split("base_port = ")[1].split()[0])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # the refusals are exported too
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            line = next((ln for ln in text.splitlines() if ln.startswith("spikewire_link_out_of_range_total{")), "")
+            if line.endswith(f" {len(absurd) + 1}.0"):
+                break
+            p.serve(0.1)
+        else:
+            pytest.fail(f"spikewire_link_out_of_range_total never reached {len(absurd) + 1}: {line!r}")
         code, text = run.finish(timeout=60)
     finally:
         run.kill()
