@@ -928,7 +928,8 @@ class Runtime:
         if self.probe is not None and self.probe.origin:
             out["probes"] = self.probe.summary()
         if self.metrics is not None:
-            out["metrics"] = {"port": self.metrics.port, "render_s": self.metrics.render_time.summary()}
+            out["metrics"] = {"port": self.metrics.port, "render_s": self.metrics.render_time.summary(),
+                              "refused": self.metrics.refused, "timed_out": self.metrics.timed_out}
         if self.journal is not None:
             self.journal.flush()
             out["journal"] = self.journal.summary()
