@@ -228,6 +228,24 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_merge(args) -> int:
+    """Exit 0 when the merged folder was written (warnings on stderr), 2 when nothing was (one line why)."""
+    from spikewire.monitor.merge import MergeError, merge_sessions
+
+    try:
+        result = merge_sessions(args.sessions, args.out, reference=args.reference, force=args.force)
+    except MergeError as e:
+        print(f"spikewire merge: {e}", file=sys.stderr)
+        return 2
+    for warning in result.warnings:
+        print(f"spikewire merge: warning: {warning}", file=sys.stderr)
+    ref = result.sessions[0].site
+    print(f"wrote {result.out}: {len(result.sessions)} sites on {ref}'s clock")
+    for s in result.sessions:
+        print(f"  {s.site}: clock offset {s.offset_s * 1e3:+.3f} ms ({s.offset_source})")
+    return 0
+
+
 def cmd_plot(args) -> int:
     from spikewire.monitor.plot import NotASession, plot_session
 
@@ -323,6 +341,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lab", help="lab for the NWB metadata")
     p.add_argument("--institution", help="institution for the NWB metadata")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("merge", help="merge the sessions the sites of one run recorded (spikewire run --site) into "
+                       "one session on one clock, for plot and export")
+    p.add_argument("sessions", nargs="+", metavar="SESSION", help="one session folder per site, of the same run")
+    p.add_argument("--out", required=True, metavar="DIR", help="the merged session folder to write (new or empty)")
+    p.add_argument("--reference", metavar="SITE", help="the site whose clock the merged session keeps (default: "
+                   "the first session's)")
+    p.add_argument("--force", action="store_true", help="merge sessions that carry no session id (recorded before "
+                   "sites agreed one), whose being of one run cannot be checked")
+    p.set_defaults(func=cmd_merge)
 
     p = sub.add_parser("plot", help="plot a recorded session: rasters, rates, weights with phases, link latencies")
     p.add_argument("session", help="a session folder (from spikewire run)")

@@ -292,12 +292,16 @@ def _nwbfile(s: Session, experimenter, lab, institution, subject: Subject | None
              f"spikewire source: {src.get('path', '?')} at git commit {commit}",
              "versions: " + ", ".join(f"{k} {v}" for k, v in prov.get("versions", {}).items()),
              f"t0 = local_clock {s.t0!r} s; every time in this file is seconds from t0",
+             *_merged_notes(prov),
              *(f"damaged: {d}" for d in s.damage),
              "", "network.toml as run:", (s.folder / "network.toml").read_text()]
     phases = "; ".join(f"{n} {a:g}-{b:g} s" for n, a, b in net.phases)
     nodes = ", ".join(f"{n} ({sp.kind})" for n, sp in net.nodes.items())
-    # The same session always exports under the same identifier.
-    identifier = uuid.uuid5(uuid.NAMESPACE_URL, f"spikewire:{prov.get('host')}:{prov.get('created')}:{net.name}")
+    # The same session always exports under the same identifier; a merged one (its provenance is its
+    # reference site's) under one of its own.
+    merged = "".join(f":{m.get('site')}@{m.get('folder')}" for m in prov.get("merged_from", []))
+    identifier = uuid.uuid5(uuid.NAMESPACE_URL,
+                            f"spikewire:{prov.get('host')}:{prov.get('created')}:{net.name}{merged}")
     description = net.description or f"spikewire network {net.name}"
     if s.damage:  # what an archive's listing shows: a reader must not take this for a whole record
         description += (f" (incomplete record: {len(s.damage)} problem{'s' if len(s.damage) > 1 else ''} with the "
@@ -324,6 +328,17 @@ def _nwbfile(s: Session, experimenter, lab, institution, subject: Subject | None
     for name, spec in net.nodes.items():
         nwb.create_device(name=name, description=f"spikewire {spec.kind} node {name!r} at site {spec.settings.site!r}")
     return nwb
+
+
+def _merged_notes(prov: dict) -> list[str]:
+    """For a session `spikewire merge` made: which sites, and how their clocks were put on one."""
+    merged = prov.get("merged_from")
+    if not merged:
+        return []
+    ref = prov.get("merge", {}).get("reference", merged[0].get("site"))
+    return [f"merged from {len(merged)} sites' sessions onto site {ref}'s clock (provenance and command line above "
+            f"are {ref}'s):"] + [f"  {m.get('site')}: {m.get('folder')}, clock offset {m.get('offset_s')!r} s "
+                                 f"({m.get('offset_source')})" for m in merged]
 
 
 def _default_subject(s: Session) -> Subject:

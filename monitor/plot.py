@@ -14,8 +14,9 @@ time (seconds since the run's t0):
 Protocol phases (summary.json) are shaded on every time axis and named. Panel c is left out when the
 session has no memristors. The catch: everything comes from what the nodes journaled, so a node killed
 mid-run appears up to its last journal flush; a damaged journal tail or status line is skipped with a
-``DamagedSessionWarning`` and a note under the figure. Latencies assume one clock (true on one machine:
-provenance.json's link clock offsets are all 0); across hosts they would need those offsets.
+``DamagedSessionWarning`` and a note under the figure. Latencies assume one clock: true on one machine
+(provenance.json's link clock offsets are all 0) and in a session ``spikewire merge`` made of the sites'
+sessions (every time put on its reference site's clock); a single site's session draws only its own nodes.
 """
 
 from __future__ import annotations
@@ -90,6 +91,8 @@ class SessionData:
     """link label -> receive - send [s] of every packet received over it."""
     notes: list[str]
     """What could not be read, for the figure's footer."""
+    merged_from: list[str] = field(default_factory=list)
+    """The sites whose sessions ``spikewire merge`` joined into this one, the reference (clock) first."""
 
 
 def read_session(session_dir: str | Path) -> SessionData:
@@ -181,7 +184,8 @@ def read_session(session_dir: str | Path) -> SessionData:
                        description=meta.get("description", ""), created=prov.get("created", ""),
                        outcome=summary.get("outcome") or prov.get("outcome") or "unfinished", commit=commit,
                        t0=float(t0), duration=float(duration), phases=phases, nodes=nodes, resistance=resistance,
-                       pulses=pulses, latency=latency, notes=notes)
+                       pulses=pulses, latency=latency, notes=notes,
+                       merged_from=[str(m.get("site")) for m in prov.get("merged_from") or []])
 
 
 def _events(records, direction: int, kind: Kind) -> dict[str, np.ndarray]:
@@ -499,6 +503,8 @@ def build_figure(session_dir: str | Path, rate_bin: float = 1.0) -> Figure:
     head = data.network + (f": {data.description}" if data.description else "")
     sub = f"session {data.folder.name}   {data.created[:19].replace('T', ' ')} UTC   {data.duration:.1f} s, " \
           f"{data.outcome}" + (f"   spikewire @ {data.commit}" if data.commit else "")
+    if data.merged_from:
+        sub += f"\nmerged from sites {', '.join(data.merged_from)}, on {data.merged_from[0]}'s clock"
     fig.suptitle(f"{head}\n{sub}", fontsize=FONT + 2, x=0.01, ha="left")
     if notes:
         fig.supxlabel("\n".join(f"⚠ {n}" for n in notes), fontsize=FONT - 1, color="#b2182b", x=0.01, ha="left")
