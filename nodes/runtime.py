@@ -158,9 +158,11 @@ class LinkIn:
     def reject(self, reason: str) -> None:
         self.malformed[reason] = self.malformed.get(reason, 0) + 1
 
-    def count(self, seq: int, n_events: int, latency: float | None) -> bool:
-        """Account for one data packet; False if it must not be delivered: its sequence number was
-        delivered before (a duplicate, or a rewind), so each (epoch, sequence) reaches the node once."""
+    def sequence(self, seq: int) -> bool:
+        """The sequence policy: account for ``seq`` (gaps, late packets filling them, out of order); False if
+        it was delivered before (a duplicate, or a rewind), so each (epoch, sequence) reaches the node once.
+        Refused packets (malformed in content, but with a plausible number) pass here too, so that what a
+        receiver refuses is never also counted as lost."""
         last = self.last_seq
         if seq in self.missing:
             self.behind_streak = 0  # a late packet filling a known hole confirms the baseline
@@ -172,35 +174,37 @@ class LinkIn:
                 last = -1
         elif seq > last:
             self.behind_streak = 0
-        if last >= 0 and seq <= last and seq not in self.missing:
-            # Below where this link started (its first packet was overtaken by a later one) and not seen yet:
-            # late, not a repeat. Anything else at or below the newest has been delivered before.
-            if self.first_seq - REORDER_WINDOW <= seq < self.first_seq and seq not in self.before_first:
-                self.before_first.add(seq)
-                self.out_of_order += 1
-                self.received += 1
-                self.events += n_events
-                if latency is not None:
-                    self.latency.record(latency)
-                return True
-            self.duplicates += 1
-            return False
         if last < 0:
             self.first_seq = seq
             self.before_first.clear()
-        if seq > last:
-            if last >= 0 and seq > last + 1:
+        elif seq > last:
+            if seq > last + 1:
                 self.gaps += seq - last - 1
                 missing = self.missing
                 missing.update(range(max(last + 1, seq - REORDER_WINDOW), seq))
                 if len(missing) > 2 * REORDER_WINDOW:  # amortised: forget what can no longer arrive late
                     self.missing = {s for s in missing if s >= seq - REORDER_WINDOW}
-            self.last_seq = seq
-        else:
+        elif seq in self.missing:  # it was counted lost; it was only late
+            self.missing.discard(seq)
+            self.gaps -= 1
             self.out_of_order += 1
-            if seq in self.missing:  # it was counted lost; it was only late
-                self.missing.discard(seq)
-                self.gaps -= 1
+            return True
+        elif self.first_seq - REORDER_WINDOW <= seq < self.first_seq and seq not in self.before_first:
+            # Below where this link started (its first packet was overtaken by a later one): late, not a repeat.
+            self.before_first.add(seq)
+            self.out_of_order += 1
+            return True
+        else:
+            return False
+        self.last_seq = seq
+        return True
+
+    def count(self, seq: int, n_events: int, latency: float | None) -> bool:
+        """Account for one data packet to be delivered; False (counted as a duplicate) if its sequence
+        number was delivered before."""
+        if not self.sequence(seq):
+            self.duplicates += 1
+            return False
         self.received += 1
         self.events += n_events
         if latency is not None:
@@ -578,13 +582,17 @@ class Runtime:
                 timed = up.clock.synced if up.clock is not None else up.options.clock == "local"
                 sent_at = packet.send_time - up.offset
                 if timed and not now - MAX_AGE <= sent_at <= now + MAX_EARLY:
+                    for link in up.links:  # refused, not lost: its number is accounted for
+                        link.sequence(packet.sequence)
                     up.reject("bad_time")  # corrupt or hostile: it would wreck latency figures or jam a buffer
+                    when = f"{now - sent_at:.3g} s ago" if sent_at < now else f"{sent_at - now:.3g} s in the future"
                     self._warn_once(f"{up.endpoint}:time", f"{node.name}: dropped a packet from {up.source_name} "
-                                    f"sent {now - sent_at:+.3g} s ago by our clock")
+                                    f"dated {when} by our clock")
                     continue
                 latency = now - sent_at if timed else None
                 for link in up.links:
                     if kind != Kind.PROBE and kind not in link.accepts:
+                        link.sequence(packet.sequence)  # refused, not lost
                         link.reject("wrong_kind")
                         self._warn_once(f"{link.label}:kind", f"{link.label}: dropped a {kind.name} packet; "
                                         f"{link.port} accepts {', '.join(k.name for k in link.accepts)}")

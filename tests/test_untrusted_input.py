@@ -226,6 +226,7 @@ def test_future_and_ancient_send_times_are_refused_on_every_link(cli_run, tmp_pa
     report, _ = _run(cli_run, tmp_path, p, _net(tmp_path, p), 4, drive, settle=1.0)
     link = _link(report, "bn.stim")
     assert link["malformed_by_reason"].get("bad_time") == 3, link
+    assert link["gaps"] == 0 and link["dropped"] == 0, link  # refused is not also lost
     assert report["neurons"][0]["stimuli"] == 5
     assert 0 < link["latency_max_s"] < 0.5, link
     assert 0 < link["latency_p99_s"] < 0.5, link
