@@ -160,11 +160,14 @@ class Sites:
         self.tmp = tmp_path
         self.runs: dict[str, CliRun] = {}
 
-    def start(self, site: str, duration: float, env: dict | None = None, tag: str = "") -> CliRun:
+    def start(self, site: str, duration: float, env: dict | None = None, tag: str = "",
+              extra: tuple[str, ...] = ()) -> CliRun:
+        """``extra``: more `run` arguments (``("--start-wait", "0")`` for a site that must not wait for the
+        others to start together)."""
         name = site + tag
         args = ["run", str(self.network), "--site", site, "--duration", str(duration), "--json",
                 str(self.tmp / f"{name}.json"), "--session-dir", str(self.tmp / "sessions" / name),
-                "--status-every", "0.5"]
+                "--status-every", "0.5", *extra]
         run = CliRun(*args, cwd=self.tmp, env=env)
         self.runs[name] = run
         return run

@@ -162,7 +162,7 @@ def test_bad_version(version):
     rejects(header(version=version), BadVersion, "bad_version")
 
 
-@pytest.mark.parametrize("kind", [0, 7, 200, 255])
+@pytest.mark.parametrize("kind", [0, 8, 200, 255])
 def test_bad_kind(kind):
     rejects(header(kind=kind), BadKind, "bad_kind")
 
