@@ -100,12 +100,20 @@ def _is_ipv4(text: str) -> bool:
     return True
 
 
+def _host_port(text: str) -> bool:
+    """'host:port' (one colon, digits after it): a port written into an address field."""
+    host, sep, port = text.rpartition(":")
+    return bool(sep) and ":" not in host and port.isdigit() and bool(host)
+
+
 def bind_problem(address: str, star: bool = False) -> str | None:
     """Why ``address`` cannot be bound (None if it can). An IPv4 address is what ZeroMQ and the metrics
     server both take (ZeroMQ would also take an interface name, the HTTP server a host name); ``star``: '*'
     too (ZeroMQ's every interface, for a site's publishers)."""
     if (star and address == "*") or _is_ipv4(address):
         return None
+    if _host_port(address):
+        return f"an address without a port (the port is a setting of its own), got {address!r}"
     if ":" in address:
         return f"IPv6 is not supported (spikewire's sockets are IPv4), got {address!r}"
     return (f"must be an IPv4 address of this machine ('127.0.0.1'; '0.0.0.0' for every interface"
@@ -118,6 +126,8 @@ def host_problem(host: str) -> str | None:
         return f"{host!r} is a wildcard for binding, not a host to connect to"
     if _is_ipv4(host):
         return None
+    if _host_port(host):
+        return f"a host without a port (the port is a setting of its own), got {host!r}"
     if ":" in host or host.startswith("["):
         return f"IPv6 is not supported (spikewire's sockets are IPv4), got {host!r}"
     labels = host.split(".")
@@ -229,8 +239,10 @@ class SiteSettings(Settings):
     bind: str = setting("127.0.0.1", "Address this site's inter-site publishers bind to ('0.0.0.0' to be "
                         "reachable from other machines).")
     port: int = setting(0, "First TCP port of this site's inter-site publishers: its k-th output port with links "
-                        "to other sites (in name order) listens on port + k. Required if any link leaves the site.",
-                        check=in_range(0, 65000))
+                        "to other sites (in name order) listens on port + k, then the site's session channel. "
+                        "Required if any link leaves the site, or other sites run nodes.",
+                        check=lambda v: None if v == 0 or 1024 <= v <= 65000 else
+                        f"must be between 1024 and 65000 (0: none), got {v!r}")
     public_key: str = setting("", "This site's CURVE public key file (`spikewire keygen`), relative to the "
                               "network file. Required when [security] curve = \"required\".")
     secret_key: str = setting("", "This site's CURVE secret key file, relative to the network file; read only "
@@ -397,6 +409,11 @@ class Network:
     def site_ports(self, site: str) -> list[tuple[str, str]]:
         """The site's output ports with inter-site links, in the order that numbers their TCP ports."""
         return sorted({(ln.src_node, ln.src_port) for ln in self.links if ln.inter_site and ln.src_site == site})
+
+    def node_context(self, reset_state: bool, session: str = "") -> dict:
+        """What a node process tells its node about the run (``Node.context``)."""
+        return {"network": self.name, "network_dir": str(self.path.parent if self.path else Path.cwd()),
+                "reset_state": reset_state or self.reset_weights, "session": session}
 
     @property
     def start_sites(self) -> list[str]:

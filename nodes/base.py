@@ -51,7 +51,8 @@ class NodeSettings(Settings):
     kind: str = setting("", "Element kind: silicon, memristor, biological (or a test kind).")
     site: str = setting("local", "Site (lab / host) this node runs at.")
     bind: str = setting("127.0.0.1", "Address the node's output ports bind to.")
-    tick: float = setting(1e-3, "Wall-clock period of a clock-driven node's tick [s].", check=positive)
+    tick: float = setting(1e-3, "Wall-clock period of a clock-driven node's tick [s], 10 us to 1 s.",
+                          check=in_range(1e-5, 1.0))
     metrics_port: int = setting(0, "HTTP port of this node's Prometheus metrics (0: the network's "
                                 "[monitor] base_port + the node's index).", check=in_range(0, 65535))
     lsl_export: tuple[str, ...] = setting((), "Output ports also published as LSL streams "
@@ -62,7 +63,7 @@ class NodeSettings(Settings):
         factory=dict)
     lookahead: float = setting(0.02, "How far a clock-driven node may compute ahead while no input arrives [s]; "
                                "outputs still leave at their deadlines and input rolls the model back. "
-                               "0 wakes the process every tick.", check=non_negative)
+                               "0 wakes the process every tick. At most 1 s.", check=in_range(0.0, 1.0))
 
 
 STEP_TOLERANCE = 1e-3
@@ -189,6 +190,12 @@ class Node:
     def tick_period(self) -> float | None:
         """Seconds between ticks for a clock-driven node; None for a purely event-driven one."""
         return None
+
+    @classmethod
+    def preflight(cls, name: str, settings: NodeSettings, context: dict) -> None:
+        """Checks of what the node will read or hold beyond its settings (a state file), run by ``spikewire
+        run`` before any process starts, with the ``context`` the node will get; raise ValueError with
+        one line to refuse the run. Default: nothing to check."""
 
     def load_state(self) -> None:
         """Restore persistent state (e.g. memristor weights) per ``context``; called before ready, so a

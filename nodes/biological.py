@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 
-from spikewire.launch.settings import Settings, SettingsError, non_negative, positive, setting
+from spikewire.launch.settings import Settings, SettingsError, in_range, non_negative, positive, setting
 from spikewire.nodes.base import ClockedSettings, InPort, Node, OutPort, step_of
 from spikewire.nodes.kernels import izhikevich
 from spikewire.nodes.rig import RigBackend, RigSettings
@@ -53,7 +53,9 @@ class BiologicalSettings(ClockedSettings):
     rig: RigSettings = setting(doc="The rig, when backend = 'rig'.", factory=RigSettings)
     size: int = setting(1, "Number of neurons.", check=positive.within_memory(256, "neurons"))
     neuron: IzhikevichParams = setting(doc="Neuron parameters.", factory=IzhikevichParams)
-    stim_gain: float = setting(20.0, "Stimulus current step per volt of CME amplitude (model units / V).")
+    stim_gain: float = setting(20.0, "Stimulus current step per volt of CME amplitude (model units / V), 0 to "
+                               "1000: at 1000, 1 V is ~100 times what fires the default cell.",
+                               check=in_range(0.0, 1000.0))
     stim_tau: float = setting(3e-3, "Decay time constant of the stimulus current [s].", check=positive)
     stim_window: float = setting(20e-3, "An AP this soon after a stimulus counts as stimulated [s].",
                                  check=positive)
@@ -65,6 +67,10 @@ class BiologicalSettings(ClockedSettings):
         super().validate(key)
         if self.backend == "rig" and not self.rig.stream:
             raise SettingsError(f"{key}.rig.stream", "required for backend = 'rig' (e.g. 'name=spikewire-rig-sim')")
+        for i, neuron in enumerate(self.rig.channel_map if self.backend == "rig" else ()):
+            if not -1 <= neuron < self.size:
+                raise SettingsError(f"{key}.rig.channel_map[{i}]", f"names neuron {neuron} but the node has "
+                                    f"{self.size} (ids 0-{self.size - 1}; -1 leaves the channel unused)")
         if self.backend == "rig" and len(self.rig.stim_channels) not in (0, self.size):
             raise SettingsError(f"{key}.rig.stim_channels", f"has {len(self.rig.stim_channels)} entries for "
                                 f"{self.size} neurons: name the rig channel of every neuron, or of none")

@@ -53,24 +53,28 @@ class RigSettings(Settings):
                                "spike's own undershoot).", check=positive)
     calibration: float = setting(0.5, "Seconds of data that set each channel's noise level (no detections "
                                  "before).", check=positive)
-    channel_map: tuple[int, ...] = setting((), "Neuron id of each rig channel (default: the channel index).")
+    channel_map: tuple[int, ...] = setting((), "Neuron id of each rig channel (default: the channel index; -1: "
+                                           "the channel is not used).")
     stim_stream: str = setting("spikewire-stim", "Name of the stimulation-command outlet the rig's app reads.")
     stim_channels: tuple[int, ...] = setting((), "Rig channel that stimulates each neuron (default: its id).")
     stim_width: float = setting(200e-6, "Width of each stimulation pulse [s] (at most max_width).", check=positive)
     max_amplitude: float = setting(1.0, "Hard limit of a stimulus's amplitude [V], either sign: a command with "
                                    "|amplitude| above it is refused, never clamped, never sent (counted: amplitude). "
                                    "The stim port declares [-max_amplitude, max_amplitude]. 1 V is the full range of "
-                                   "the 2020 loop's CME stimuli (rig_loop.toml's MR1 maps onto 0-1 V).",
-                                   check=positive)
+                                   "the 2020 loop's CME stimuli (rig_loop.toml's MR1 maps onto 0-1 V). At most 10 V.",
+                                   check=lambda v: None if 0 < v <= 10.0 else f"must be in (0, 10] V, got {v!r}")
     max_width: float = setting(0.5e-3, "Hard limit of a pulse's width [s]: a stim_width above it is refused when the "
                                "file loads, and any wider command is refused (counted: width). 0.5 ms: extracellular "
-                               "pulses are 0.1-0.4 ms per phase.", check=positive)
+                               "pulses are 0.1-0.4 ms per phase. At most 10 ms.",
+                               check=lambda v: None if 0 < v <= 0.01 else f"must be in (0, 0.01] s, got {v!r}")
     max_rate: float = setting(50.0, "Hard limit per rig channel [stimuli/s]: a stimulus sooner than 1/max_rate after "
                               "the last one sent on the same channel is refused (counted: rate). 50/s (20 ms apart) "
-                              "is five times the paper loop's 10 Hz.", check=positive)
+                              "is five times the paper loop's 10 Hz. At most 1,000/s.",
+                              check=lambda v: None if 0 < v <= 1000.0 else f"must be in (0, 1000] /s, got {v!r}")
     max_total_rate: float = setting(200.0, "Hard limit over all channels [stimuli/s]: a stimulus that would make more "
-                                    "than this many sent within the last second is refused (counted: rate).",
-                                    check=positive)
+                                    "than this many sent within the last second is refused (counted: rate). At "
+                                    "most 10,000/s.",
+                                    check=lambda v: None if 0 < v <= 10000.0 else f"must be in (0, 10000] /s, got {v!r}")
     stim_wait: float = setting(5.0, "Before reporting ready, wait this long for the rig to subscribe to the "
                                "stimulation stream [s]; after it the run starts anyway with a loud warning, and "
                                "stimuli are held (counted, never sent) until a rig subscribes. rig-sim subscribes "

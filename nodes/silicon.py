@@ -150,6 +150,18 @@ class SiliconSettings(ClockedSettings):
     populations: dict[str, PopulationSettings] = setting(doc="Populations by name.", factory=dict,
                                                           check=non_empty)
 
+    def validate(self, key: str) -> None:
+        super().validate(key)
+        # A drive faster than one kick per step cannot be honoured, and a rate like 1e12 would stall the
+        # tick computing kicks: refused, naming the rate.
+        for name, pop in self.populations.items():
+            d = pop.drive
+            rates = [(f"{key}.populations.{name}.drive.schedule[{i}]", r) for i, (_, r) in enumerate(d.schedule)]
+            for where, rate in rates or [(f"{key}.populations.{name}.drive.rate", d.rate)]:
+                if rate * self.dt > 1.0:
+                    raise SettingsError(where, f"must be at most one kick per step, 1/dt = {1 / self.dt:g} Hz, "
+                                        f"got {rate!r}")
+
 
 class Drive:
     """Kicks of one population's drive, written into its synaptic input matrix tick by tick."""
