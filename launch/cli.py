@@ -91,10 +91,19 @@ def cmd_run(args) -> int:
     except NetworkError as e:
         print(f"{args.network}: {e}", file=sys.stderr)
         return 2
-    _warn(net)  # after the last refusal, so that a refused run stays one line
     session = None
     if not args.no_record:
         session = args.session_dir or str(default_session_dir()) + (f"-{args.site}" if args.site else "")
+    # What the nodes will read or hold beyond the file (a memristor's saved crossbar and its lock).
+    context = net.node_context(args.reset_weights, str(session or ""))
+    for name in net.site_nodes(args.site) if args.site else net.nodes:
+        spec = net.nodes[name]
+        try:
+            spec.cls.preflight(name, spec.settings, context)
+        except ValueError as e:
+            print(f"{args.network}: nodes.{name}: {e}", file=sys.stderr)
+            return 2
+    _warn(net)  # after the last refusal, so that a refused run stays one line
     sup = Supervisor(net, duration=args.duration, json_path=args.json, ready_timeout=args.ready_timeout,
                      status_every=args.status_every, reset_state=args.reset_weights, session_dir=session,
                      site=args.site, secret_key=args.secret_key, journal_max_mb=args.journal_max_mb,

@@ -72,10 +72,13 @@ def main(argv: list[str] | None = None) -> int:
             node = ReplayNode(spec.name, spec.settings, spec.outputs, Path(args.replay_from), args.speed)
         else:
             node = spec.cls(spec.name, spec.settings)
-        node.context = {"network": network.name, "network_dir": str(network.path.parent),
-                        "reset_state": args.reset_state or network.reset_weights, "session": args.session or ""}
+        node.context = network.node_context(args.reset_state, args.session or "")
         node.phase_ends = network.phase_ends
-        node.load_state()
+        try:
+            node.load_state()
+        except ValueError as e:  # a state file spoilt since the run's pre-flight check: one line, no traceback
+            control.send({"type": "error", "message": str(e)})
+            return 1
         source_ids = {port: network.source_ids[(spec.name, port)] for port in spec.outputs}
         site = spec.settings.site
         # A downstream node opens one connection per upstream port, however many of its inputs it feeds.

@@ -196,6 +196,54 @@ class SynapseGroup:
         return lo + (hi - lo) * g
 
 
+def _state_path(name: str, settings: MemristorSettings, ctx: dict) -> Path | None:
+    """Where a node's crossbar is kept (None: not persisted, or not run by the supervisor)."""
+    if not settings.persist or "network" not in ctx:
+        return None
+    if settings.state_file:
+        return Path(ctx["network_dir"]) / settings.state_file
+    return Path.cwd() / ".spikewire" / "state" / f"{ctx['network']}.{name}.json"
+
+
+def _lock(path: Path):
+    """The state file's lock, taken (the open file; closing it releases the lock). One run at a time per
+    state file: a second would restore the same weights and overwrite the first's learning."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(path.with_name(path.name + ".lock"), "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "?"
+        f.close()
+        raise ValueError(f"the crossbar state {path} is in use by another run (pid {holder}); two runs must not "
+                         "share one crossbar: stop the other, or give this one its own state_file") from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    return f
+
+
+def _read_state(path: Path, s: MemristorSettings) -> tuple[np.ndarray, dict]:
+    """A saved crossbar's resistances (checked against the node's shape and device range) and the record."""
+    try:
+        saved = json.loads(path.read_text())
+        r = np.asarray(saved["resistance"], dtype=np.float64)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"cannot read the crossbar state {path}: {e}; fix or delete it, or run with "
+                         "--reset-weights") from None
+    if r.shape != (s.rows, s.cols):
+        raise ValueError(f"the crossbar state {path} has shape {'x'.join(map(str, r.shape)) or 'scalar'} but this "
+                         f"node's crossbar is {s.rows}x{s.cols}; delete it or run with --reset-weights")
+    if not (np.isfinite(r).all() and (r >= s.device.r_min).all() and (r <= s.device.r_max).all()):
+        raise ValueError(f"the crossbar state {path} has resistances outside the device range "
+                         f"[{s.device.r_min}, {s.device.r_max}]; delete it or run with --reset-weights")
+    return r, saved
+
+
 class MemristorNode(Node):
     kind = "memristor"
     Settings = MemristorSettings
@@ -247,45 +295,33 @@ class MemristorNode(Node):
         return (f"{syn}.out",) if role == "pre" else ()
 
     # --- non-volatile weights ------------------------------------------------------------------
+    @classmethod
+    def preflight(cls, name: str, settings: MemristorSettings, context: dict) -> None:
+        """Refuse, before any process starts, a state file another run holds or that cannot be restored."""
+        path = _state_path(name, settings, context)
+        if path is None:
+            return
+        _lock(path).close()
+        if not context.get("reset_state") and path.exists():
+            _read_state(path, settings)
+
     def load_state(self) -> None:
         ctx = self.context
-        if not self.settings.persist or "network" not in ctx:
+        self.state_path = _state_path(self.name, self.settings, ctx)
+        if self.state_path is None:
             return
-        if self.settings.state_file:
-            self.state_path = Path(ctx["network_dir"]) / self.settings.state_file
-        else:
-            self.state_path = Path.cwd() / ".spikewire" / "state" / f"{ctx['network']}.{self.name}.json"
-        self._take_lock()
+        self._lock = _lock(self.state_path)
         if ctx.get("reset_state") or not self.state_path.exists():
             log.info("%s: crossbar starts fresh (r_init)%s", self.name,
                      " as asked" if ctx.get("reset_state") else "")
             self.start_state = {"source": "reset" if ctx.get("reset_state") else "r_init", "path": str(self.state_path)}
         else:
-            self._load(self.state_path)
+            r, saved = _read_state(self.state_path, self.settings)
+            self.r[:] = r
+            self.r_start = r.copy()
+            self.start_state = {"source": "file", "path": str(self.state_path), "saved_at": saved.get("saved_at"),
+                                "saved_by_session": saved.get("session")}
         self._check_bounds()
-
-    def _take_lock(self) -> None:
-        """One run at a time per state file: a second would restore the same weights and overwrite the
-        first's learning."""
-        import fcntl
-
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        lock_path = self.state_path.with_name(self.state_path.name + ".lock")
-        f = open(lock_path, "a+")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "?"
-            f.close()
-            raise ValueError(f"the crossbar state {self.state_path} is in use by another run (pid {holder}); "
-                             "two runs must not share one crossbar: stop the other, or give this one its own "
-                             "state_file") from None
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
-        self._lock = f
 
     def _check_bounds(self) -> None:
         """Say loudly when the run does not start from r_init, or when devices start pinned at a bound
@@ -300,8 +336,9 @@ class MemristorNode(Node):
         self.start_state["at_r_min"] = at_min
         if self.start_state["source"] == "file":
             st = self.start_state
-            self.warnings.append(f"crossbar restored from {st['path']} (saved {st.get('saved_at', '?')} by session "
-                                 f"{st.get('saved_by_session') or '?'}), not from r_init: this run continues another "
+            by = f"session {st['saved_by_session']}" if st.get("saved_by_session") else "a run that recorded no session"
+            self.warnings.append(f"crossbar restored from {st['path']} (saved {st.get('saved_at', '?')} by {by}), "
+                                 "not from r_init: this run continues another "
                                  "one's learning (--reset-weights or [protocol] reset_weights = true start fresh)")
         for which, devices in (("r_max (LTD cannot raise them)", at_max), ("r_min (LTP cannot lower them)", at_min)):
             if devices:
@@ -309,25 +346,6 @@ class MemristorNode(Node):
                 self.warnings.append(f"{len(devices)} of {len(devs)} device(s) start at {which}: {shown}")
         for w in self.warnings:
             log.warning("%s: %s", self.name, w)
-
-    def _load(self, path: Path) -> None:
-        s = self.settings
-        try:
-            saved = json.loads(path.read_text())
-            r = np.asarray(saved["resistance"], dtype=np.float64)
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"cannot read the crossbar state {path}: {e}; fix or delete it, or run with "
-                             "--reset-weights") from None
-        if r.shape != self.r.shape:
-            raise ValueError(f"the crossbar state {path} is {r.shape[0]}x{r.shape[1] if r.ndim > 1 else 1} but "
-                             f"this node's crossbar is {s.rows}x{s.cols}; delete it or run with --reset-weights")
-        if not (np.isfinite(r).all() and (r >= s.device.r_min).all() and (r <= s.device.r_max).all()):
-            raise ValueError(f"the crossbar state {path} has resistances outside the device range "
-                             f"[{s.device.r_min}, {s.device.r_max}]; delete it or run with --reset-weights")
-        self.r[:] = r
-        self.r_start = r.copy()
-        self.start_state = {"source": "file", "path": str(path), "saved_at": saved.get("saved_at"),
-                            "saved_by_session": saved.get("session")}
 
     def save_state(self) -> None:
         if self.state_path is None:

@@ -82,7 +82,22 @@ def test_state_file_is_locked_against_a_second_run(cli_run, tmp_path):
     second = cli_run("run", str(other), "--duration", "5", "--no-record")
     code, text = second.finish(timeout=60)
     first.kill()
-    assert code != 0 and "is in use by another run" in text, text
+    # Refused before anything starts: one line naming the node, no traceback.
+    assert code == 2 and "nodes.syn: " in text and "is in use by another run" in text, text
+    assert "started" not in text and "Traceback" not in text, text
+
+
+@pytest.mark.parametrize("content", ["{truncated", '{"resistance": [[1e9, NaN], [14000, -5]]}',
+                                     '{"resistance": [[14000, 14000, 14000]]}', "\u0000\u0001binary"])
+def test_a_spoilt_state_file_is_refused_before_anything_starts(cli_run, tmp_path, content):
+    net = _stdp_net(tmp_path)
+    state = tmp_path / ".spikewire" / "state" / "learn.syn.json"
+    state.parent.mkdir(parents=True)
+    state.write_text(content)
+    code, text = cli_run("run", str(net), "--duration", "1", "--no-record").finish(timeout=60)
+    assert code == 2 and text.count("\n") == 0 and "nodes.syn: " in text and "crossbar state" in text, text
+    code, text = cli_run("run", str(net), "--duration", "1", "--no-record", "--reset-weights").finish(timeout=60)
+    assert code == 0, text
 
 
 def test_a_run_that_continues_saved_weights_says_so(cli_run, tmp_path):
