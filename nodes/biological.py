@@ -249,9 +249,18 @@ class BiologicalNode(Node):
                             "spontaneous_ap": spont_ap})
         out = {"neurons": neurons, "rejected": dict(self.rejected), "held_stimuli": self.held_stimuli}
         if self.rig is not None:
-            out["rig"] = self.rig.summary()
+            out["rig"] = rig = self.rig.summary()
             for n in neurons:
                 n["stimuli"] = int(self.rig.stimuli[int(n["neuron"])])
+            warnings = []
+            if rig["stim_held_no_consumer"]:
+                warnings.append(f"{rig['stim_held_no_consumer']} stimuli held, never sent: nothing subscribed to the "
+                                "rig's stimulation stream when they came")
+            if rig["unmapped_spikes"]:
+                warnings.append(f"{rig['unmapped_spikes']} detected spikes dropped: their channel maps to no neuron "
+                                "of this node")
+            if warnings:
+                out["warnings"] = warnings
         return out
 
     def close(self) -> None:

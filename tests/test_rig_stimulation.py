@@ -166,6 +166,7 @@ def test_a_run_whose_rig_never_subscribes_sends_nothing_and_says_so(cli_run, tmp
     r = read_json(out)["nodes"]["padova"]["model"]["rig"]
     assert r["rig_connects"] >= 1 and r["stim_sent"] == 0 and not r["stim_ready"], r  # data up, stimuli held
     assert r["stim_held_no_consumer"] >= 20, r  # ANpre's 10 Hz through MR1
+    assert any("held, never sent" in w for w in read_json(out)["warnings"]), text  # and the summary says so
     bn = next(n for n in read_json(out)["neurons"] if n["node"] == "padova")
     assert bn["stimuli"] == 0, bn
     assert not [e for e in read_truth(truth) if e.get("kind") == "stim"]
