@@ -844,7 +844,8 @@ def _check_memory(key: str, table: dict, settings: Settings, inputs: dict[str, I
     steps = settings.steps_per_tick
     total = ids * (BYTES_PER_ID + steps * BYTES_PER_ID_STEP)
     if total > NODE_MEMORY_BUDGET:
-        raise NetworkError(f"{key}.tick", f"{steps:,} steps per tick (tick / dt) for {ids:,} neurons needs "
+        count = f"{steps:,}" if steps < 10**9 else f"{steps:.3g}"
+        raise NetworkError(f"{key}.tick", f"{count} steps per tick (tick / dt) for {ids:,} neurons needs "
                            f"~{format_bytes(total)} of per-step buffers (~{BYTES_PER_ID_STEP} B per neuron and step), "
                            f"over the {format_bytes(NODE_MEMORY_BUDGET)} one node may use; shorten tick or raise dt")
 

@@ -114,5 +114,6 @@ def test_a_corrupt_weight_file_stops_the_run_with_its_name(cli_run, tmp_path):
     state.parent.mkdir(parents=True)
     state.write_text('{"resistance": [[1.0, 2.0], [3.0, 4.0]]}')  # far outside the device range
     code, text = cli_run("run", str(network_copy("paper_loop.toml", tmp_path)), "--duration", "2").finish(timeout=60)
-    assert code == 1
-    assert "node 'southampton' failed" in text and "outside the device range" in text and str(state) in text
+    # Refused before any node starts, in one line naming the node and the file.
+    assert code == 2 and "started" not in text, text
+    assert "nodes.southampton: " in text and "outside the device range" in text and str(state) in text
