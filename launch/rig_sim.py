@@ -69,6 +69,7 @@ import math
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -259,6 +260,10 @@ class StimCommand:
     channel: float
     amplitude: float
     width_s: float
+
+
+SHUTDOWN_S = 2.0
+"""Longest the LSL teardown may take at exit before the process leaves anyway (its record is written first)."""
 
 
 class StimListener:
@@ -507,11 +512,16 @@ def main(argv: list[str] | None = None) -> int:
                 cpu0, wall0, max_lag = cpu1, wall1, 0.0
                 status_at = now + args.status_every
     finally:
+        truth.close()  # the record first: whatever liblsl does below, the truth file is complete
+        log(f"stopped after {rec.start / rate:.3f} s of data: {n_spikes} spikes ({n_evoked} evoked), "
+            f"{n_commands} commands{_refusals(refused)}, {n_late_chunks} late chunks")
+        # liblsl's destructors wait for their connections and resolver threads; once in a while (a loaded
+        # machine, an inlet mid-handshake) that took more than 5 s. Bound it: past SHUTDOWN_S, exit anyway.
+        watchdog = threading.Timer(SHUTDOWN_S, os._exit, (0,))
+        watchdog.daemon = True
+        watchdog.start()
         del outlet  # destroys the liblsl outlet now: inlets see the stream end
         stim.close()
-        truth.close()
-    log(f"stopped after {rec.start / rate:.3f} s of data: {n_spikes} spikes ({n_evoked} evoked), "
-        f"{n_commands} commands{_refusals(refused)}, {n_late_chunks} late chunks")
     return 0
 
 
