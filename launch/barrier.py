@@ -56,7 +56,7 @@ class Peer:
     clock: ClockEstimator = field(default_factory=ClockEstimator)
     pings: dict[int, float] = field(default_factory=dict)
     proposal: tuple[float, float] | None = None  # (start on its clock, duration or -1)
-    started: tuple[float, float, int] | None = None  # (agreed start on its clock, duration, session id)
+    started: tuple[float, float, int, int] | None = None  # (its start on its clock, duration, session id, sites)
     heard: bool = False
 
 
@@ -70,7 +70,8 @@ class Decision:
     session_id: str
     mode: str
     offsets: dict[str, float]  # other site -> its clock minus ours
-    missing: tuple[str, ...] = ()
+    missing: tuple[str, ...] = ()  # sites not in this session
+    sites: int = 0  # bit i: site i (of Network.start_sites) is in this session
 
 
 def session_id(proposals: dict[str, tuple[float, float]]) -> int:
@@ -83,11 +84,18 @@ class SiteBarrier:
     def __init__(self, ctx: zmq.Context, network, site: str, curve=None):
         sites = network.start_sites
         self.site = site
+        self.sites = sites
         self.index = sites.index(site)
+        self.everyone = (1 << len(sites)) - 1
         self.refusals = Refusals(f"{site} session channel")
         self.zap = ZapHandler(ctx, curve.allowed, self.refusals) if curve is not None else None
-        self.pub = Publisher(ctx, Kind.SESSION, SESSION_SOURCE + self.index, network.session_endpoint(site, bind=True),
-                             1000, curve, remote=True)
+        try:
+            self.pub = Publisher(ctx, Kind.SESSION, SESSION_SOURCE + self.index,
+                                 network.session_endpoint(site, bind=True), 1000, curve, remote=True)
+        except OSError as e:
+            if self.zap is not None:
+                self.zap.close()
+            raise OSError(f"site {site}'s session channel: {e} (another program, or this site run twice?)") from None
         self.peers: dict[int, Peer] = {}
         for i, other in enumerate(sites):
             if other == site:
@@ -96,7 +104,7 @@ class SiteBarrier:
             sub.connect(network.session_endpoint(other, bind=False))
             self.peers[SESSION_SOURCE + i] = Peer(other, sub)
         self.proposal: tuple[float, float] | None = None
-        self.started: tuple[float, float, int] | None = None
+        self.started: tuple[float, float, int, int] | None = None
         self._next_announce = 0.0
         self._next_ping = 0.0
         self._nonce = random.getrandbits(32)
@@ -121,9 +129,9 @@ class SiteBarrier:
             self._next_announce = now + ANNOUNCE_EVERY
             ev = self._ev
             if self.started is not None:
-                t, d, sid = self.started
+                t, d, sid, mask = self.started
                 ev[0] = (t, STARTED, d)
-                ev[1] = (0.0, sid, 0.0)
+                ev[1] = (0.0, sid, float(mask))  # which sites are in the session (exact in f4 up to 24 sites)
             else:
                 ev[0] = (self.proposal[0], 0, self.proposal[1])
                 ev[1] = (0.0, 0, 0.0)
@@ -152,7 +160,7 @@ class SiteBarrier:
                 peer.heard = True
                 t, flags, d = float(ev[0]["t"]), int(ev[0]["id"]), float(ev[0]["value"])
                 if flags & STARTED:
-                    peer.started = (t, d, int(ev[1]["id"]))
+                    peer.started = (t, d, int(ev[1]["id"]), int(ev[1]["value"]))
                 else:
                     peer.proposal = (t, d)
 
@@ -165,34 +173,45 @@ class SiteBarrier:
     def decide(self, now: float) -> Decision | None:
         """The start, once every site's proposal and clock are known (or another site already started)."""
         offsets = {p.site: p.clock.offset for p in self.peers.values() if p.clock.synced}
+        me = 1 << self.index
         for p in self.peers.values():
             if p.started is not None and p.clock.synced:
-                t, d, sid = p.started
+                t, d, sid, mask = p.started
                 t0 = t - p.clock.offset
-                if t0 > now + 0.05:  # another site decided first, from the same proposals: the same start
-                    return Decision(t0, None if d < 0 else d, f"{sid:08x}", "agreed", offsets)
+                mask |= me
+                missing = self._missing(mask)
+                if t0 > now + 0.05:
+                    # Another site decided first: from everyone's proposals (the same start, agreed), or after
+                    # giving up on some (this site starts with it, but the session lacks those: joined).
+                    return Decision(t0, None if d < 0 else d, f"{sid:08x}", "agreed" if not missing else "joined",
+                                    offsets, missing, mask)
                 # A session already under way (this site was restarted, or came late): join it now.
                 own = self.proposal[1] if self.proposal is not None else -1.0
-                return Decision(now + 0.2, None if own < 0 else own, f"{sid:08x}", "joined", offsets)
+                return Decision(now + 0.2, None if own < 0 else own, f"{sid:08x}", "joined", offsets, missing, mask)
         if self.proposal is None or any(p.proposal is None or len(p.clock.samples) < MIN_SAMPLES
                                         for p in self.peers.values()):
             return None
         proposals = {self.site: self.proposal, **{p.site: p.proposal for p in self.peers.values()}}
         t0 = max([self.proposal[0]] + [p.proposal[0] - p.clock.offset for p in self.peers.values()])
         durations = [d for _, d in proposals.values() if d >= 0]
-        return Decision(t0, min(durations) if durations else None, f"{session_id(proposals):08x}", "agreed", offsets)
+        return Decision(t0, min(durations) if durations else None, f"{session_id(proposals):08x}", "agreed", offsets,
+                        (), self.everyone)
 
     def alone(self, now: float) -> Decision:
         missing = tuple(p.site for p in self.peers.values() if p.proposal is None or not p.clock.synced)
         props = {self.site: self.proposal or (now, -1.0)}
         offsets = {p.site: p.clock.offset for p in self.peers.values() if p.clock.synced}
         d = (self.proposal or (0.0, -1.0))[1]
-        return Decision(now + 0.2, None if d < 0 else d, f"{session_id(props):08x}", "alone", offsets, missing)
+        return Decision(now + 0.2, None if d < 0 else d, f"{session_id(props):08x}", "alone", offsets, missing,
+                        1 << self.index)
+
+    def _missing(self, mask: int) -> tuple[str, ...]:
+        return tuple(s for i, s in enumerate(self.sites) if not mask >> i & 1)
 
     def mark_started(self, decision: Decision) -> None:
         """Announce from now on that this site runs session ``decision`` (a later site joins it)."""
         self.started = (decision.t0, -1.0 if decision.duration is None else decision.duration,
-                        int(decision.session_id, 16))
+                        int(decision.session_id, 16), decision.sites)
         self._next_announce = 0.0
 
     def offsets(self) -> dict[str, float]:

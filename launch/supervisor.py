@@ -44,6 +44,11 @@ class RunFailed(RuntimeError):
     pass
 
 
+class StoppedBeforeStart(RuntimeError):
+    """Ctrl-C or SIGTERM while the sites were agreeing their start: a clean stop (exit 0) of a run that
+    never ran."""
+
+
 @dataclass
 class Child:
     name: str
@@ -121,12 +126,18 @@ class Supervisor:
                 from spikewire.launch.network import curve_config
 
                 curve = curve_config(self.network, self.site, self.secret_key)
-                self.barrier = SiteBarrier(ctx, self.network, self.site, curve)
+                try:
+                    self.barrier = SiteBarrier(ctx, self.network, self.site, curve)
+                except OSError as e:
+                    raise RunFailed(str(e)) from None
             self._spawn()
             self._setup()
             t_start = self._start()
             outcome = self._supervise(t_start)
             code = 0
+        except StoppedBeforeStart as e:
+            code, outcome = 0, str(e)
+            self.say(f"spikewire: {e}")
         except RunFailed as e:
             outcome = f"failed: {e}"
             self.say(f"spikewire: {e}")
@@ -149,12 +160,10 @@ class Supervisor:
         report = build_report(self.network, self.finals, elapsed, outcome, self.node_names)
         report["killed_at_stop"] = self.killed_at_stop
         if self.decision is not None:
-            d = self.decision
-            report["session_id"] = d.session_id
-            report["start"] = {"mode": d.mode, "site": self.site, "missing_sites": list(d.missing),
-                               "site_offsets_s": offsets}
+            record = self._start_record(offsets)
+            report["session_id"], report["start"] = record["session_id"], record["start"]
             if self.session is not None:
-                self.session.provenance.update(session_id=d.session_id, start=report["start"], site_offsets=offsets)
+                self.session.provenance.update(record)
         for name in self.killed_at_stop:
             report["nodes"].get(name, {})["killed_at_stop"] = True
         if self.session is not None:
@@ -296,6 +305,12 @@ class Supervisor:
             self.control.send(name, {"type": "connect", "inputs": inputs})
         self._wait_all("ready", lambda c: c.ready)
 
+    def _start_record(self, offsets: dict[str, float]) -> dict:
+        """The sites' session this run belongs to, for the summary and provenance (and merge)."""
+        d = self.decision
+        start = {"mode": d.mode, "site": self.site, "missing_sites": list(d.missing), "site_offsets_s": offsets}
+        return {"session_id": d.session_id, "start": start, "site_offsets": offsets}
+
     def _agree_start(self) -> float:
         """With the other sites: one start (on our clock), one length, one session id (launch/barrier.py)."""
         b = self.barrier
@@ -311,7 +326,7 @@ class Supervisor:
             if d is not None:
                 break
             if self.stop_reason:
-                raise RunFailed(f"{self.stop_reason} while waiting for the other sites")
+                raise StoppedBeforeStart(f"{self.stop_reason} while waiting for the other sites; nothing ran")
             if time.monotonic() >= deadline:
                 d = b.alone(now)
                 self.say(f"spikewire: WARNING: site(s) {', '.join(d.missing)} not ready within {self.start_wait:g} s: "
@@ -319,10 +334,14 @@ class Supervisor:
                          "share a start")
                 break
             self._pump(0.02)
-        if d.mode == "joined":
-            self.say(f"spikewire: WARNING: the other sites already run session {d.session_id}: site {self.site} "
-                     "joins it now, late (its protocol phases are not theirs)")
         late = local_clock() - d.t0
+        present = [s for s in self.network.start_sites if s not in d.missing]
+        if d.mode == "joined" and late > -0.05:
+            self.say(f"spikewire: WARNING: sites {', '.join(s for s in present if s != self.site)} already run session "
+                     f"{d.session_id}: site {self.site} joins it now, late (its protocol phases are not theirs)")
+        elif d.mode == "joined":
+            self.say(f"spikewire: WARNING: site {self.site} starts with {', '.join(s for s in present if s != self.site)} "
+                     f"(session {d.session_id}), which gave up waiting for {', '.join(d.missing)}")
         if late > 0:
             self.say(f"spikewire: WARNING: the agreed start was {late * 1e3:.0f} ms ago when it reached this site "
                      "(a slow path between sites): its first ticks catch up")
@@ -331,7 +350,7 @@ class Supervisor:
         if d.duration is not None:
             self.duration = d.duration
         if d.mode == "agreed":
-            self.say(f"spikewire: sites {', '.join(self.network.start_sites)} start together in "
+            self.say(f"spikewire: sites {', '.join(present)} start together in "
                      f"{max(0.0, -late):.2f} s (session {d.session_id}"
                      + (f", {d.duration:g} s" if d.duration is not None else "") + ")")
         return d.t0
@@ -343,8 +362,11 @@ class Supervisor:
             self.control.send(name, {"type": "start", "t0": t0, "duration": None})
         if self.session is not None:
             # On disk now, with the nodes' ready times (UTC and local_clock): if this process is killed, the
-            # session still says when it started, and export places every time exactly.
+            # session still says when it started (and in which session of the sites), and export and merge
+            # place every time exactly.
             self.session.provenance["t0_local_clock"] = t0
+            if self.decision is not None:
+                self.session.provenance.update(self._start_record(self.barrier.offsets()))
             self.session.write()
         if self.network.phases:
             self.say("spikewire: protocol " + ", then ".join(f"{n} {e - s:g} s" for n, s, e in self.network.phases))

@@ -66,8 +66,8 @@ class Kind(IntEnum):
     """A site's start state, on the session channel between the supervisors of a multi-site run (never on
     a node's link). Two events: ``(t, flags, duration)`` with ``t`` the proposed start on the sender's
     clock, or the agreed one once ``flags`` has bit 0 (started) set, and ``duration`` the run's length in
-    seconds (-1: until stopped); then ``(0, session, 0)`` with ``session`` the 32-bit session id once
-    started. The header's ``source`` says which site (launch/barrier.py). Does not consume a sequence number."""
+    seconds (-1: until stopped); then ``(0, session, sites)`` once started, with ``session`` the 32-bit
+    session id and ``sites`` a bit mask of the sites in it (bit i: the i-th site of the network file). The header's ``source`` says which site (launch/barrier.py). Does not consume a sequence number."""
 
 
 class BioEvent(IntEnum):

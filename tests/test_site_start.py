@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import sites_copy
+from conftest import CliRun, sites_copy
 
 pytestmark = pytest.mark.integration
 
@@ -55,3 +55,64 @@ def test_a_site_whose_partners_never_come_starts_alone_loudly(tmp_path, cli_run)
     assert "starts ALONE" in text and "southampton" in text and "padova" in text, text
     report = json.loads(out.read_text())
     assert report["start"]["mode"] == "alone" and set(report["start"]["missing_sites"]) == {"southampton", "padova"}
+
+
+def test_a_site_joining_one_that_started_alone_records_who_is_missing(sites, tmp_path):
+    """Padova comes after Zurich gave up on Southampton: it starts in Zurich's session, and both records
+    say the session lacks Southampton (not a three-site agreement that never happened)."""
+    group = sites(sites_copy(tmp_path))
+    zurich = group.start("zurich", 8.0, extra=("--start-wait", "1"))
+    zurich.wait_for("starts ALONE", timeout=60)
+    group.start("padova", 4.0, extra=("--start-wait", "30"))
+    out = group.finish(timeout=120)
+    assert out["zurich"]["start"]["mode"] == "alone"
+    assert out["padova"]["start"]["mode"] == "joined", out["padova"]["start"]
+    assert out["padova"]["start"]["missing_sites"] == ["southampton"], out["padova"]["start"]
+    assert out["padova"]["session_id"] == out["zurich"]["session_id"]
+
+
+def test_ctrl_c_while_waiting_for_the_other_sites_is_a_clean_stop(tmp_path):
+    import signal
+
+    run = CliRun("run", str(sites_copy(tmp_path)), "--site", "zurich", "--start-wait", "60", "--no-record",
+                 cwd=tmp_path)
+    try:
+        run.wait_for("agreeing the start", timeout=60)
+        run.proc.send_signal(signal.SIGINT)
+        code, text = run.finish(timeout=60)
+    finally:
+        run.kill()
+    assert code == 0 and "nothing ran" in text and "Traceback" not in text, text
+
+
+def test_a_taken_session_channel_port_fails_at_once_with_one_line(tmp_path):
+    import socket
+
+    from spikewire.launch.network import load_network
+
+    net = sites_copy(tmp_path)
+    endpoint = load_network(net).session_endpoint("padova", bind=True)
+    host, port = endpoint.removeprefix("tcp://").rsplit(":", 1)
+    squatter = socket.socket()
+    squatter.bind((host, int(port)))
+    squatter.listen()
+    try:
+        run = CliRun("run", str(net), "--site", "padova", "--no-record", cwd=tmp_path)
+        code, text = run.finish(timeout=60)
+    finally:
+        squatter.close()
+    assert code == 1 and "session channel" in text and "Address already in use" in text, text
+    assert "Traceback" not in text, text
+
+
+def test_a_killed_sites_session_knows_its_session_from_the_start(sites, tmp_path):
+    """The session id is on disk with t0, so the session of a site killed mid-run can still be merged."""
+    group = sites(sites_copy(tmp_path))
+    for site in ("zurich", "southampton", "padova"):
+        group.start(site, 20.0)
+    for run in group.runs.values():
+        run.wait_for("all nodes ready", timeout=60)
+    ids = {site: json.loads((tmp_path / "sessions" / site / "provenance.json").read_text()).get("session_id")
+           for site in group.runs}
+    group.kill_all()
+    assert None not in ids.values() and len(set(ids.values())) == 1, ids
