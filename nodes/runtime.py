@@ -668,9 +668,9 @@ class Runtime:
         first one logged): one absurd amplitude or weight must never reach a model or a stimulator."""
         lo, hi = link.values
         v = events["value"]
-        bad = (v < lo) | (v > hi)
-        if not bad.any():
+        if lo <= v.min() and v.max() <= hi:  # the hot path: two reductions, no masks
             return events
+        bad = (v < lo) | (v > hi)
         n = int(bad.sum())
         link.out_of_range += n
         self._warn_once(f"{link.label}:range", f"{self.node.name}: refused {n} event(s) on {link.label} with values "
