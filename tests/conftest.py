@@ -116,6 +116,17 @@ def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
+def anpre_via(port: int, options: str = ""):
+    """An ``edit`` for sites_copy: Zurich's anpre -> Southampton's mr1.pre link goes via 127.0.0.1:``port``
+    (the fault proxy), with more link ``options`` (TOML lines) if given."""
+    def edit(text: str) -> str:
+        old = 'from = "zurich.anpre.spikes"\nto = "southampton.mr1.pre"\n'
+        if old not in text:
+            raise ValueError("paper_sites.toml's anpre -> mr1.pre link changed: update anpre_via")
+        return text.replace(old, old + f'via = "tcp://127.0.0.1:{port}"\n' + options)
+    return edit
+
+
 def sites_copy(tmp_path: Path, curve: bool = True, keys: bool = True, name: str = "paper_sites.toml",
                edit=None) -> Path:
     """paper_sites.toml in tmp_path with its metrics and every site's ports moved to free ports, and (if

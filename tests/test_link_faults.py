@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import zmq
 
-from conftest import CliRun, inter_site_link, read_json, sites_copy
+from conftest import CliRun, anpre_via, inter_site_link, read_json, sites_copy
 from spikewire.launch.network import load_network
 from spikewire.streams.clock import local_clock
 from spikewire.streams.wire import EVENT_DTYPE, Kind, WireError, decode, encode
@@ -309,12 +309,8 @@ def test_a_proxy_injecting_delay_jitter_loss_and_reordering_shows_in_the_metrics
     via_port = free_port_block(1)
     label = "zurich.anpre.spikes -> southampton.mr1.pre"
 
-    def through_proxy(text: str) -> str:
-        old = 'from = "zurich.anpre.spikes"\nto = "southampton.mr1.pre"\n'
-        assert old in text
-        return text.replace(old, old + f'via = "tcp://127.0.0.1:{via_port}"\ndelay = 0.1\nlate = "deliver"\n')
-
-    net_path = sites_copy(tmp_path, curve=False, keys=False, edit=through_proxy)
+    net_path = sites_copy(tmp_path, curve=False, keys=False,
+                          edit=anpre_via(via_port, 'delay = 0.1\nlate = "deliver"\n'))
     net = load_network(net_path)
     target = net.fixed_endpoint("zurich", "anpre.spikes", bind=False).removeprefix("tcp://").split(":")
     source = str(net.source_ids[("zurich", "anpre.spikes")])

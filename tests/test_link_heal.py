@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from conftest import inter_site_link, sites_copy
+from conftest import anpre_via, inter_site_link, sites_copy
 from spikewire.launch.network import load_network
 from spikewire.launch.ports import free_port_block
 from spikewire.streams.fault_proxy import FaultProxy
@@ -24,12 +24,7 @@ LABEL = "zurich.anpre.spikes -> southampton.mr1.pre"
 def test_an_outage_after_a_failed_first_handshake_loses_nothing(sites, tmp_path):
     via_port = free_port_block(1)
 
-    def through_proxy(text: str) -> str:
-        old = 'from = "zurich.anpre.spikes"\nto = "southampton.mr1.pre"\n'
-        assert old in text
-        return text.replace(old, old + f'via = "tcp://127.0.0.1:{via_port}"\n')
-
-    net_path = sites_copy(tmp_path, curve=False, keys=False, edit=through_proxy)
+    net_path = sites_copy(tmp_path, curve=False, keys=False, edit=anpre_via(via_port))
     net = load_network(net_path)
     host, port = net.fixed_endpoint("zurich", "anpre.spikes", bind=False).removeprefix("tcp://").split(":")
     source = str(net.source_ids[("zurich", "anpre.spikes")])
