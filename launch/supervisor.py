@@ -273,8 +273,9 @@ class Supervisor:
             self.statuses[child.name] = msg
         elif kind == "final":
             child.final = msg.get("summary", {})
-            if self.session is not None and msg.get("log"):
-                self.session.record_status(child.name, {"type": "final", "t": local_clock(), "log": msg["log"]})
+            if self.session is not None:  # the node's final figures too, so a reader can rebuild the report
+                self.session.record_status(child.name, {"type": "final", "t": local_clock(), "log": msg.get("log", []),
+                                                        "summary": child.final})
             if self.session is not None:
                 self.session.node_event(child.name, "stopped", local_clock())
         elif kind == "error":
