@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spikewire.launch.settings import parse
+from spikewire.core.settings import parse
 from spikewire.nodes.silicon import SiliconNode, SiliconSettings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -110,7 +110,7 @@ def run_raw(count: int, rate: float) -> np.ndarray:
 
 
 def run_spikewire(count: int, rate: float) -> np.ndarray:
-    from spikewire.launch.network import load_network
+    from spikewire.config.network import load_network
     from spikewire.launch.supervisor import Supervisor
 
     with tempfile.TemporaryDirectory() as tmp:

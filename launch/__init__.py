@@ -1,1 +1,1 @@
-"""Network files, their validation, the supervisor that runs node processes, and the command line."""
+"""The command line, the supervisor that runs node processes, and a node process's entry point."""

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from spikewire import __version__
-from spikewire.launch.argtypes import number
+from spikewire.core.argtypes import number
 
 _positive = number(above=0)
 _mb = number(int, at_least=1)
@@ -18,7 +18,7 @@ class BadNetwork(Exception):
 
 
 def _load(path: str, check_keys: bool = True):
-    from spikewire.launch.network import NetworkError, load_network
+    from spikewire.config.network import NetworkError, load_network
 
     try:
         return load_network(path, check_keys)
@@ -60,14 +60,14 @@ def cmd_check(args) -> int:
 
 
 def default_session_dir():
-    from spikewire.launch.session import default_session_dir as d
+    from spikewire.config.session import default_session_dir as d
 
     return d()
 
 
 def cmd_run(args) -> int:
-    from spikewire.launch.network import NetworkError, check_local_binds, curve_config
-    from spikewire.launch.session import default_session_dir
+    from spikewire.config.network import NetworkError, check_local_binds, curve_config
+    from spikewire.config.session import default_session_dir
     from spikewire.launch.supervisor import Supervisor
 
     net = _load(args.network)
@@ -148,23 +148,25 @@ def cmd_keygen(args) -> int:
     return 0
 
 
-def cmd_bench_hop(args) -> int:
-    from spikewire.bench.hop_latency import main as hop_main
+def _top(argv: list[str]) -> int:
+    from spikewire.monitor.top import main as top_main
 
-    return hop_main(["--count", str(args.count), "--rate", str(args.rate)] + (["--json", args.json] if args.json else []))
-
-
-def cmd_bench_demo(args) -> int:
-    from spikewire.bench.demo_resources import main as demo_main
-
-    return demo_main(["--duration", str(args.duration)] + (["--json", args.json] if args.json else []))
+    return top_main(argv)
 
 
-PASS_THROUGH_BENCHES = {"adex": "adex_scaling", "scrape": "scrape_impact", "detect": "detection",
-                        "journal": "journal_cost", "curve": "curve_cost"}
-"""`spikewire bench NAME ARGS...` hands ARGS (including --help) to bench/<module>.py's main()."""
-PASS_THROUGH = {"top": "spikewire.monitor.top", "rig-sim": "spikewire.launch.rig_sim",
-                "fault-proxy": "spikewire.streams.fault_proxy"}
+def _rig_sim(argv: list[str]) -> int:
+    from spikewire.tools.rig_sim import main as rig_sim_main
+
+    return rig_sim_main(argv)
+
+
+def _fault_proxy(argv: list[str]) -> int:
+    from spikewire.tools.fault_proxy import main as fault_proxy_main
+
+    return fault_proxy_main(argv)
+
+
+PASS_THROUGH = {"top": _top, "rig-sim": _rig_sim, "fault-proxy": _fault_proxy}
 """Commands with their own argument parser: `spikewire top ARGS...` is monitor/top.py's main(ARGS)."""
 
 
@@ -287,7 +289,7 @@ def cmd_prometheus(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extensions=()) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="spikewire", description="Run hybrid spiking networks (biological, memristive, "
                                  "silicon nodes) in real time over ZeroMQ and LSL.")
     ap.add_argument("--version", action="version", version=f"spikewire {__version__}")
@@ -378,34 +380,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("rig-sim", help="a mock recording rig over LSL (pylsl only): N channels of synthetic voltage with "
                    "spikes at known times, answering stimulation commands (spikewire rig-sim --help)")
 
-    p = sub.add_parser("bench", help="benchmarks that compare against a baseline in the same run")
-    bsub = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
-    h = bsub.add_parser("hop", help="one-way latency of one spikewire link vs raw pyzmq PUB->SUB")
-    h.add_argument("--count", type=int, default=5000, help="messages per measurement (default 5000)")
-    h.add_argument("--rate", type=float, default=1000.0, help="messages per second (default 1000)")
-    h.add_argument("--json", metavar="PATH", help="write the figures as JSON")
-    h.set_defaults(func=cmd_bench_hop)
-    d = bsub.add_parser("demo", help="the demo's CPU per node, peak memory and tick compute p99")
-    d.add_argument("--duration", type=float, default=20.0, help="seconds to run the demo (default 20)")
-    d.add_argument("--json", metavar="PATH", help="write the figures as JSON")
-    d.set_defaults(func=cmd_bench_demo)
-    bsub.add_parser("adex", help="largest AdEx population in real time; speed vs Brian2 (see its --help)")
-    bsub.add_parser("scrape", help="loop lag with and without Prometheus scrapes (see its --help)")
-    bsub.add_parser("journal", help="session journal: write cost per event and the largest rate recorded live")
-    bsub.add_parser("detect", help="spike detection per 1 ms chunk at 256 / 1,024 / 4,096 channels x 30 kHz")
-    bsub.add_parser("curve", help="one link's latency and throughput with CURVE on against off (see its --help)")
+    for extend in extensions:  # commands of the layers above launch (bench), added by the entry point
+        extend(sub)
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, extensions=()) -> int:
+    """``extensions``: callables that add subcommands to the parser (the `spikewire` entry point passes
+    bench's), so that launch never imports a layer above it."""
     argv = sys.argv[1:] if argv is None else argv
-    import importlib
-
-    if len(argv) >= 2 and argv[0] == "bench" and argv[1] in PASS_THROUGH_BENCHES:
-        return importlib.import_module(f"spikewire.bench.{PASS_THROUGH_BENCHES[argv[1]]}").main(argv[2:])
     if argv and argv[0] in PASS_THROUGH:
-        return importlib.import_module(PASS_THROUGH[argv[0]]).main(argv[1:])
-    args = build_parser().parse_args(argv)
+        return PASS_THROUGH[argv[0]](argv[1:])
+    args = build_parser(extensions).parse_args(argv)
     try:
         return args.func(args)
     except BadNetwork:

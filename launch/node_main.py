@@ -21,7 +21,7 @@ import traceback
 import zmq
 
 from spikewire.launch.control import ControlClient
-from spikewire.launch.network import curve_config, load_network
+from spikewire.config.network import curve_config, load_network
 from spikewire.monitor.exporter import MetricsServer
 from spikewire.nodes.probes import ProbeState
 from spikewire.nodes.runtime import InputPlan, LinkOptions, Runtime

@@ -28,12 +28,11 @@ from typing import TextIO
 import zmq
 
 from spikewire.launch.control import ControlServer
-from spikewire.launch.network import Network
-from spikewire.launch.session import Session
+from spikewire.config.network import Network
+from spikewire.config.session import START_MARGIN, Session
 from spikewire.monitor.report import build_report, render_status, render_text
 from spikewire.streams.clock import MACHINE_SCOPED_LSL_CONFIG, local_clock
 
-START_MARGIN = 0.2
 DRAIN_TIME = 0.3
 """Seconds between 'drain' (no more ticks) and 'stop': time for in-flight packets and the event-driven
 answers they cause to land, so that every link's sent = received + dropped."""
@@ -123,7 +122,7 @@ class Supervisor:
         try:
             if self.site and len(self.network.start_sites) > 1:
                 from spikewire.launch.barrier import SiteBarrier
-                from spikewire.launch.network import curve_config
+                from spikewire.config.network import curve_config
 
                 curve = curve_config(self.network, self.site, self.secret_key)
                 try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from spikewire.monitor.histogram import PROM_BOUNDS
+from spikewire.core.histogram import PROM_BOUNDS
 
 PER_NEURON_MAX = 16
 

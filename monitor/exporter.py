@@ -33,7 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, ProcessCol
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
 from spikewire.monitor import catalogue as C
-from spikewire.monitor.histogram import LogHistogram
+from spikewire.core.histogram import LogHistogram
 from spikewire.streams.wire import WireError
 
 log = logging.getLogger("spikewire.metrics")

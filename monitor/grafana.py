@@ -16,7 +16,7 @@ import json
 import re
 from pathlib import Path
 
-from spikewire.launch.network import Network
+from spikewire.config.network import Network
 from spikewire.monitor import catalogue as C
 from spikewire.monitor.prometheus_config import JOB, selector
 

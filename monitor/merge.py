@@ -48,7 +48,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spikewire.launch.network import Network, NetworkError, load_network
+from spikewire.config.network import Network, NetworkError, load_network
 from spikewire.streams.journal import RECEIVED, SENT, JournalWriter, Record, read_journal
 from spikewire.streams.wire import Kind, encode
 

@@ -1,4 +1,4 @@
-"""A recorded session (launch/session.py) as one NWB 2 file, for analysis tools and archives (DANDI).
+"""A recorded session (config/session.py) as one NWB 2 file, for analysis tools and archives (DANDI).
 
 Everything comes from the session folder alone. Times are seconds from the run's t0 (session time) and
 ``session_start_time`` is t0 in UTC. The file holds::
@@ -61,8 +61,8 @@ from pynwb.file import Subject
 from pynwb.misc import Units
 
 from spikewire import __version__
-from spikewire.launch.network import Network, NetworkError, load_network
-from spikewire.launch.supervisor import START_MARGIN
+from spikewire.config.network import Network, NetworkError, load_network
+from spikewire.config.session import START_MARGIN
 from spikewire.nodes.hub_bridge import OUT_SOUTHAMPTON
 from spikewire.streams.journal import RECEIVED, SENT, ReadResult, read_journal
 from spikewire.streams.wire import DATA_KINDS, EVENT_DTYPE, BioEvent, Kind

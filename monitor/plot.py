@@ -1,6 +1,6 @@
 """One figure of a recorded session: rasters, rates, memristor resistance across the protocol, link latency.
 
-``plot_session(folder, "fig.png")`` reads a session folder (launch/session.py) and draws, against session
+``plot_session(folder, "fig.png")`` reads a session folder (config/session.py) and draws, against session
 time (seconds since the run's t0):
 
     a  a raster per spiking node: each population's spikes as its node sent them; a biological node's

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from spikewire.launch.network import Network
+from spikewire.config.network import Network
 from spikewire.monitor import catalogue as C
 from spikewire.nodes.runtime import LATE_WARN  # the node logs late links at the same threshold
 

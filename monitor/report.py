@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from spikewire.launch.network import Network
+from spikewire.config.network import Network
 
 
 def _us(x: float | None) -> str:

@@ -34,10 +34,10 @@ from typing import TextIO
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from spikewire.launch.network import Network, NetworkError, NodeSpec, load_network
+from spikewire.config.network import Network, NetworkError, NodeSpec, load_network
 from spikewire.monitor import catalogue as C
 from spikewire.monitor.report import _table, _us
-from spikewire.launch.argtypes import number
+from spikewire.core.argtypes import number
 
 Labels = dict[str, str]
 

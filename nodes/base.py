@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from spikewire.launch.settings import Settings, SettingsError, in_range, non_negative, positive, setting
+from spikewire.core.settings import Settings, SettingsError, in_range, non_negative, positive, setting
 from spikewire.streams.wire import EVENT_DTYPE, Kind
 
 

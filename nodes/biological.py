@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 
-from spikewire.launch.settings import Settings, SettingsError, in_range, non_negative, positive, setting
+from spikewire.core.settings import Settings, SettingsError, in_range, non_negative, positive, setting
 from spikewire.nodes.base import ClockedSettings, InPort, Node, OutPort, step_of
 from spikewire.nodes.kernels import izhikevich
 from spikewire.nodes.rig import RigBackend, RigSettings

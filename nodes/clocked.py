@@ -24,7 +24,7 @@ from typing import Callable
 
 import numpy as np
 
-from spikewire.monitor.histogram import LogHistogram
+from spikewire.core.histogram import LogHistogram
 from spikewire.nodes.base import Node
 from spikewire.streams.wire import Kind
 

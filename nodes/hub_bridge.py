@@ -49,7 +49,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spikewire.launch.settings import SettingsError, in_range, setting
+from spikewire.core.settings import SettingsError, in_range, setting
 from spikewire.nodes.base import InPort, Node, NodeSettings, OutPort
 from spikewire.streams import hub_udp
 from spikewire.streams.hub_udp import HubDatagramError

@@ -39,7 +39,7 @@ from typing import Literal
 
 import numpy as np
 
-from spikewire.launch.settings import Settings, SettingsError, in_range, non_empty, non_negative, positive, setting
+from spikewire.core.settings import Settings, SettingsError, in_range, non_empty, non_negative, positive, setting
 from spikewire.nodes.base import InPort, Node, NodeSettings, OutPort
 from spikewire.nodes.kernels import memristor as mk
 from spikewire.streams.wire import Kind

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spikewire.launch.settings import non_negative, positive, setting
+from spikewire.core.settings import non_negative, positive, setting
 from spikewire.nodes.base import InPort, Node, NodeSettings, OutPort
 from spikewire.streams.clock import local_clock
 from spikewire.streams.wire import Kind

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from spikewire.monitor.histogram import LogHistogram
+from spikewire.core.histogram import LogHistogram
 from spikewire.streams.wire import EVENT_DTYPE
 
 MAX_HOPS = 64

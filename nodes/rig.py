@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spikewire.launch.settings import Settings, SettingsError, non_negative, positive, setting
-from spikewire.monitor.histogram import LogHistogram
+from spikewire.core.settings import Settings, SettingsError, non_negative, positive, setting
+from spikewire.core.histogram import LogHistogram
 from spikewire.streams.wire import BioEvent
 
 log = logging.getLogger("spikewire.rig")

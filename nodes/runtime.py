@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 import zmq
 
-from spikewire.monitor.histogram import LogHistogram
+from spikewire.core.histogram import LogHistogram
 from spikewire.nodes.base import Node
 from spikewire.nodes.clocked import TickScheduler
 from spikewire.streams.clock import local_clock
@@ -49,6 +49,8 @@ from spikewire.streams.clocksync import ClockEstimator
 from spikewire.streams.journal import RECEIVED
 from spikewire.streams.security import HandshakeWatch, Refusals, ZapHandler
 from spikewire.streams.wire import Kind, WireError, decode
+from spikewire.nodes.interlock import SafetySettings
+from spikewire.streams.transport import TransportSettings
 from spikewire.streams.zmq_link import DEFAULT_HWM, Publisher, Subscriber
 
 log = logging.getLogger("spikewire.runtime")
@@ -337,8 +339,6 @@ class Runtime:
                  bind_host: str = "127.0.0.1", endpoints: dict[str, str] | None = None, hwm: int = DEFAULT_HWM,
                  curve=None, curve_ports: frozenset[str] = frozenset(), transport=None, safety=None,
                  port_queues: dict[str, tuple[int, int]] | None = None, remote_ports: frozenset[str] = frozenset()):
-        from spikewire.launch.network import SafetySettings, TransportSettings
-
         self.node = node
         self.ctx = ctx
         self.expected_subscribers = expected_subscribers

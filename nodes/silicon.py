@@ -23,7 +23,7 @@ from typing import Literal
 
 import numpy as np
 
-from spikewire.launch.settings import Settings, SettingsError, non_negative, non_empty, positive, setting
+from spikewire.core.settings import Settings, SettingsError, non_negative, non_empty, positive, setting
 from spikewire.nodes.base import STEP_TOLERANCE, ClockedSettings, InPort, Node, OutPort, step_of
 from spikewire.nodes.kernels import adex
 from spikewire.streams.wire import Kind

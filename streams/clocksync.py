@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import deque
 
-from spikewire.monitor.histogram import LogHistogram
+from spikewire.core.histogram import LogHistogram
 
 MAX_OFFSET = 1e9  # s (~30 years): beyond this an exchange is corrupt, whatever the two clocks are
 MAX_DELAY = 60.0  # s: no round trip of a live link takes this long

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spikewire.launch.settings import SettingsError, parse
+from spikewire.core.settings import SettingsError, parse
 from spikewire.nodes.silicon import Population, PopulationSettings, SiliconNode, SiliconSettings
 from spikewire.streams.wire import EVENT_DTYPE, Kind
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spikewire.launch.settings import parse
+from spikewire.core.settings import parse
 from spikewire.nodes.silicon import Population, SiliconNode, SiliconSettings
 from spikewire.streams.wire import EVENT_DTYPE, Kind
 

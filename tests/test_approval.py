@@ -83,7 +83,7 @@ def nwb_content(tmp_path: Path) -> dict:
 
 
 def report_of_session() -> tuple[dict, str]:
-    from spikewire.launch.network import load_network
+    from spikewire.config.network import load_network
     from spikewire.monitor.report import build_report, render_text
 
     finals, summary = {}, json.loads((SESSION / "summary.json").read_text())

@@ -19,7 +19,7 @@ import math
 import numpy as np
 import pytest
 
-from spikewire.launch.settings import parse
+from spikewire.core.settings import parse
 from spikewire.nodes.biological import BiologicalNode, BiologicalSettings
 from spikewire.streams.wire import EVENT_DTYPE, BioEvent, Kind
 

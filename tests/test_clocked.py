@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from spikewire.launch.settings import parse
+from spikewire.core.settings import parse
 from spikewire.nodes.biological import BiologicalNode, BiologicalSettings
 from spikewire.nodes.clocked import TickScheduler
 from spikewire.nodes.silicon import SiliconNode, SiliconSettings

@@ -17,7 +17,7 @@ import pytest
 import zmq
 
 from conftest import network_copy
-from spikewire.launch.network import load_network
+from spikewire.config.network import load_network
 from spikewire.monitor.exporter import MetricsServer
 from spikewire.nodes.probe import PulseSource, SourceSettings
 from spikewire.nodes.runtime import Runtime

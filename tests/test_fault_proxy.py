@@ -17,7 +17,7 @@ import time
 import numpy as np
 import pytest
 import zmq
-from spikewire.streams.fault_proxy import FaultProxy, main
+from spikewire.tools.fault_proxy import FaultProxy, main
 from spikewire.streams.wire import EVENT_DTYPE, HEADER, decode, encode
 
 pytestmark = pytest.mark.timeout(60)
@@ -444,7 +444,7 @@ def read_line(stream, timeout: float, what: str) -> str:
 
 def test_cli_runs_prints_stats_and_stops_on_sigterm(ctx):
     pub, port = make_xpub(ctx)
-    proc = subprocess.Popen([sys.executable, "-m", "spikewire.streams.fault_proxy", "--listen", "127.0.0.1:0",
+    proc = subprocess.Popen([sys.executable, "-m", "spikewire.tools.fault_proxy", "--listen", "127.0.0.1:0",
                              "--to", f"127.0.0.1:{port}", "--delay", "0.01", "--stats-every", "0.2"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1)
     try:

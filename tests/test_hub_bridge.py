@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from conftest import read_json
-from spikewire.launch.network import build_network, node_kinds
-from spikewire.launch.settings import SettingsError, parse
+from spikewire.config.network import build_network, node_kinds
+from spikewire.core.settings import SettingsError, parse
 from spikewire.nodes import hub_bridge
 from spikewire.nodes.hub_bridge import HubBridgeNode
 from spikewire.streams import hub_udp
@@ -338,7 +338,7 @@ def test_an_unresolvable_peer_names_the_key():
 
 
 def test_hub_bridge_is_a_registered_node_kind():
-    assert node_kinds().get("hub_bridge") is HubBridgeNode, "register HubBridgeNode in launch/network.py::node_kinds()"
+    assert node_kinds().get("hub_bridge") is HubBridgeNode, "register HubBridgeNode in config/network.py::node_kinds()"
 
 
 def free_udp_port() -> int:

@@ -12,7 +12,7 @@ import random
 import numpy as np
 import pytest
 
-from spikewire.launch.settings import parse
+from spikewire.core.settings import parse
 from spikewire.nodes.biological import BiologicalNode, BiologicalSettings
 from spikewire.nodes.kernels import adex, izhikevich
 from spikewire.nodes.kernels import memristor as mk

@@ -16,7 +16,7 @@ import numpy as np
 import zmq
 
 from conftest import CliRun, anpre_via, inter_site_link, read_json, sites_copy
-from spikewire.launch.network import load_network
+from spikewire.config.network import load_network
 from spikewire.streams.clock import local_clock
 from spikewire.streams.wire import EVENT_DTYPE, Kind, WireError, decode, encode
 
@@ -304,7 +304,7 @@ def test_a_proxy_injecting_delay_jitter_loss_and_reordering_shows_in_the_metrics
     swaps) into a 100 ms jitter buffer, for 5 s; then the proxy only delays, so every count settles. The
     loop keeps running, and Southampton's figures for the link match what the proxy did, one for one."""
     from spikewire.launch.ports import free_port_block
-    from spikewire.streams.fault_proxy import FaultProxy
+    from spikewire.tools.fault_proxy import FaultProxy
 
     via_port = free_port_block(1)
     label = "zurich.anpre.spikes -> southampton.mr1.pre"

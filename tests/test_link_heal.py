@@ -13,9 +13,9 @@ import time
 import pytest
 
 from conftest import anpre_via, inter_site_link, sites_copy
-from spikewire.launch.network import load_network
+from spikewire.config.network import load_network
 from spikewire.launch.ports import free_port_block
-from spikewire.streams.fault_proxy import FaultProxy
+from spikewire.tools.fault_proxy import FaultProxy
 
 pytestmark = pytest.mark.integration
 LABEL = "zurich.anpre.spikes -> southampton.mr1.pre"

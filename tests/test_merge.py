@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from conftest import NETWORKS, sites_copy, spikewire_cmd
 from spikewire.launch.cli import main
-from spikewire.launch.network import load_network
-from spikewire.launch.session import Session
+from spikewire.config.network import load_network
+from spikewire.config.session import Session
 from spikewire.monitor.merge import MergeError, merge_sessions
 from spikewire.streams.journal import RECEIVED, SENT, JournalWriter, read_journal
 from spikewire.streams.wire import EVENT_DTYPE, BioEvent, Kind, encode

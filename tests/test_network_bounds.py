@@ -8,7 +8,7 @@ import tomllib
 import pytest
 
 from conftest import NETWORKS
-from spikewire.launch.network import NetworkError, build_network
+from spikewire.config.network import NetworkError, build_network
 
 PAPER = (NETWORKS / "paper_loop.toml").read_text()
 RIG = (NETWORKS / "rig_loop.toml").read_text()

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import spikewire.launch
-from spikewire.launch.network import NetworkError, load_network
+from spikewire.config.network import NetworkError, load_network
 
 PAPER_LOOP = Path(spikewire.launch.__file__).parent / "networks" / "paper_loop.toml"
 CLI_TIMEOUT = 30.0  # hard stop for any CLI process; "quick" is asserted separately

@@ -106,7 +106,7 @@ def fuzz(seed: int = SEED, structural: int = STRUCTURAL, textual: int = TEXTUAL,
     """Run the fuzz loop; returns {"cases": n, "failures": [...]}, each failure a short description."""
     import tomllib
 
-    from spikewire.launch.network import NetworkError, build_network, load_network
+    from spikewire.config.network import NetworkError, build_network, load_network
 
     rng = random.Random(seed)
     files = sorted(NETWORKS.glob("*.toml"))

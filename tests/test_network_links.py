@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import network_copy
-from spikewire.launch.network import NetworkError, build_network, load_network
+from spikewire.config.network import NetworkError, build_network, load_network
 from test_network_file import guard_dir  # noqa: F401  (a fixture)
 from test_network_validation import _assert_refused, _cli_limited
 

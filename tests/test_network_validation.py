@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from spikewire.launch.network import NetworkError, build_network, load_network
+from spikewire.config.network import NetworkError, build_network, load_network
 from test_network_file import CLI_TIMEOUT, RUN_QUICK, CliResult, guard_dir  # noqa: F401  (guard_dir is a fixture)
 
 NETWORKS = Path(__file__).resolve().parent.parent / "launch" / "networks"
@@ -203,7 +203,7 @@ def test_size_refused_before_anything_allocates(tmp_path):
     path = _write(tmp_path, case)
     code = ("import resource, sys\n"
             f"resource.setrlimit(resource.RLIMIT_AS, ({CHECK_MEMORY}, {CHECK_MEMORY}))\n"
-            "from spikewire.launch.network import NetworkError, load_network\n"
+            "from spikewire.config.network import NetworkError, load_network\n"
             "try:\n"
             f"    load_network({str(path)!r})\n"
             "except NetworkError as e:\n"

@@ -15,7 +15,7 @@ import pytest
 from spikewire.launch.ports import free_port_block
 
 from conftest import NETWORKS
-from spikewire.launch.network import Network, load_network
+from spikewire.config.network import Network, load_network
 from spikewire.monitor import catalogue as C
 from spikewire.monitor.grafana import DATASOURCE, dashboard, write_dashboard
 from spikewire.monitor.prometheus_config import (CONFIG_FILE, JOB, RULES_FILE, alert_rules, scrape_config,
@@ -154,7 +154,7 @@ def test_dashboard_is_structurally_valid(paper_loop, tmp_path):
 
 
 def test_metrics_disabled_is_refused(tmp_path):
-    from spikewire.launch.network import build_network
+    from spikewire.config.network import build_network
 
     net = build_network({"nodes": {"a": {"kind": "biological"}}, "monitor": {"metrics": False}})
     with pytest.raises(ValueError, match="serves no metrics"):

@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from spikewire.launch.network import load_network
+from spikewire.config.network import load_network
 from spikewire.monitor import catalogue as C
 from spikewire.monitor.grafana import dashboard
 from spikewire.monitor.prometheus_config import JOB, alert_rules, write_prometheus_config

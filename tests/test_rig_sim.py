@@ -36,7 +36,7 @@ def start_rig(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, str, str, P
     truth, log = tmp_path / "truth.jsonl", tmp_path / "rig.log"
     env = dict(os.environ, LSLAPICFG=LSL_CFG)
     with open(log, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "spikewire.launch.rig_sim", "--channels", str(CHANNELS),
+        proc = subprocess.Popen([sys.executable, "-m", "spikewire.tools.rig_sim", "--channels", str(CHANNELS),
                                  "--name", name, "--stim-stream", stim_name, "--truth", str(truth), "--seed", "7",
                                  "--status-every", "1", *args],
                                 env=env, stdout=subprocess.DEVNULL, stderr=err, cwd=tmp_path)

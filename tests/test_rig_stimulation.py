@@ -245,7 +245,7 @@ def test_overall_rate_limit_over_a_sliding_second():
 def test_a_pulse_wider_than_the_limit_is_never_sent():
     """stim_width beyond max_width is refused when the file loads; and were the settings built by hand,
     every command would still be refused (reason width), none sent."""
-    from spikewire.launch.network import NetworkError, build_network
+    from spikewire.config.network import NetworkError, build_network
 
     with pytest.raises(NetworkError, match=r"nodes\.bn\.rig\.stim_width: .*max_width"):
         build_network({"nodes": {"bn": {"kind": "biological", "backend": "rig",
@@ -267,7 +267,7 @@ def test_a_pulse_wider_than_the_limit_is_never_sent():
 
 
 def test_the_stim_port_declares_the_rigs_amplitude_limit():
-    from spikewire.launch.network import NetworkError, build_network
+    from spikewire.config.network import NetworkError, build_network
     from spikewire.nodes.biological import MAX_STIM_AMPLITUDE, BiologicalNode
 
     def stim_range(node: dict):

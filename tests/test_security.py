@@ -21,7 +21,7 @@ import zmq
 import zmq.auth
 
 from conftest import CliRun, read_json, site_ports, sites_copy, spikewire_cmd
-from spikewire.launch.network import load_network
+from spikewire.config.network import load_network
 from spikewire.streams.wire import EVENT_DTYPE, Kind, decode, encode
 
 
@@ -136,7 +136,7 @@ def test_a_site_admits_only_listed_keys_and_refuses_plaintext(tmp_path):
 
 
 def test_network_file_security_errors_name_the_key(tmp_path):
-    from spikewire.launch.network import NetworkError, build_network
+    from spikewire.config.network import NetworkError, build_network
 
     base = tomllib.loads(sites_copy(tmp_path, keys=False).read_text())
     base["security"] = {"curve": "required"}
@@ -269,7 +269,7 @@ def test_a_handshake_failed_at_start_is_healed_by_the_next_success():
     on the connection is healthy: nothing may be left that would have the runtime tear it down at the
     first quiet moment (``retry_due``)."""
     from spikewire.launch.ports import free_port_block
-    from spikewire.streams.fault_proxy import FaultProxy
+    from spikewire.tools.fault_proxy import FaultProxy
     from spikewire.streams.security import HandshakeWatch, Refusals
 
     target = free_port_block(1)  # nothing listens there yet

@@ -88,7 +88,7 @@ def test_ctrl_c_while_waiting_for_the_other_sites_is_a_clean_stop(tmp_path):
 def test_a_taken_session_channel_port_fails_at_once_with_one_line(tmp_path):
     import socket
 
-    from spikewire.launch.network import load_network
+    from spikewire.config.network import load_network
 
     net = sites_copy(tmp_path)
     endpoint = load_network(net).session_endpoint("padova", bind=True)

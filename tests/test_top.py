@@ -16,7 +16,7 @@ import pytest
 from spikewire.launch.ports import free_port_block
 
 from conftest import NETWORKS, ROOT
-from spikewire.launch.network import load_network
+from spikewire.config.network import load_network
 from spikewire.monitor import top
 from spikewire.monitor.top import NodeState, histogram_quantile, parse_exposition, recent_buckets, render_frame
 

@@ -270,7 +270,7 @@ def test_external_link_synchronises_a_partner_clock(cli_run, tmp_path, partner, 
 
 
 def test_delay_without_a_clock_is_refused_naming_the_link(tmp_path):
-    from spikewire.launch.network import NetworkError, build_network
+    from spikewire.config.network import NetworkError, build_network
 
     data = {"nodes": {"bn": {"kind": "biological"}},
             "links": [{"endpoint": "tcp://127.0.0.1:5555", "source": SOURCE, "to": "bn.stim", "delay": 0.05,

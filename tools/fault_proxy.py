@@ -72,7 +72,7 @@ Limits:
 * It runs an asyncio loop in one daemon thread: about 10^5 small messages/s clean, half that with
   jitter, loss and reordering on (2 vCPUs).
 
-The CLI (``python -m spikewire.streams.fault_proxy --listen 127.0.0.1:0 --to 127.0.0.1:5555 --loss 0.1``)
+The CLI (``python -m spikewire.tools.fault_proxy --listen 127.0.0.1:0 --to 127.0.0.1:5555 --loss 0.1``)
 prints where it listens on stderr and one JSON line of stats on stdout every ``--stats-every`` seconds
 and on exit (SIGINT / SIGTERM). It only listens on loopback addresses unless given ``--allow-remote``.
 """
@@ -97,7 +97,7 @@ from collections import deque
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
-from spikewire.launch.argtypes import number
+from spikewire.core.argtypes import number
 from spikewire.streams.wire import EVENT_SIZE, HEADER, MAGIC
 
 if TYPE_CHECKING:
@@ -995,7 +995,7 @@ def _host_port(text: str) -> tuple[str, int]:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m spikewire.streams.fault_proxy",
+        prog="python -m spikewire.tools.fault_proxy",
         description="Relay ZeroMQ subscribers to a publisher through injected delay, jitter, loss and reordering. "
                     "Prints where it listens on stderr and one JSON line of stats on stdout every --stats-every "
                     "seconds and on exit (SIGINT / SIGTERM).")

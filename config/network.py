@@ -46,8 +46,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from spikewire.launch.settings import (NODE_MEMORY_BUDGET, Settings, SettingsError, format_bytes, in_range,
+from spikewire.core.settings import (NODE_MEMORY_BUDGET, Settings, SettingsError, format_bytes, in_range,
                                        non_negative, parse, positive, setting)
+from spikewire.nodes.interlock import SafetySettings
+from spikewire.streams.transport import TransportSettings
 from spikewire.nodes.base import ClockedSettings, InPort, Node, OutPort
 from spikewire.nodes.runtime import AUTO_DELAY_MARGIN, AUTO_DELAY_WINDOW
 
@@ -265,40 +267,6 @@ class SecuritySettings(Settings):
         "off", "'required': every inter-site link is CurveZMQ-encrypted and a site admits only the public keys "
         "of the sites in this file (plus 'allow'); plaintext peers are refused. 'off': plaintext.")
     allow: tuple[str, ...] = setting((), "Further public key files admitted (an observer's tap, a dashboard).")
-
-
-@dataclass(frozen=True)
-class TransportSettings(Settings):
-    """Liveness and clocks of every link."""
-
-    heartbeat_every: float = setting(0.2, "An idle output port sends a heartbeat this often [s].",
-                                     check=in_range(0.01, 5.0))
-    peer_timeout: float = setting(0.6, "A link with nothing (not even a heartbeat) for this long is down [s].",
-                                  check=in_range(0.02, 30.0))
-    clock_sync_every: float = setting(0.25, "Clock-sync ping period of each inter-site link [s].",
-                                      check=in_range(0.01, 60.0))
-    clock_window: int = setting(16, "The offset is taken from the lowest-delay exchange of this many.",
-                                check=in_range(1, 1024))
-
-    def validate(self, key: str) -> None:
-        if self.peer_timeout <= 2 * self.heartbeat_every:
-            raise SettingsError(f"{key}.peer_timeout", f"must exceed two heartbeat periods "
-                                f"(2 x {self.heartbeat_every:g} s), got {self.peer_timeout:g}")
-
-
-@dataclass(frozen=True)
-class SafetySettings(Settings):
-    """The interlock: stimulation and memristor programming are held while a node's input is stale or
-    lossy, and released automatically once it has been healthy for ``release_after``."""
-
-    interlock: bool = setting(True, "Hold stimulation and device programming on bad input.")
-    stale_after: float = setting(0.5, "An input link silent this long (no data, no heartbeat) holds [s].",
-                                 check=positive)
-    max_loss: float = setting(0.05, "An input link losing more than this fraction of packets over "
-                              "loss_window holds.", check=in_range(0.0, 1.0))
-    loss_window: float = setting(2.0, "Window of the loss fraction [s].", check=positive)
-    release_after: float = setting(0.5, "Input must be healthy this long before a hold is released [s].",
-                                   check=non_negative)
 
 
 def _delay_check(v) -> str | None:

@@ -1,5 +1,5 @@
 """A mock recording rig in its own process, speaking only LSL: ``spikewire rig-sim`` /
-``python -m spikewire.launch.rig_sim``.
+``python -m spikewire.tools.rig_sim``.
 
 It stands where an amplifier app (Open Ephys, an Intan/Blackrock/Neuralink bridge) would, so spikewire's
 loop can be closed through LSL in tests and demos, with a ground truth to score against.
@@ -76,7 +76,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from spikewire import __version__
-from spikewire.launch.argtypes import number
+from spikewire.core.argtypes import number
 from spikewire.streams import clock  # noqa: F401  (sets the machine-scoped LSLAPICFG before pylsl loads)
 
 import pylsl  # noqa: E402

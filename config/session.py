@@ -23,6 +23,9 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
+START_MARGIN = 0.2
+"""Seconds from the last node's ready to t0 in a one-site run (the supervisor's start time)."""
+
 PACKAGES = ("spikewire", "numpy", "numba", "llvmlite", "pyzmq", "pylsl", "prometheus-client", "psutil")
 
 

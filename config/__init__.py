@@ -1,0 +1,1 @@
+"""Network files and their validation, and the session folder (its one writer and one reader)."""

@@ -1,0 +1,1 @@
+"""What every layer uses: the settings schema, histograms, small helpers. Imports nothing of spikewire."""
