@@ -102,6 +102,7 @@ class Supervisor:
         self.barrier = None  # launch.barrier.SiteBarrier: a site of a multi-site run agrees its start
         self.decision = None  # launch.barrier.Decision, once agreed
         self._poller = None
+        self.report: dict | None = None
 
     @property
     def finals(self) -> dict[str, dict]:
@@ -158,6 +159,7 @@ class Supervisor:
         elapsed = max(0.0, (self.t_end or local_clock()) - t_start)
         report = build_report(self.network, self.finals, elapsed, outcome, self.node_names)
         report["killed_at_stop"] = self.killed_at_stop
+        self.report = report  # the run summary, for callers from Python (spikewire.run)
         if self.decision is not None:
             record = self._start_record(offsets)
             report["session_id"], report["start"] = record["session_id"], record["start"]
