@@ -50,6 +50,7 @@ from spikewire.core.settings import (NODE_MEMORY_BUDGET, Settings, SettingsError
                                        non_negative, parse, positive, setting)
 from spikewire.nodes.interlock import SafetySettings
 from spikewire.streams.transport import TransportSettings
+from spikewire.nodes.element import Declaration, ElementError, kinds
 from spikewire.nodes.base import ClockedSettings, InPort, Node, OutPort
 from spikewire.nodes.runtime import AUTO_DELAY_MARGIN, AUTO_DELAY_WINDOW
 
@@ -179,13 +180,11 @@ def relative_file_problem(ref: str) -> str | None:
 
 
 def node_kinds() -> dict[str, type[Node]]:
-    from spikewire.nodes.biological import BiologicalNode
-    from spikewire.nodes.hub_bridge import HubBridgeNode
-    from spikewire.nodes.memristor import MemristorNode
-    from spikewire.nodes.probe import PulseSource, LatencySink
-    from spikewire.nodes.silicon import SiliconNode
-
-    return {c.kind: c for c in (SiliconNode, MemristorNode, BiologicalNode, PulseSource, LatencySink, HubBridgeNode)}
+    """Every element kind: spikewire's own and those installed packages add (nodes/element.py)."""
+    try:
+        return kinds()
+    except ElementError as e:
+        raise NetworkError("nodes", f"an element kind cannot be loaded: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -317,6 +316,8 @@ class NodeSpec:
     settings: Settings
     inputs: dict[str, InPort]
     outputs: dict[str, OutPort]
+    declaration: Declaration = Declaration()
+    """What the node owns (its populations and devices), as its kind declares it."""
 
 
 @dataclass(frozen=True)
@@ -555,7 +556,11 @@ def build_network(data: dict, default_name: str = "network", path: Path | None =
             if port not in outputs:
                 raise NetworkError(f"{key}.lsl_export[{i}]", f"node {name!r} has no output port {port!r}; its "
                                    f"outputs are: {', '.join(outputs) or '(none)'}")
-        nodes[name] = NodeSpec(name, kind, cls, settings, inputs, outputs)
+        try:
+            declaration = cls.declare(name, settings)
+        except SettingsError as e:
+            raise NetworkError(e.key, e.reason) from None
+        nodes[name] = NodeSpec(name, kind, cls, settings, inputs, outputs, declaration)
 
     source_ids = {}
     for node in sorted(nodes):

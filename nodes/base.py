@@ -14,6 +14,8 @@ from typing import ClassVar
 import numpy as np
 
 from spikewire.core.settings import Settings, SettingsError, in_range, non_negative, positive, setting
+from spikewire.nodes.element import UNIT_ROLES, Declaration, Population, Role
+from spikewire.nodes.figures import Figures
 from spikewire.streams.wire import EVENT_DTYPE, Kind
 
 
@@ -30,6 +32,10 @@ class InPort:
     named: bool = False
     """Every id below ``size`` is named by the node's configuration (a crossbar's table rows), so a source
     with fewer ids leaves some of them never driven: ``spikewire check`` refuses that link."""
+    role: Role = Role.DATA
+    """What its events mean to the element (nodes/element.py)."""
+    group: str | None = None
+    """The population or device set it feeds."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,10 @@ class OutPort:
     """Range of the values it emits, when the configuration fixes it (checked against the input's)."""
     named: bool = False
     """Its ids are named by the node's configuration (a crossbar table's ``post`` column)."""
+    role: Role = Role.DATA
+    """What its events mean (nodes/element.py): SPIKES and BIO_EVENTS ports are populations' spikes."""
+    group: str | None = None
+    """The population or device set it belongs to (None for a SPIKES/BIO_EVENTS port: the node's own name)."""
 
 
 @dataclass(frozen=True)
@@ -186,6 +196,22 @@ class Node:
             inputs[port] = dataclasses.replace(inputs[port], values=(lo, hi))
         return inputs, outputs
 
+    @classmethod
+    def declare(cls, name: str, settings: NodeSettings) -> Declaration:
+        """What the node owns, from its settings (nodes/element.py). Default: a population for every
+        SPIKES or BIO_EVENTS output port, named by the port's group (or the node), sized by the port, on
+        the grid of the settings' ``dt`` if it has one; no devices. A kind with devices overrides this."""
+        inputs, outputs = cls.ports(settings)
+        pops = []
+        for port, out in outputs.items():
+            if out.role in UNIT_ROLES:
+                group = out.group or name
+                feed = next((p for p, i in inputs.items()
+                             if (i.group or name) == group and i.role in (Role.SYNAPTIC, Role.STIMULI)),
+                            None)
+                pops.append(Population(group, out.size or 0, port, out.role, feed, getattr(settings, "dt", None)))
+        return Declaration(populations=tuple(pops))
+
     @property
     def tick_period(self) -> float | None:
         """Seconds between ticks for a clock-driven node; None for a purely event-driven one."""
@@ -257,13 +283,19 @@ class Node:
         while len(marks) < len(self.phase_ends) and t >= self.t0 + self.phase_ends[len(marks)]:
             marks.append(self.status(t))
 
+    def figures(self, now: float, final: bool = False) -> Figures:
+        """The element's figures at ``now`` (nodes/figures.py): populations, devices, what it held or
+        rejected. ``final``: the last call, at the end of the run (add what only a report needs). Keep it
+        cheap: it is called once a second in the loop's slack and at every phase end."""
+        return Figures(elapsed=now - self.t0)
+
     def status(self, now: float) -> dict:
-        """Small live figures for the status line (spike counts, resistances)."""
-        return {}
+        """``figures(now)`` as the JSON every status message carries."""
+        return self.figures(now).to_dict()
 
     def summary(self, now: float) -> dict:
-        """Final figures: ``neurons`` and/or ``memristors`` lists (see monitor.report)."""
-        return {}
+        """The final ``figures`` as JSON (the run report joins them with the links)."""
+        return self.figures(now, final=True).to_dict()
 
     def close(self) -> None:
         """Release what the node holds (files, devices); called once at shutdown."""

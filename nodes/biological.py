@@ -23,6 +23,8 @@ import numpy as np
 
 from spikewire.core.settings import Settings, SettingsError, in_range, non_negative, positive, setting
 from spikewire.nodes.base import ClockedSettings, InPort, Node, OutPort, step_of
+from spikewire.nodes.element import Role, element
+from spikewire.nodes.figures import Figures, PopulationFigures
 from spikewire.nodes.kernels import izhikevich
 from spikewire.nodes.rig import RigBackend, RigSettings
 from spikewire.streams.clock import local_clock
@@ -76,6 +78,7 @@ class BiologicalSettings(ClockedSettings):
                                 f"{self.size} neurons: name the rig channel of every neuron, or of none")
 
 
+@element
 class BiologicalNode(Node):
     kind = "biological"
     interlocked = True  # stimulates (a rig's tissue, or the model cell)
@@ -113,12 +116,15 @@ class BiologicalNode(Node):
     @classmethod
     def ports(cls, settings: BiologicalSettings):
         n = settings.size
-        outputs = {"events": OutPort(Kind.BIO, "typed events: 0 PSP, 1 stimulated AP, 2 spontaneous AP", n, (0.0, 2.0))}
-        if settings.backend == "rig":
-            outputs["spikes"] = OutPort(Kind.SPIKE, "spikes detected on the rig's channels", n, (1.0, 1.0))
+        outputs = {"events": OutPort(Kind.BIO, "typed events: 0 PSP, 1 stimulated AP, 2 spontaneous AP", n, (0.0, 2.0),
+                                     role=Role.BIO_EVENTS)}
+        if settings.backend == "rig":  # the typed events are the record; these repeat their APs as plain spikes
+            outputs["spikes"] = OutPort(Kind.SPIKE, "spikes detected on the rig's channels", n, (1.0, 1.0),
+                                        role=Role.COPY)
         # A rig's hard amplitude limit is the stim port's plausible range: the runtime refuses beyond it.
         limit = settings.rig.max_amplitude if settings.backend == "rig" else MAX_STIM_AMPLITUDE
-        stim = InPort(frozenset({Kind.STIMULUS}), "CME stimulus pulses (value in V)", n, (-limit, limit))
+        stim = InPort(frozenset({Kind.STIMULUS}), "CME stimulus pulses (value in V)", n, (-limit, limit),
+                      role=Role.STIMULI)
         return {"stim": stim}, outputs
 
     @classmethod
@@ -228,40 +234,22 @@ class BiologicalNode(Node):
         self.rejected = dict(rejected)
         self.pending = []
 
-    def status(self, now: float) -> dict:
-        c = self.counts.sum(axis=0)
-        out = {"psp": int(c[0]), "stimulated_ap": int(c[1]), "spontaneous_ap": int(c[2]),
-               "spikes": {self.name: int(c[1] + c[2])}, "sizes": {self.name: self.settings.size}}
-        if self.settings.size <= 16:
-            out["neuron_spikes"] = {self.name: [int(x) for x in self.counts[:, 1:].sum(axis=1)]}
+    def figures(self, now: float, final: bool = False) -> Figures:
+        c = self.counts
+        stimuli = self.rig.stimuli if self.rig is not None else self.stimuli
+        pop = PopulationFigures.of(c[:, 1] + c[:, 2], {"psp": c[:, 0], "stimulated_ap": c[:, 1], "spontaneous_ap": c[:, 2]},
+                                   stimuli)
+        f = Figures(elapsed=now - self.t0, populations={self.name: pop}, rejected=dict(self.rejected),
+                    held={"stimuli": self.held_stimuli})
         if self.rig is not None:
-            out.update(self.rig.status())
-        return out
-
-    def summary(self, now: float) -> dict:
-        duration = max(now - self.t0, 1e-9)
-        neurons = []
-        for i in range(min(self.settings.size, 16)):
-            psp, stim_ap, spont_ap = (int(x) for x in self.counts[i])
-            spikes = stim_ap + spont_ap
-            neurons.append({"population": self.name, "neuron": str(i), "spikes": spikes, "rate_hz": spikes / duration,
-                            "stimuli": int(self.stimuli[i]), "psp": psp, "stimulated_ap": stim_ap,
-                            "spontaneous_ap": spont_ap})
-        out = {"neurons": neurons, "rejected": dict(self.rejected), "held_stimuli": self.held_stimuli}
-        if self.rig is not None:
-            out["rig"] = rig = self.rig.summary()
-            for n in neurons:
-                n["stimuli"] = int(self.rig.stimuli[int(n["neuron"])])
-            warnings = []
-            if rig["stim_held_no_consumer"]:
-                warnings.append(f"{rig['stim_held_no_consumer']} stimuli held, never sent: nothing subscribed to the "
-                                "rig's stimulation stream when they came")
-            if rig["unmapped_spikes"]:
-                warnings.append(f"{rig['unmapped_spikes']} detected spikes dropped: their channel maps to no neuron "
-                                "of this node")
-            if warnings:
-                out["warnings"] = warnings
-        return out
+            f.rig = self.rig.summary() if final else self.rig.status()
+            if final and f.rig["stim_held_no_consumer"]:
+                f.warnings.append(f"{f.rig['stim_held_no_consumer']} stimuli held, never sent: nothing subscribed to "
+                                  "the rig's stimulation stream when they came")
+            if final and f.rig["unmapped_spikes"]:
+                f.warnings.append(f"{f.rig['unmapped_spikes']} detected spikes dropped: their channel maps to no "
+                                  "neuron of this node")
+        return f
 
     def close(self) -> None:
         if self.rig is not None:

@@ -51,6 +51,8 @@ import numpy as np
 
 from spikewire.core.settings import SettingsError, in_range, setting
 from spikewire.nodes.base import InPort, Node, NodeSettings, OutPort
+from spikewire.nodes.element import Role, element
+from spikewire.nodes.figures import Figures
 from spikewire.streams import hub_udp
 from spikewire.streams.hub_udp import HubDatagramError
 from spikewire.streams.wire import Kind
@@ -98,6 +100,7 @@ def _weight_field(value: float) -> int:
     return math.floor(min(max(value, 0.0), 1.0) * 255.0 + 0.5)
 
 
+@element
 class HubBridgeNode(Node):
     kind = "hub_bridge"
     Settings = HubBridgeSettings
@@ -123,10 +126,12 @@ class HubBridgeNode(Node):
     @classmethod
     def ports(cls, settings: HubBridgeSettings):
         outputs = {
-            OUT_ZURICH: OutPort(Kind.SPIKE, "Zurich spikes from the hub ('A'); t = arrival"),
-            OUT_PADOVA: OutPort(Kind.BIO, "Padova events from the hub ('D'); value = event type; t = arrival"),
+            OUT_ZURICH: OutPort(Kind.SPIKE, "Zurich spikes from the hub ('A'); t = arrival", role=Role.SPIKES,
+                                group=OUT_ZURICH),
+            OUT_PADOVA: OutPort(Kind.BIO, "Padova events from the hub ('D'); value = event type; t = arrival",
+                                role=Role.BIO_EVENTS, group=OUT_PADOVA),
             OUT_SOUTHAMPTON: OutPort(Kind.SPIKE, "Southampton weighted events from the hub ('S'); "
-                                     "value = weight byte / 255; t = arrival"),
+                                     "value = weight byte / 255; t = arrival", role=Role.SYNAPTIC),
         }
         inputs = {
             IN_SPIKES: InPort(frozenset({Kind.SPIKE}), "spikes sent to the hub as 'A' "
@@ -294,13 +299,10 @@ class HubBridgeNode(Node):
         self.unsent = {**self.unsent, reason: 1}
 
     # --- reports -------------------------------------------------------------------------------
-    def status(self, now: float) -> dict:
-        return {"datagrams_in": self.datagrams_in, "datagrams_out": self.datagrams_out,
-                "rejected": sum(self.rejected.values())}
-
-    def summary(self, now: float) -> dict:
-        addr = self.address
-        return {"rejected": dict(self.rejected), "datagrams_in": self.datagrams_in,
-                "datagrams_out": self.datagrams_out, "unsent": dict(self.unsent), "ready_in": self.ready_in,
-                "in_by_sender": dict(self.in_by_sender), "last_ticks_in": dict(self.last_ticks_in),
-                "address": f"{addr[0]}:{addr[1]}" if addr else None}
+    def figures(self, now: float, final: bool = False) -> Figures:
+        info = {"datagrams_in": self.datagrams_in, "datagrams_out": self.datagrams_out}
+        if final:
+            addr = self.address
+            info.update(unsent=dict(self.unsent), ready_in=self.ready_in, in_by_sender=dict(self.in_by_sender),
+                        last_ticks_in=dict(self.last_ticks_in), address=f"{addr[0]}:{addr[1]}" if addr else None)
+        return Figures(elapsed=now - self.t0, rejected=dict(self.rejected), info=info)

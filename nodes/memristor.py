@@ -41,6 +41,8 @@ import numpy as np
 
 from spikewire.core.settings import Settings, SettingsError, in_range, non_empty, non_negative, positive, setting
 from spikewire.nodes.base import InPort, Node, NodeSettings, OutPort
+from spikewire.nodes.element import Declaration, Device, Role, element
+from spikewire.nodes.figures import DeviceFigures, Figures
 from spikewire.nodes.kernels import memristor as mk
 from spikewire.streams.wire import Kind
 
@@ -244,6 +246,7 @@ def _read_state(path: Path, s: MemristorSettings) -> tuple[np.ndarray, dict]:
     return r, saved
 
 
+@element
 class MemristorNode(Node):
     kind = "memristor"
     Settings = MemristorSettings
@@ -280,11 +283,12 @@ class MemristorNode(Node):
         for s, cfg in settings.synapses.items():
             pre = 1 + max(row[0] for row in cfg.table)
             post = 1 + max(row[1] for row in cfg.table)
-            inputs[f"{s}.pre"] = InPort(either, f"presynaptic events of {s}", pre, named=True)
-            inputs[f"{s}.post"] = InPort(either, f"postsynaptic events of {s} (trigger plasticity)", post, named=True)
-            kind = Kind.STIMULUS if cfg.output == "stimulus" else Kind.SPIKE
+            inputs[f"{s}.pre"] = InPort(either, f"presynaptic events of {s}", pre, named=True, role=Role.PRE, group=s)
+            inputs[f"{s}.post"] = InPort(either, f"postsynaptic events of {s} (trigger plasticity)", post, named=True,
+                                         role=Role.POST, group=s)
+            kind, role = (Kind.STIMULUS, Role.STIMULI) if cfg.output == "stimulus" else (Kind.SPIKE, Role.SYNAPTIC)
             outputs[f"{s}.out"] = OutPort(kind, f"weighted output of {s}", post, tuple(sorted(cfg.out_range)),
-                                          named=True)
+                                          named=True, role=role, group=s)
         return inputs, outputs
 
     def warm_up(self) -> None:
@@ -468,18 +472,28 @@ class MemristorNode(Node):
                 label = name if single else f"{name}[{g.pre[row]}->{g.post[row]}]"
                 yield label, g, row
 
-    def status(self, now: float) -> dict:
-        devs = list(self.devices())
-        return {"resistance": {label: float(self.r[g.wl[row], g.bl[row]]) for label, g, row in devs},
-                "ltp": {label: int(g.ltp[row]) for label, g, row in devs},
-                "ltd": {label: int(g.ltd[row]) for label, g, row in devs}}
+    @classmethod
+    def declare(cls, name: str, settings: MemristorSettings) -> Declaration:
+        """Every crossbar device a synapse group's table names, where it sits and how it is pulsed."""
+        devices = []
+        for syn, cfg in settings.synapses.items():
+            p = cfg.plasticity
+            pulse = {"ltp_voltage": p.ltp_voltage, "ltd_voltage": p.ltd_voltage,
+                     "ltp_width": p.ltp_width, "ltd_width": p.ltd_width}
+            for pre, post, wl, bl in cfg.table:
+                label = syn if len(cfg.table) == 1 else f"{syn}[{pre}->{post}]"
+                devices.append(Device(label, syn, {"wordline": int(wl), "bitline": int(bl)}, pulse))
+        return Declaration(devices=tuple(devices))
 
-    def summary(self, now: float) -> dict:
-        mems = [{"name": label, "wordline": int(g.wl[row]), "bitline": int(g.bl[row]),
-                 "r_start": float(self.r_start[g.wl[row], g.bl[row]]), "r_end": float(self.r[g.wl[row], g.bl[row]]),
-                 "ltp_pulses": int(g.ltp[row]), "ltd_pulses": int(g.ltd[row])}
-                for label, g, row in self.devices()]
-        return {"memristors": mems, "rejected": dict(self.rejected), "held_pulses": self.held_pulses,
-                "state_file": str(self.state_path) if self.state_path else None, "start_state": self.start_state,
-                "warnings": list(self.warnings)}
+    def figures(self, now: float, final: bool = False) -> Figures:
+        devices = {label: DeviceFigures(r=float(self.r[g.wl[row], g.bl[row]]),
+                                        r_start=float(self.r_start[g.wl[row], g.bl[row]]),
+                                        ltp=int(g.ltp[row]), ltd=int(g.ltd[row]))
+                   for label, g, row in self.devices()}
+        f = Figures(elapsed=now - self.t0, devices=devices, rejected=dict(self.rejected),
+                    held={"pulses": self.held_pulses})
+        if final:
+            f.info = {"state_file": str(self.state_path) if self.state_path else None, "start_state": self.start_state}
+            f.warnings = list(self.warnings)
+        return f
 

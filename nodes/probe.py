@@ -14,6 +14,8 @@ import numpy as np
 
 from spikewire.core.settings import non_negative, positive, setting
 from spikewire.nodes.base import InPort, Node, NodeSettings, OutPort
+from spikewire.nodes.element import Role, element
+from spikewire.nodes.figures import Figures
 from spikewire.streams.clock import local_clock
 from spikewire.streams.wire import Kind
 
@@ -26,6 +28,7 @@ class SourceSettings(NodeSettings):
     burst: int = setting(1, "Events per tick (one packet), so rate x burst events per second.", check=positive)
 
 
+@element
 class PulseSource(Node):
     kind = "source"
     Settings = SourceSettings
@@ -36,7 +39,8 @@ class PulseSource(Node):
 
     @classmethod
     def ports(cls, settings: SourceSettings):
-        return {}, {"out": OutPort(Kind.SPIKE, "paced spike events", settings.size, (1.0, 1.0))}
+        return {}, {"out": OutPort(Kind.SPIKE, "paced spike events", settings.size, (1.0, 1.0), role=Role.SPIKES,
+                                   group="out")}
 
     @property
     def tick_period(self) -> float:
@@ -50,11 +54,8 @@ class PulseSource(Node):
             self.outbox.emit("out", now, self.emitted % self.settings.size, 1.0)
             self.emitted += 1
 
-    def status(self, now: float) -> dict:
-        return {"emitted": self.emitted}
-
-    def summary(self, now: float) -> dict:
-        return {"emitted": self.emitted}
+    def figures(self, now: float, final: bool = False) -> Figures:
+        return Figures(elapsed=now - self.t0, info={"emitted": self.emitted})
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ class SinkSettings(NodeSettings):
                           "back-pressure tests.", check=non_negative)
 
 
+@element
 class LatencySink(Node):
     kind = "sink"
     Settings = SinkSettings
@@ -91,15 +93,15 @@ class LatencySink(Node):
             self.latency[self.n : self.n + room] = now - events["t"][:room]
         self.n += k
 
-    def status(self, now: float) -> dict:
-        return {"received": self.n}
-
-    def summary(self, now: float) -> dict:
+    def figures(self, now: float, final: bool = False) -> Figures:
+        out = {"received": self.n}
+        if not final:
+            return Figures(elapsed=now - self.t0, info=out)
         kept = self.latency[: min(self.n, len(self.latency))]
-        out = {"received": self.n, "by_kind": dict(self.by_kind)}
+        out["by_kind"] = dict(self.by_kind)
         if len(kept):
             p50, p99 = np.percentile(kept, [50, 99])
             out["latency_s"] = {"p50": float(p50), "p99": float(p99), "max": float(kept.max()), "count": len(kept)}
         if self.settings.report_samples:
             out["latency_samples"] = kept.tolist()
-        return out
+        return Figures(elapsed=now - self.t0, info=out)

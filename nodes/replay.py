@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from spikewire.nodes.base import Node, NodeSettings, OutPort
+from spikewire.nodes.figures import Figures
 from spikewire.streams.journal import SENT, read_journal
 from spikewire.streams.wire import Kind
 
@@ -67,9 +68,9 @@ class ReplayNode(Node):
             self.replayed_packets += 1
             self.replayed_events += len(events)
 
-    def status(self, now: float) -> dict:
-        return {"replayed_packets": self.replayed_packets, "remaining": len(self.queue) - self.next}
-
-    def summary(self, now: float) -> dict:
-        return {"replayed_packets": self.replayed_packets, "replayed_events": self.replayed_events,
-                "recorded_packets": len(self.queue), "journal_skipped_bytes": self.skipped_bytes}
+    def figures(self, now: float, final: bool = False) -> Figures:
+        info = {"replayed_packets": self.replayed_packets, "remaining": len(self.queue) - self.next}
+        if final:
+            info.update(replayed_events=self.replayed_events, recorded_packets=len(self.queue),
+                        journal_skipped_bytes=self.skipped_bytes)
+        return Figures(elapsed=now - self.t0, info=info)

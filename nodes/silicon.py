@@ -25,6 +25,8 @@ import numpy as np
 
 from spikewire.core.settings import Settings, SettingsError, non_negative, non_empty, positive, setting
 from spikewire.nodes.base import STEP_TOLERANCE, ClockedSettings, InPort, Node, OutPort, step_of
+from spikewire.nodes.element import Role, element
+from spikewire.nodes.figures import Figures, PopulationFigures
 from spikewire.nodes.kernels import adex
 from spikewire.streams.wire import Kind
 
@@ -314,6 +316,7 @@ def _plausible_current(pop: PopulationSettings) -> tuple[float, float]:
     return (-i_max, i_max)
 
 
+@element
 class SiliconNode(Node):
     kind = "silicon"
     Settings = SiliconSettings
@@ -331,9 +334,9 @@ class SiliconNode(Node):
     @classmethod
     def ports(cls, settings: SiliconSettings):
         inputs = {f"{p}.input": InPort(frozenset({Kind.SPIKE}), f"synaptic input to {p} (value in A)", pop.size,
-                                       _plausible_current(pop))
+                                       _plausible_current(pop), role=Role.SYNAPTIC, group=p)
                   for p, pop in settings.populations.items()}
-        outputs = {f"{p}.spikes": OutPort(Kind.SPIKE, f"spikes of {p}", pop.size, (1.0, 1.0))
+        outputs = {f"{p}.spikes": OutPort(Kind.SPIKE, f"spikes of {p}", pop.size, (1.0, 1.0), role=Role.SPIKES, group=p)
                    for p, pop in settings.populations.items()}
         return inputs, outputs
 
@@ -394,21 +397,6 @@ class SiliconNode(Node):
         self.rejected = dict(rejected)
         self.pending = list(pending)
 
-    def status(self, now: float) -> dict:
-        return {"spikes": {name: int(p.spike_counts.sum()) for name, p in self.pops.items()},
-                "sizes": {name: p.size for name, p in self.pops.items()},
-                "neuron_spikes": {name: p.spike_counts.tolist() for name, p in self.pops.items() if p.size <= 16}}
-
-    def summary(self, now: float) -> dict:
-        duration = max(now - self.t0, 1e-9)
-        neurons = []
-        for name, pop in self.pops.items():
-            counts = pop.spike_counts
-            if pop.size <= 16:
-                neurons += [{"population": name, "neuron": str(i), "spikes": int(c), "rate_hz": c / duration}
-                            for i, c in enumerate(counts)]
-            else:
-                total = int(counts.sum())
-                neurons.append({"population": name, "neuron": f"all {pop.size}", "spikes": total,
-                                "rate_hz": total / duration / pop.size})
-        return {"neurons": neurons, "rejected": dict(self.rejected)}
+    def figures(self, now: float, final: bool = False) -> Figures:
+        return Figures(elapsed=now - self.t0, rejected=dict(self.rejected),
+                       populations={name: PopulationFigures.of(p.spike_counts) for name, p in self.pops.items()})
