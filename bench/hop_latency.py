@@ -127,7 +127,9 @@ def run_spikewire(count: int, rate: float) -> np.ndarray:
             code = sup.run()
         if code != 0:
             raise RuntimeError("spikewire hop run failed")
-        return np.asarray(sup.finals["b"]["model"]["latency_samples"])
+        from spikewire.nodes.figures import Figures
+
+        return np.asarray(Figures.from_dict(sup.finals["b"]["model"]).info["latency_samples"])
 
 
 def figures(lat: np.ndarray) -> dict:

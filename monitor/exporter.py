@@ -81,38 +81,36 @@ class NodeCollector:
         fams[C.NODE_UP.name].add_metric([name, node.kind, node.settings.site], 1)
         fams[C.NODE_READY.name].add_metric([name, node.kind], 1 if rt.ready else 0)
 
-        status = node.status(rt.clock())
-        spikes = status.get("spikes", {})
+        figures = node.figures(rt.clock())
         prev = self._prev_spikes
-        for pop, n in spikes.items():
-            fams[C.SPIKES.name].add_metric([name, pop], n)
+        for pop, p in figures.populations.items():
+            fams[C.SPIKES.name].add_metric([name, pop], p.spikes)
             if prev is not None and now > prev[0]:
-                size = status.get("sizes", {}).get(pop, 1)
-                fams[C.RATE.name].add_metric([name, pop], (n - prev[1].get(pop, n)) / (now - prev[0]) / size)
-        self._prev_spikes = (now, dict(spikes))
-        for pop, counts in status.get("neuron_spikes", {}).items():
-            for i, n in enumerate(counts):
+                was = prev[1].get(pop, p.spikes)
+                fams[C.RATE.name].add_metric([name, pop], (p.spikes - was) / (now - prev[0]) / max(p.size, 1))
+            for i, n in enumerate(p.neuron_spikes or ()):
                 fams[C.NEURON_SPIKES.name].add_metric([name, pop, str(i)], n)
-        for kind in ("psp", "stimulated_ap", "spontaneous_ap"):
-            if kind in status:
-                fams[C.BIO_EVENTS.name].add_metric([name, kind], status[kind])
-        for dev, r in status.get("resistance", {}).items():
-            fams[C.RESISTANCE.name].add_metric([name, dev], r)
-            fams[C.PULSES.name].add_metric([name, dev, "ltp"], status["ltp"][dev])
-            fams[C.PULSES.name].add_metric([name, dev, "ltd"], status["ltd"][dev])
-        if "rig_up" in status:
-            fams[C.RIG_UP.name].add_metric([name], 1 if status["rig_up"] else 0)
-            fams[C.RIG_DISCONNECTS.name].add_metric([name], status["rig_disconnects"])
-            fams[C.RIG_SAMPLES.name].add_metric([name], status["rig_samples"])
-            fams[C.STIM_READY.name].add_metric([name], 1 if status["stim_ready"] else 0)
-            fams[C.STIM_NO_CONSUMER.name].add_metric([name], status["stim_held_no_consumer"])
-            for reason, n in status["stim_refused"].items():
+            for kind, n in p.events.items():
+                fams[C.BIO_EVENTS.name].add_metric([name, kind], n)
+        self._prev_spikes = (now, {pop: p.spikes for pop, p in figures.populations.items()})
+        for dev, d in figures.devices.items():
+            fams[C.RESISTANCE.name].add_metric([name, dev], d.r)
+            fams[C.PULSES.name].add_metric([name, dev, "ltp"], d.ltp)
+            fams[C.PULSES.name].add_metric([name, dev, "ltd"], d.ltd)
+        rig = figures.rig
+        if rig is not None:
+            fams[C.RIG_UP.name].add_metric([name], 1 if rig["rig_up"] else 0)
+            fams[C.RIG_DISCONNECTS.name].add_metric([name], rig["rig_disconnects"])
+            fams[C.RIG_SAMPLES.name].add_metric([name], rig["rig_samples"])
+            fams[C.STIM_READY.name].add_metric([name], 1 if rig["stim_ready"] else 0)
+            fams[C.STIM_NO_CONSUMER.name].add_metric([name], rig["stim_held_no_consumer"])
+            for reason, n in rig["stim_refused"].items():
                 fams[C.STIM_REFUSED.name].add_metric([name, reason], n)
-            for reason, n in status["rig_unusable"].items():
+            for reason, n in rig["rig_unusable"].items():
                 fams[C.RIG_UNUSABLE.name].add_metric([name, reason], n)
-            fams[C.STIM_SENT.name].add_metric([name], status["stim_sent"])
-            fams[C.STIM_HELD.name].add_metric([name], status["stim_held"])
-        for reason, n in getattr(node, "rejected", {}).items():
+            fams[C.STIM_SENT.name].add_metric([name], rig["stim_sent"])
+            fams[C.STIM_HELD.name].add_metric([name], rig["stim_held"])
+        for reason, n in figures.rejected.items():
             fams[C.REJECTED.name].add_metric([name, reason], n)
 
         for port, pub in rt.publishers.items():

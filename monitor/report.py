@@ -5,12 +5,56 @@ from __future__ import annotations
 import math
 
 from spikewire.config.network import Network
+from spikewire.nodes.element import Declaration
+from spikewire.nodes.figures import Figures
 
 
 def _us(x: float | None) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
     return f"{x * 1e6:,.0f}"
+
+
+def _model_section(f: Figures) -> dict:
+    """What the report keeps of a node's figures besides its neurons and devices rows."""
+    out = {"rejected": dict(f.rejected), **{f"held_{what}": n for what, n in f.held.items()}, **f.info}
+    if f.rig is not None:
+        out["rig"] = f.rig
+    if f.warnings:
+        out["warnings"] = list(f.warnings)
+    return out
+
+
+def neuron_rows(node: str, f: Figures) -> list[dict]:
+    """One row per neuron of a population of at most LISTED neurons, one row per larger population."""
+    elapsed = max(f.elapsed, 1e-9)
+    rows = []
+    for pop, p in f.populations.items():
+        if p.neuron_spikes is not None:
+            for i, c in enumerate(p.neuron_spikes):
+                row = {"node": node, "population": pop, "neuron": str(i), "spikes": c, "rate_hz": c / elapsed}
+                if p.neuron_stimuli is not None:
+                    row["stimuli"] = p.neuron_stimuli[i]
+                for k, v in (p.neuron_events or {}).items():
+                    row[k] = v[i]
+                rows.append(row)
+        else:
+            row = {"node": node, "population": pop, "neuron": f"all {p.size}", "spikes": p.spikes,
+                   "rate_hz": p.spikes / elapsed / max(p.size, 1)}
+            if p.stimuli is not None:
+                row["stimuli"] = p.stimuli
+            row.update(p.events)
+            rows.append(row)
+    return rows
+
+
+def device_rows(node: str, f: Figures, declaration: Declaration) -> list[dict]:
+    rows = []
+    for name, d in f.devices.items():
+        dev = declaration.device(name)
+        rows.append({"node": node, "name": name, **(dev.address if dev else {}), "r_start": d.r_start,
+                     "r_end": d.r, "ltp_pulses": d.ltp, "ltd_pulses": d.ltd})
+    return rows
 
 
 def build_report(network: Network, finals: dict[str, dict], duration: float, outcome: str,
@@ -23,13 +67,13 @@ def build_report(network: Network, finals: dict[str, dict], duration: float, out
         if f is None:
             nodes[name] = {"final": False}
             continue
-        model = f.get("model", {})
-        neurons += [{"node": name, **n} for n in model.get("neurons", [])]
-        memristors += [{"node": name, **m} for m in model.get("memristors", [])]
+        figures = Figures.from_dict(f.get("model"))
+        neurons += neuron_rows(name, figures)
+        memristors += device_rows(name, figures, network.nodes[name].declaration)
         nodes[name] = {"final": True, "kind": f.get("kind"), "loop": f.get("loop"), "process": f.get("process"),
                        "metrics": f.get("metrics"), "probes": f.get("probes"),
-                       "model": {k: v for k, v in model.items() if k not in ("neurons", "memristors", "phases")},
-                       "rejected": model.get("rejected", {}), "refused": f.get("refused", {}),
+                       "model": _model_section(figures),
+                       "rejected": dict(figures.rejected), "refused": f.get("refused", {}),
                        "interlock": f.get("interlock"), "outputs": f.get("outputs", {}), "journal": f.get("journal"),
                        "malformed": sum(sum(ln["malformed"].values()) for p in f.get("inputs", {}).values()
                                         for ln in p["links"].values())}
@@ -60,7 +104,7 @@ def build_report(network: Network, finals: dict[str, dict], duration: float, out
             "latency_max_s": lat.get("max"), "delay_for_p99_s": rx.get("delay_for_p99_s"),
         })
     probes = next((dict(f["probes"], node=n) for n, f in finals.items() if f.get("probes")), None)
-    warnings = [f"{name}: {w}" for name in names for w in finals.get(name, {}).get("model", {}).get("warnings", [])]
+    warnings = [f"{name}: {w}" for name in names for w in Figures.from_dict(finals.get(name, {}).get("model")).warnings]
     return {"network": network.name, "outcome": outcome, "duration_s": duration, "warnings": warnings,
             "neurons": neurons,
             "memristors": memristors, "links": links, "nodes": nodes, "phases": phase_table(network, finals),
@@ -68,24 +112,27 @@ def build_report(network: Network, finals: dict[str, dict], duration: float, out
 
 
 def phase_table(network: Network, finals: dict[str, dict]) -> list[dict]:
-    """One row per protocol phase, from the state each node recorded at every phase end: each
-    population's rate, each biological node's stimulated APs and PSPs, each memristor's resistance at
-    the phase's end and the plasticity pulses applied during it. Phases not reached are left out."""
+    """One row per protocol phase, from the figures each node recorded at every phase end: each
+    population's rate (and typed events: stimulated APs, PSPs), each device's value at the phase's end and
+    the programming pulses applied during it. Phases not reached are left out."""
     rows = [{"phase": name, "start_s": start, "end_s": end} for name, start, end in network.phases]
     for node in network.nodes:
-        marks = finals.get(node, {}).get("phases") or []
+        marks = [Figures.from_dict(m) for m in (finals.get(node, {}).get("phases") or [])]
         for i, mark in enumerate(marks[: len(rows)]):
-            prev = marks[i - 1] if i else {}
+            prev = marks[i - 1] if i else Figures()
             row, length = rows[i], rows[i]["end_s"] - rows[i]["start_s"]
-            for pop, n in mark.get("spikes", {}).items():
-                row[f"{pop} Hz"] = (n - prev.get("spikes", {}).get(pop, 0)) / length
-            if "stimulated_ap" in mark:
-                row[f"{node} stim AP"] = mark["stimulated_ap"] - prev.get("stimulated_ap", 0)
-                row[f"{node} PSP"] = mark["psp"] - prev.get("psp", 0)
-            for dev, r in mark.get("resistance", {}).items():
-                row[f"{dev} kOhm"] = r / 1e3
-                row[f"{dev} LTP"] = mark["ltp"][dev] - prev.get("ltp", {}).get(dev, 0)
-                row[f"{dev} LTD"] = mark["ltd"][dev] - prev.get("ltd", {}).get(dev, 0)
+            for pop, p in mark.populations.items():
+                before = prev.populations.get(pop)
+                row[f"{pop} Hz"] = (p.spikes - (before.spikes if before else 0)) / length
+                if "stimulated_ap" in p.events:
+                    was = before.events if before else {}
+                    row[f"{pop} stim AP"] = p.events["stimulated_ap"] - was.get("stimulated_ap", 0)
+                    row[f"{pop} PSP"] = p.events.get("psp", 0) - was.get("psp", 0)
+            for dev, d in mark.devices.items():
+                before = prev.devices.get(dev)
+                row[f"{dev} kOhm"] = d.r / 1e3
+                row[f"{dev} LTP"] = d.ltp - (before.ltp if before else 0)
+                row[f"{dev} LTD"] = d.ltd - (before.ltd if before else 0)
     return [r for r in rows if len(r) > 3]
 
 
@@ -178,18 +225,19 @@ def render_status(network: Network, statuses: dict[str, dict], previous: dict[st
         if st is None:
             lines.append(f"{name:<12} (waiting)")
             continue
-        model = st.get("model", {})
+        model = Figures.from_dict(st.get("model"))
         parts = [f"t={st['elapsed']:6.1f}s"]
         prev = previous.get(name)
+        before = Figures.from_dict(prev.get("model")) if prev else model
         dt = st["t"] - prev["t"] if prev else 0.0
-        if "spikes" in model:
-            for pop, n in model["spikes"].items():
-                before = prev["model"]["spikes"].get(pop, 0) if prev else n
-                parts.append(f"{pop} {((n - before) / dt) if dt > 0 else 0.0:5.1f} Hz")
-        if "resistance" in model:
-            parts += [f"{dev} {r / 1e3:.3f} kOhm" for dev, r in model["resistance"].items()]
-        if "stimulated_ap" in model:
-            parts.append(f"AP stim/spont {model['stimulated_ap']}/{model['spontaneous_ap']} PSP {model['psp']}")
+        for pop, p in model.populations.items():
+            was = before.populations.get(pop)
+            n = p.spikes - (was.spikes if was else p.spikes)
+            parts.append(f"{pop} {(n / dt) if dt > 0 else 0.0:5.1f} Hz")
+            if "stimulated_ap" in p.events:
+                parts.append(f"AP stim/spont {p.events['stimulated_ap']}/{p.events['spontaneous_ap']} "
+                             f"PSP {p.events['psp']}")
+        parts += [f"{dev} {d.r / 1e3:.3f} kOhm" for dev, d in model.devices.items()]
         seen = set()
         for port in st.get("inputs", {}).values():
             for ln in port["links"].values():

@@ -132,12 +132,8 @@ def tick_period(spec: NodeSpec) -> float | None:
 
 
 def population_sizes(spec: NodeSpec) -> dict[str, int]:
-    """Neurons per population: a ``populations`` table, else one population named after the node."""
-    pops = getattr(spec.settings, "populations", None)
-    if isinstance(pops, dict):
-        return {name: p.size for name, p in pops.items()}
-    size = getattr(spec.settings, "size", None)
-    return {spec.name: size} if isinstance(size, int) else {}
+    """Neurons per population, as the node's kind declares them."""
+    return {p.name: p.size for p in spec.declaration.populations}
 
 
 @dataclass

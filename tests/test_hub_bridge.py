@@ -221,7 +221,8 @@ def test_datagrams_from_the_hub_become_events_by_sender_at_their_arrival_time():
     node.datagram_in(encode(R, 0, 0, 0), PEER, 102.5)
     assert emitted(node) == {"zurich.spikes": [(101.0, 7, 1.0)], "padova.events": [(101.5, 3, 2.0)],
                              "southampton.weights": [(102.0, 5, pytest.approx(0.2))]}
-    summary = node.summary(103.0)
+    figures = node.figures(103.0, final=True)
+    summary = {**figures.info, "rejected": figures.rejected}
     assert summary["datagrams_in"] == 4 and summary["ready_in"] == 1 and summary["rejected"] == {}
     assert summary["in_by_sender"] == {"A": 1, "D": 1, "S": 1, "R": 1}
     assert summary["last_ticks_in"] == {"A": 400, "D": 123, "S": 9, "R": 0}
@@ -238,7 +239,7 @@ def test_malformed_or_foreign_datagrams_are_counted_by_reason_and_dropped():
     node.datagram_in(good, ("127.0.0.1", PEER[1] + 1), 101.0)
     node.datagram_in(good, ("10.0.0.1", PEER[1]), 101.0)
     assert emitted(node) == {}
-    assert node.summary(102.0)["rejected"] == {"wrong_length": 3, "unknown_sender": 1, "bad_event_type": 1,
+    assert node.figures(102.0, final=True).rejected == {"wrong_length": 3, "unknown_sender": 1, "bad_event_type": 1,
                                                "unknown_peer": 2}
     assert node.datagrams_in == 0
 
@@ -273,7 +274,7 @@ def test_events_the_format_cannot_carry_are_counted_not_sent():
     node = make_bridge()
     assert node.encode_events("to_hub.bio", events((100.1, 1, 3.0), (100.1, 1, 1.5))) == []
     assert node.encode_events("to_hub.spikes", events((100.1, 1 << 24, 1.0))) == []
-    assert node.summary(101.0)["unsent"] == {"bad_event_type": 2, "id_out_of_range": 1}
+    assert node.figures(101.0, final=True).info["unsent"] == {"bad_event_type": 2, "id_out_of_range": 1}
     # a spike that could not be sent does not restart the interval
     assert decode(node.encode_events("to_hub.spikes", events((100.2, 1, 1.0)))[0]).ticks == 4000
 
@@ -317,7 +318,7 @@ def test_bridge_socket_on_loopback(hub, monkeypatch):
         node.on_readable(fd, 101.2)  # nothing left: returns at EAGAIN, never blocks
         assert emitted(node) == {"zurich.spikes": [(101.1, 2, 1.0)]}
         assert node.rejected == {"wrong_length": 1}
-        assert node.summary(102.0)["datagrams_out"] == 1 and node.datagrams_in == 3
+        assert node.figures(102.0, final=True).info["datagrams_out"] == 1 and node.datagrams_in == 3
 
         with pytest.raises(SettingsError, match=r"^nodes\.other\.port: cannot bind UDP"):
             HubBridgeNode("other", parse(HubBridgeNode.Settings, {"kind": "hub_bridge", "peer_port": 9,

@@ -60,7 +60,7 @@ def test_the_import_contracts_hold(layout):
     ("streams/wire.py", "spikewire.nodes.base"),             # streams importing an element
     ("nodes/runtime.py", "spikewire.monitor.exporter"),      # the loop importing the monitor
     ("monitor/report.py", "spikewire.launch.supervisor"),    # a reader importing the launcher
-    ("tools/fault_proxy.py", "spikewire.config.network"),    # an instrument reading the network file
+    ("tools/rig_sim.py", "spikewire.config.network"),        # an instrument reading the network file
 ])
 def test_a_back_up_import_breaks_the_build(tmp_path, module, backup):
     root = _layout(tmp_path)
