@@ -5,10 +5,13 @@ what the proxy says it did."""
 from __future__ import annotations
 
 import json
+import math
+import random
 import re
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -18,7 +21,8 @@ import numpy as np
 import pytest
 import zmq
 from spikewire.tools.fault_proxy import FaultProxy, main
-from spikewire.streams.wire import EVENT_DTYPE, HEADER, decode, encode
+from spikewire.streams.wire import (EVENT_DTYPE, HEADER, HEADER_SIZE, NonFinite, WireError, decode, encode,
+                                    read_header)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -257,6 +261,76 @@ def test_loss_is_counted_exactly_and_seeded(ctx):
     assert stats["down"]["dropped"] == 700 - first["n_data"]
     second, _ = run_lossy(ctx, seed=3)
     assert second["missing"] == first["missing"]  # the same stream meets the same losses
+
+
+def lookalikes() -> list[bytes]:
+    """Frames that start like a spike packet but that wire.decode refuses, each for another reason."""
+    good = packet(SPIKE, 7, 0, 2)
+
+    def patched(offset: int, fmt: str, value) -> bytes:
+        out = bytearray(good)
+        struct.pack_into(fmt, out, offset, value)
+        return bytes(out)
+
+    return [patched(4, "<B", 2),  # wire version 2
+            patched(5, "<B", 99),  # an unknown kind
+            patched(6, "<H", 1),  # reserved flags set
+            patched(24, "<d", math.nan),  # send time
+            good[:-1],  # a byte short of its events
+            good + b"\0"]  # a byte over
+
+
+def test_only_packets_wire_accepts_can_be_lost(ctx):
+    """The proxy reads headers through wire.read_header: a frame wire refuses is relayed untouched as an
+    "other" message and never dropped, even at loss 1, while every data packet is and no heartbeat is."""
+    pub, port = make_xpub(ctx)
+    odd = lookalikes()
+    heartbeat = packet(HEARTBEAT, 7, 20)
+    with FaultProxy(target=("127.0.0.1", port), loss=1.0) as proxy:
+        sub = make_sub(ctx, proxy)
+        wait_subscribed(pub)
+        for i in range(20):
+            send(pub, packet(SPIKE, 7, i))
+        for frame in odd + [heartbeat]:
+            send(pub, frame)
+        got = receive_all(sub, proxy, 20 + len(odd) + 1)
+        stats = proxy.stats()
+    assert [frames for _, frames in got] == [[frame] for frame in odd + [heartbeat]]
+    down = stats["down"]
+    assert (down["data_packets"], down["control_packets"], down["other_messages"]) == (20, 1, len(odd))
+    assert stats["sources"] == {"7": {"received": 20, "forwarded": 0, "dropped": 20, "discarded": 0,
+                                      "out_of_order": 0, "reordered_by_swap": 0, "pending": 0}}
+
+
+def test_the_proxy_reads_a_header_as_wire_decode_does():
+    """wire.read_header (at the offset a ZMTP frame header puts the packet) accepts and refuses what
+    wire.decode does, with the same error, except that it never reads the events."""
+    rng = random.Random(1)
+    packets = [packet(kind, 3, 5, n) for kind in (SPIKE, HEARTBEAT) for n in (0, 1, 3)]
+    refused = set()
+    for _ in range(3000):
+        pkt = bytearray(rng.choice(packets))
+        for _ in range(rng.randint(0, 2)):
+            pkt[rng.randrange(HEADER_SIZE)] = rng.randrange(256)
+        pkt = bytes(pkt)[:rng.choice((len(pkt), len(pkt), len(pkt) - 1, 10))] + bytes(rng.choice((0, 0, 1, 16)))
+        frame = bytes(rng.choice((2, 9))) + pkt
+        head = len(frame) - len(pkt)
+        try:
+            expected = decode(pkt)
+        except WireError as exc:  # the events are zeros: every refusal is the header's or the length's
+            with pytest.raises(type(exc)):
+                read_header(frame, head)
+            refused.add(exc.reason)
+            continue
+        got = read_header(frame, head)
+        assert (got.kind, got.source, got.sequence, got.send_time, got.count) == \
+            (expected.kind, expected.source, expected.sequence, expected.send_time, len(expected.events))
+    assert refused >= {"truncated", "bad_magic", "bad_version", "bad_kind", "bad_flags", "oversized"}
+    nan_event = bytearray(packet(SPIKE, 3, 5, 1))
+    struct.pack_into("<f", nan_event, HEADER_SIZE + 12, math.nan)
+    assert read_header(bytes(nan_event)).count == 1
+    with pytest.raises(NonFinite):
+        decode(bytes(nan_event))
 
 
 def test_jitter_reorders_and_out_of_order_matches_the_receiver(ctx):

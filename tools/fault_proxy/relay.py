@@ -1,9 +1,12 @@
 """One relayed connection: the subscriber's TCP connection, the one made to the publisher for it, and the
 two pipes between them that read ZMTP, apply the fault schedule and count.
 
-A message counts as a spikewire packet if it is a single frame starting with ``MAGIC`` whose length matches
-the header's event count; only data packets (kinds that consume a sequence number) are ever dropped or
-swapped. Anything else is forwarded untouched, with delay and jitter.
+A message counts as a spikewire packet if it is a single frame whose header ``streams/wire.py`` accepts
+(``wire.read_header``: magic, version, a known kind, zero flags, a length that matches the event count, a
+finite send time; the events are not read). Only data packets (``wire.DATA_KINDS``, the kinds that consume
+a sequence number) are ever dropped or swapped; heartbeats and clock pings are control packets. Anything
+else, a packet ``decode`` would refuse included, is forwarded untouched (never dropped), with delay and
+jitter, and counted as ``other_messages``.
 
 Catches: messages are buffered whole (each at most ``zmtp.MAX_MESSAGE`` bytes) before being scheduled.
 At a cut, packets still scheduled are counted as ``discarded``; bytes already handed to the kernel may or
@@ -17,7 +20,7 @@ import asyncio
 import math
 from typing import TYPE_CHECKING
 
-from spikewire.streams.wire import EVENT_SIZE, HEADER, MAGIC
+from spikewire.streams.wire import DATA_KINDS, Header, WireError, read_header
 
 from .schedule import (ALONE, BYTES, COMMAND, CONTROL, DATA, DOWN, OTHER, SUBSCRIPTION, SWAPPED, UP, Item,
                        Schedule)
@@ -26,10 +29,6 @@ from .zmtp import ZmtpReader, is_subscription
 
 if TYPE_CHECKING:
     from .proxy import FaultProxy
-
-DATA_KINDS = frozenset({1, 2, 3, 4})
-"""Packet kinds that consume a sequence number (SPIKE, STIMULUS, BIO, PROBE): the only ones ever dropped
-or swapped. Other spikewire kinds (HEARTBEAT, CLOCK) are control packets."""
 
 CLIENT = "client"
 UPSTREAM = "upstream"
@@ -83,10 +82,10 @@ class Pipe:
         st = self.stats
         st.messages_in += 1
         what, source, seq = OTHER, None, None
-        if single and len(data) - head >= HEADER.size and data[head:head + 4] == MAGIC:
-            _, _, kind, _, source, count, seq, _ = HEADER.unpack_from(data, head)
-            if len(data) - head == HEADER.size + count * EVENT_SIZE:
-                what = DATA if kind in DATA_KINDS else CONTROL
+        header = _packet_header(data, head) if single else None
+        if header is not None:
+            what = DATA if header.kind in DATA_KINDS else CONTROL
+            source, seq = header.source, header.sequence
         if what == DATA:
             st.data_packets += 1
         elif what == CONTROL:
@@ -190,6 +189,14 @@ class Pipe:
         st.discarded_bytes += self.reader.buffered
         self.schedule.clear()
         self.reader.clear()
+
+
+def _packet_header(data: bytes, head: int) -> Header | None:
+    """The header of the spikewire packet that fills a frame after its ``head`` bytes, or None."""
+    try:
+        return read_header(data, head)
+    except WireError:
+        return None  # not a packet a receiver would count: relayed as any other message
 
 
 class Side(asyncio.Protocol):
