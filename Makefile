@@ -13,10 +13,14 @@ export LSLAPICFG ?= $(CURDIR)/streams/lsl_api.cfg
 
 .PHONY: demo rig-demo sites-demo test bench venv ref prometheus-bin clean
 
-$(STAMP): pyproject.toml
+# The element-contract examples are packages of their own, installed beside spikewire as a lab's would be.
+EXAMPLES := examples/lif_plugin
+
+$(STAMP): pyproject.toml $(EXAMPLES:%=%/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet --no-deps $(EXAMPLES:%=-e %)
 	$(PY) -m spikewire.nodes.kernels
 	touch $(STAMP)
 
