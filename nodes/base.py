@@ -153,6 +153,8 @@ class Node:
 
     kind: ClassVar[str]
     Settings: ClassVar[type[NodeSettings]]
+    keywords: ClassVar[tuple[str, ...]] = ()
+    """Subject keywords the kind adds to a session's records ("memristor", "neuromorphic")."""
     supports_lookahead: ClassVar[bool] = False
     """True when ``snapshot``/``restore`` capture all model state, so the runtime may compute ahead."""
     interlocked: ClassVar[bool] = False
@@ -210,7 +212,7 @@ class Node:
                              if (i.group or name) == group and i.role in (Role.SYNAPTIC, Role.STIMULI)),
                             None)
                 pops.append(Population(group, out.size or 0, port, out.role, feed, getattr(settings, "dt", None)))
-        return Declaration(populations=tuple(pops))
+        return Declaration(populations=tuple(pops), keywords=cls.keywords)
 
     @property
     def tick_period(self) -> float | None:

@@ -97,6 +97,8 @@ class Declaration:
 
     populations: tuple[Population, ...] = ()
     devices: tuple[Device, ...] = ()
+    keywords: tuple[str, ...] = ()
+    """Subject keywords for records of a session that has this node (NWB ``keywords``): the kind's own."""
 
     def population(self, name: str) -> Population | None:
         return next((p for p in self.populations if p.name == name), None)

@@ -8,6 +8,7 @@ folder and lints that copy.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -70,3 +71,15 @@ def test_a_back_up_import_breaks_the_build(tmp_path, module, backup):
     assert r.returncode != 0, r.stdout
     importer = "spikewire." + module.removesuffix(".py").replace("/", ".")
     assert f"{importer} -> {backup}" in r.stdout, r.stdout
+
+
+KIND_NAMES = re.compile(r'"(silicon|memristor|biological)"')
+
+
+def test_no_consumer_names_an_element_kind():
+    """Monitoring, reports and the network/session readers work from declarations and figures: a kind
+    added by a package appears in all of them, so none may name a built-in kind (issue 12)."""
+    hits = [f"{path.relative_to(ROOT)}:{i}: {line.strip()}"
+            for folder in ("monitor", "config") for path in sorted((ROOT / folder).rglob("*.py"))
+            for i, line in enumerate(path.read_text().splitlines(), 1) if KIND_NAMES.search(line)]
+    assert not hits, "\n".join(hits)
