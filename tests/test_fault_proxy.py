@@ -1,5 +1,5 @@
 """The fault proxy: real XPUB / SUB sockets on loopback, faults injected between them, and the receiver's own
-counts (lost sequence numbers, out-of-order arrivals as nodes/runtime.py counts them) compared exactly with
+counts (lost sequence numbers, out-of-order arrivals as a receiving link counts them) compared exactly with
 what the proxy says it did."""
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def receive_all(sub: zmq.Socket, proxy: FaultProxy, published: int, received_bef
 
 
 def runtime_out_of_order(seqs) -> int:
-    """The receiver's count (nodes/runtime.py LinkIn._count): a sequence not above the highest seen so far."""
+    """The receiver's count (the receiving link's sequence policy): a sequence not above the highest seen so far."""
     highest, n = -1, 0
     for seq in seqs:
         if seq > highest:
