@@ -566,7 +566,7 @@ def test_pacemaker_fires_10_hz(t0):
         times = [t for _, t, i, _ in spikes if i == neuron]
         assert 9 <= len(times) <= 11, times
         assert all(t0 <= t <= t0 + 1.0 for t in times)
-    assert node.status(t0 + 1.0)["spikes"]["anpre"] == len(spikes)
+    assert node.figures(t0 + 1.0).populations["anpre"].spikes == len(spikes)
 
 
 def test_silicon_input_fires_target_and_rejects_unknown_ids():
@@ -740,7 +740,8 @@ def test_strong_stimulus_yields_stimulated_ap():
     assert (port, ident, value) == ("events", 0, float(BioEvent.STIMULATED_AP))
     assert arrival - 1e-9 <= t <= arrival + node.settings.stim_window
     assert [e for e in out if e[4] == float(BioEvent.PSP)] == []
-    assert node.status(0.0)["stimulated_ap"] == 1 and node.status(0.0)["psp"] == 0
+    events = node.figures(0.0).populations["padova"].events
+    assert events["stimulated_ap"] == 1 and events["psp"] == 0
 
 
 def test_weak_stimulus_yields_psp_after_the_window():
@@ -752,7 +753,7 @@ def test_weak_stimulus_yields_psp_after_the_window():
     assert arrival - 1e-4 <= t <= arrival
     window_end_tick = int((arrival + node.settings.stim_window - 300.0) / 1e-3)
     assert k >= window_end_tick  # the verdict waits for the window to close
-    st = node.status(0.0)
+    st = node.figures(0.0).populations["padova"].events
     assert (st["psp"], st["stimulated_ap"], st["spontaneous_ap"]) == (1, 0, 0)
 
 
