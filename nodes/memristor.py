@@ -1,30 +1,24 @@
-"""Memristor synapses: a crossbar of TiOx devices whose conductance scales what each spike delivers.
+"""Memristor synapses: a crossbar of devices whose conductance scales what each spike delivers.
 
 A synapse group ``<syn>`` has a connectivity table of rows ``(pre, post, wordline, bitline)`` as the
 original Southampton hub had, and three ports: ``<syn>.pre`` (presynaptic spikes or typed biological
 events), ``<syn>.post`` (postsynaptic ones, which trigger plasticity) and ``<syn>.out``. The node is
 event-driven: every accepted presynaptic event is answered at once with one output event per table row,
 ``id = post`` and ``value = out_min + (out_max - out_min) * g``, where ``g`` in [0, 1] is the device's
-conductance normalised over the device range. ``output = "stimulus"`` makes these CME stimulus
+conductance, as read, normalised over the device range. ``output = "stimulus"`` makes these CME stimulus
 amplitudes [V] for a biological neuron; ``"synaptic"`` makes them synaptic current steps [A] for a
 silicon neuron.
 
-Plasticity (``rule``), applied as voltage pulses through the device model (``kernels.memristor``),
-with times taken on arrival at this node's clock:
-
-* ``srdp``, the 2017 hub's spike-rate-dependent rule: presynaptic spikes never change a weight; on each
-  postsynaptic event count the presynaptic neuron's spikes in the preceding ``window``: more than
-  ``ltp_above`` gives one potentiating pulse, fewer than ``ltd_below`` one depressing pulse, else nothing.
-  Unlike the hub, no decision is taken in the session's first ``window``, when the count cannot be full.
-* ``stdp``, pair-based with nearest neighbours (the hub's commented-out variant): a postsynaptic event
-  within ``ltp_window`` after the last presynaptic spike gives one LTP pulse; a presynaptic spike within
-  ``ltd_window`` after the last postsynaptic event gives one LTD pulse.
-* ``none``.
+Two seams keep the node apart from what it drives. The devices are a ``Crossbar`` (nodes/crossbar.py)
+chosen by ``device.model``: the TiOx compact model by default (nodes/tiox.py), another model or an
+instrument from an installed package. Each group's plasticity ``rule`` (nodes/plasticity.py: srdp, stdp,
+none) decides which pulse a device gets; the crossbar applies it. Times are taken on arrival at this
+node's clock.
 
 Devices differ (``spread``: relative spread of each device's switching rates and initial resistance) and
 reads are noisy (``read_noise``: relative noise of each read that sets an output), both from ``seed``.
 Weights are non-volatile: a node run by the supervisor restores its crossbar from its state file at start
-and saves it at shutdown (``persist``), unless the run is told to reset (``spikewire run --reset-weights``).
+and saves it as it learns (``persist``), unless the run is told to reset (``spikewire run --reset-weights``).
 """
 
 from __future__ import annotations
@@ -41,60 +35,62 @@ import numpy as np
 
 from spikewire.core.settings import Settings, SettingsError, in_range, non_empty, non_negative, positive, setting
 from spikewire.nodes.base import InPort, Node, NodeSettings, OutPort
+from spikewire.nodes.crossbar import Crossbar, CrossbarError, CrossbarSpec, crossbar_class
 from spikewire.nodes.element import Declaration, Device, Role, element
 from spikewire.nodes.figures import DeviceFigures, Figures
 from spikewire.nodes.kernels import memristor as mk
+from spikewire.nodes.plasticity import PlasticitySettings, Pulse, Rule, rule_for
+from spikewire.nodes import plasticity
 from spikewire.streams.wire import Kind
 
 log = logging.getLogger("spikewire.memristor")
 
 
+TIOX_FIT = ("a0", "a1", "b0", "b1", "a_p", "t_p", "a_n", "t_n")
+"""The keys of ``device`` that only the tiox model reads."""
+
+
+def _installed_model(name: str) -> str | None:
+    try:
+        crossbar_class(name)
+    except CrossbarError as e:
+        return str(e)
+    return None
+
+
 @dataclass(frozen=True)
 class DeviceParams(Settings):
-    """TiOx compact-model fit (Messaris et al.); resistances in ohms."""
+    """The crossbar's device model: which one (``model``), its range and its parameters. The TiOx fit
+    (Messaris et al.) keys ``a0`` .. ``t_n`` belong to the default model; resistances in ohms."""
 
-    a0: float = setting(17.16e3, "r_p(v) = a0 + a1 v: intercept [Ohm].")
-    a1: float = setting(0.15e3, "r_p slope [Ohm/V].")
-    b0: float = setting(24.81e3, "r_n(v) = b0 + b1 v: intercept [Ohm].")
-    b1: float = setting(17.91e3, "r_n slope [Ohm/V].")
-    a_p: float = setting(-4.86e-5, "A_p [1/(Ohm s)].")
-    t_p: float = setting(0.12, "t_p [V].", check=positive)
-    a_n: float = setting(1.09e-3, "A_n [1/(Ohm s)].")
-    t_n: float = setting(0.18, "t_n [V].", check=positive)
+    model: str = setting("tiox", "Device model of the crossbar: tiox (the TiOx compact model), or a model an "
+                         "installed package adds (entry-point group spikewire.crossbars; docs/elements.md).",
+                         check=_installed_model)
+    params: dict[str, float] = setting(doc="Parameters of a model other than tiox, as its Params declare "
+                                       "(e.g. { rate = 2e7 }).", factory=dict)
+    a0: float = setting(17.16e3, "tiox: r_p(v) = a0 + a1 v: intercept [Ohm].")
+    a1: float = setting(0.15e3, "tiox: r_p slope [Ohm/V].")
+    b0: float = setting(24.81e3, "tiox: r_n(v) = b0 + b1 v: intercept [Ohm].")
+    b1: float = setting(17.91e3, "tiox: r_n slope [Ohm/V].")
+    a_p: float = setting(-4.86e-5, "tiox: A_p [1/(Ohm s)].")
+    t_p: float = setting(0.12, "tiox: t_p [V].", check=positive)
+    a_n: float = setting(1.09e-3, "tiox: A_n [1/(Ohm s)].")
+    t_n: float = setting(0.18, "tiox: t_n [V].", check=positive)
     r_min: float = setting(10e3, "Lowest resistance the device reaches [Ohm].", check=positive)
     r_max: float = setting(17e3, "Highest resistance the device reaches [Ohm].", check=positive)
 
     def validate(self, key: str) -> None:
         if self.r_max <= self.r_min:
             raise SettingsError(f"{key}.r_max", f"must be above r_min ({self.r_min!r}), got {self.r_max!r}")
+        if self.model != "tiox":  # a tiox key set for another model would be silently ignored
+            for name in TIOX_FIT:
+                if getattr(self, name) != DeviceParams.__dataclass_fields__[name].default:
+                    raise SettingsError(f"{key}.{name}", f"is a parameter of the tiox model; model {self.model!r} "
+                                        f"takes its parameters in {key}.params")
+        crossbar_class(self.model).parameters(self, key)
 
     def as_array(self) -> np.ndarray:
         return np.array([getattr(self, n) for n in mk.PARAM_NAMES], dtype=np.float64)
-
-
-@dataclass(frozen=True)
-class PlasticitySettings(Settings):
-    """Which rule changes the weights, and the pulses it applies."""
-
-    rule: Literal["srdp", "stdp", "none"] = setting("srdp", "srdp (the 2017 hub's rule), stdp or none.")
-    window: float = setting(1.0, "SRDP: presynaptic counting window before a postsynaptic event [s].", check=positive)
-    ltp_above: int = setting(20, "SRDP: more presynaptic spikes than this in the window: one LTP pulse.",
-                             check=in_range(0, 1000))
-    ltd_below: int = setting(5, "SRDP: fewer presynaptic spikes than this in the window: one LTD pulse.",
-                             check=in_range(0, 1000))
-    ltp_window: float = setting(0.1, "STDP: post this soon after pre potentiates [s].", check=positive)
-    ltd_window: float = setting(0.0375, "STDP: pre this soon after post depresses [s].", check=positive)
-    ltp_voltage: float = setting(0.8, "LTP pulse amplitude [V] (positive lowers R).", check=positive)
-    ltp_width: float = setting(100e-6, "LTP pulse width [s].", check=positive)
-    ltd_voltage: float = setting(-0.9, "LTD pulse amplitude [V] (negative raises R; below about -0.9 V the "
-                                 "TiOx model cannot depress a device that sits near r_min).")
-    ltd_width: float = setting(100e-6, "LTD pulse width [s].", check=positive)
-
-    def validate(self, key: str) -> None:
-        if self.ltd_voltage >= 0:
-            raise SettingsError(f"{key}.ltd_voltage", f"must be < 0, got {self.ltd_voltage!r}")
-        if self.ltd_below > self.ltp_above:
-            raise SettingsError(f"{key}.ltd_below", f"must not exceed ltp_above ({self.ltp_above}), got {self.ltd_below}")
 
 
 SYNAPTIC_OUT_MAX = 4e-9
@@ -168,39 +164,40 @@ def _of_types(events: np.ndarray, types: frozenset[int]) -> np.ndarray:
 
 
 class SynapseGroup:
-    """One connectivity table over the shared crossbar, with the spike memory its rule needs."""
+    """One connectivity table over the shared crossbar, with its plasticity rule."""
 
     def __init__(self, name: str, cfg: SynapseSettings, r_min: float, r_max: float):
         self.name = name
         self.cfg = cfg
         table = np.array(cfg.table, dtype=np.int64)
         self.pre, self.post, self.wl, self.bl = table.T
-        self.rows_by_pre = {int(p): np.flatnonzero(self.pre == p) for p in np.unique(self.pre)}
-        self.rows_by_post = {int(p): np.flatnonzero(self.post == p) for p in np.unique(self.post)}
-        rule = cfg.plasticity
-        depth = max(rule.ltp_above, rule.ltd_below, 1) + 1  # enough memory to decide either threshold exactly
-        self.ring = np.full((int(self.pre.max()) + 1, depth), -np.inf)
-        self.head = np.zeros(len(self.ring), np.int64)
-        self.last_pre = np.full(int(self.pre.max()) + 1, -np.inf)
-        self.last_post = np.full(int(self.post.max()) + 1, -np.inf)
+        rows = [tuple(map(int, row)) for row in cfg.table]
+        # Plain ints, looked up once per event: the answer to a spike touches no numpy scalar.
+        self.by_pre: dict[int, tuple[tuple[int, int, int, int], ...]] = {}
+        self.by_post: dict[int, tuple[tuple[int, int, int, int], ...]] = {}
+        for i, (pre, post, wl, bl) in enumerate(rows):
+            self.by_pre[pre] = self.by_pre.get(pre, ()) + ((i, post, wl, bl),)
+            self.by_post[post] = self.by_post.get(post, ()) + ((i, pre, wl, bl),)
+        self.rule: Rule = rule_for(cfg.plasticity, int(self.pre.max()) + 1, int(self.post.max()) + 1)
         self.pre_types = frozenset(cfg.pre_types)
         self.post_types = frozenset(cfg.post_types)
-        self.g_lo, self.g_hi = 1.0 / r_max, 1.0 / r_min
+        self.g_lo, self.g_span = 1.0 / r_max, 1.0 / r_min - 1.0 / r_max
         self.ltp = np.zeros(len(self.pre), np.int64)  # pulses per table row
         self.ltd = np.zeros(len(self.pre), np.int64)
-        self.warming = 0  # SRDP decisions skipped before a full window of history existed
         self.port_out = f"{name}.out"
         self.out = cfg.out_range
+        self.lo, self.span = self.out[0], self.out[1] - self.out[0]
+        self.labels = [name if len(rows) == 1 else f"{name}[{pre}->{post}]" for pre, post, _, _ in rows]
 
     def value(self, r: float) -> float:
-        g = (1.0 / r - self.g_lo) / (self.g_hi - self.g_lo)
-        lo, hi = self.out
-        return lo + (hi - lo) * g
+        """The output for a device read at ``r``: its conductance mapped linearly onto ``out``."""
+        return self.lo + self.span * ((1.0 / r - self.g_lo) / self.g_span)
 
 
 def _state_path(name: str, settings: MemristorSettings, ctx: dict) -> Path | None:
-    """Where a node's crossbar is kept (None: not persisted, or not run by the supervisor)."""
-    if not settings.persist or "network" not in ctx:
+    """Where a node's crossbar is kept (None: not persisted, not run by the supervisor, or devices that keep
+    their own state)."""
+    if not settings.persist or "network" not in ctx or not crossbar_class(settings.device.model).persistent:
         return None
     if settings.state_file:
         return Path(ctx["network_dir"]) / settings.state_file
@@ -255,16 +252,8 @@ class MemristorNode(Node):
     def __init__(self, name: str, settings: MemristorSettings):
         super().__init__(name, settings)
         s = settings
-        self.rng = np.random.default_rng(s.seed)
-        base = s.device.as_array()
-        self.params = np.broadcast_to(base, (s.rows, s.cols, len(base))).copy()  # per device
-        self.r = np.full((s.rows, s.cols), s.r_init)
-        if s.spread > 0:
-            for idx in (mk.AP, mk.AN):
-                self.params[:, :, idx] *= np.clip(1 + s.spread * self.rng.standard_normal((s.rows, s.cols)), 0.1, None)
-            self.r = np.clip(self.r * (1 + s.spread * self.rng.standard_normal(self.r.shape)),
-                             s.device.r_min, s.device.r_max)
-        self.r_start = self.r.copy()
+        self.crossbar: Crossbar = self.make_crossbar(name, s)
+        self.r_start = self.crossbar.r.copy()
         self.groups = {name: SynapseGroup(name, cfg, s.device.r_min, s.device.r_max) for name, cfg in s.synapses.items()}
         self.rejected: dict[str, int] = {}
         self.state_path: Path | None = None
@@ -275,6 +264,20 @@ class MemristorNode(Node):
         self.dirty = False  # pulses applied since the last save
         self.last_save = float("-inf")
         self._lock = None  # the state file's lock, held while this node runs
+
+    @staticmethod
+    def make_crossbar(name: str, s: MemristorSettings) -> Crossbar:
+        """The crossbar ``device.model`` names, built from the node's settings."""
+        cls = crossbar_class(s.device.model)
+        spec = CrossbarSpec(node=name, rows=s.rows, cols=s.cols, r_init=s.r_init, r_min=s.device.r_min,
+                            r_max=s.device.r_max, spread=s.spread, read_noise=s.read_noise, seed=s.seed,
+                            params=cls.parameters(s.device, "device"))
+        return cls(spec)
+
+    @property
+    def r(self) -> np.ndarray:
+        """Every device's resistance as last known (the crossbar's ``r``), (rows, cols) [Ohm]."""
+        return self.crossbar.r
 
     @classmethod
     def ports(cls, settings: MemristorSettings):
@@ -292,7 +295,13 @@ class MemristorNode(Node):
         return inputs, outputs
 
     def warm_up(self) -> None:
-        mk.warm_up()
+        plasticity.warm_up()
+        self.crossbar.warm_up()
+
+    def start(self, t0: float) -> None:
+        super().start(t0)
+        for g in self.groups.values():
+            g.rule.start(t0)
 
     def probe_route(self, port: str) -> tuple[str, ...]:
         syn, _, role = port.rpartition(".")
@@ -311,6 +320,11 @@ class MemristorNode(Node):
 
     def load_state(self) -> None:
         ctx = self.context
+        if not self.crossbar.persistent:  # an instrument: its devices are the state; read them
+            self.r_start = self.crossbar.read_all()
+            self.start_state = {"source": "device"}
+            self._check_bounds()
+            return
         self.state_path = _state_path(self.name, self.settings, ctx)
         if self.state_path is None:
             return
@@ -321,7 +335,7 @@ class MemristorNode(Node):
             self.start_state = {"source": "reset" if ctx.get("reset_state") else "r_init", "path": str(self.state_path)}
         else:
             r, saved = _read_state(self.state_path, self.settings)
-            self.r[:] = r
+            self.crossbar.restore(r)
             self.r_start = r.copy()
             self.start_state = {"source": "file", "path": str(self.state_path), "saved_at": saved.get("saved_at"),
                                 "saved_by_session": saved.get("session")}
@@ -373,6 +387,7 @@ class MemristorNode(Node):
 
     def close(self) -> None:
         self.save_state()
+        self.crossbar.close()
         if self._lock is not None:
             self._lock.close()
             self._lock = None
@@ -381,34 +396,25 @@ class MemristorNode(Node):
     def _reject(self, reason: str, n: int) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + n
 
-    def read(self, wl: int, bl: int) -> float:
-        """The resistance as read for an output: the device state with read noise."""
-        r = self.r[wl, bl]
-        if self.settings.read_noise:
-            r *= 1.0 + self.settings.read_noise * self.rng.standard_normal()
-        return r
-
     def take_log(self) -> list[dict]:
         log_, self.pulse_log = self.pulse_log, []
         return log_
 
-    def _pulse(self, group: SynapseGroup, row: int, potentiate: bool, now: float = 0.0) -> None:
+    def _pulse(self, group: SynapseGroup, row: int, pulse: Pulse, now: float = 0.0) -> None:
+        """Apply the pulse ``group``'s rule asked for to the device of table row ``row``."""
         if self.held:  # the safety interlock: no programming while the input is not trustworthy
             self.held_pulses += 1
             return
-        rule = group.cfg.plasticity
-        wl, bl = group.wl[row], group.bl[row]
-        r_before = self.r[wl, bl]
-        if potentiate:
-            self.r[wl, bl] = mk.apply_pulse(self.r[wl, bl], rule.ltp_voltage, rule.ltp_width, self.params[wl, bl])
+        wl, bl = int(group.wl[row]), int(group.bl[row])
+        r_before = self.crossbar.r.item(wl, bl)
+        r_after = self.crossbar.pulse(wl, bl, pulse.voltage, pulse.width)
+        if pulse.direction == "ltp":
             group.ltp[row] += 1
         else:
-            self.r[wl, bl] = mk.apply_pulse(self.r[wl, bl], rule.ltd_voltage, rule.ltd_width, self.params[wl, bl])
             group.ltd[row] += 1
         self.dirty = True
-        label = group.name if len(group.pre) == 1 else f"{group.name}[{group.pre[row]}->{group.post[row]}]"
-        self.pulse_log.append({"event": "pulse", "t": now, "device": label, "direction": "ltp" if potentiate else "ltd",
-                               "r_before": float(r_before), "r_after": float(self.r[wl, bl])})
+        self.pulse_log.append({"event": "pulse", "t": now, "device": group.labels[row], "direction": pulse.direction,
+                               "r_before": float(r_before), "r_after": float(r_after)})
 
     def on_events(self, port: str, kind: Kind, events: np.ndarray, now: float) -> None:
         syn, _, role = port.rpartition(".")
@@ -423,53 +429,44 @@ class MemristorNode(Node):
             self._on_post(group, events, now)
 
     def _on_pre(self, group: SynapseGroup, events: np.ndarray, now: float) -> None:
-        rule = group.cfg.plasticity
-        for ident in events["id"]:
-            pre = int(ident)
-            rows = group.rows_by_pre.get(pre)
+        # The hot path: a spike is answered here, at once; the rule only records unless it acts on pre.
+        rule = group.rule
+        read = self.crossbar.read
+        emit = self.outbox.emit
+        port, by_pre = group.port_out, group.by_pre
+        for pre in events["id"].tolist():
+            rows = by_pre.get(pre)
             if rows is None:
                 self._reject("unknown_id", 1)
                 continue
-            mk.record_spike(group.ring, group.head, pre, now)
-            group.last_pre[pre] = now
-            for row in rows:
-                if rule.rule == "stdp" and 0.0 <= now - group.last_post[group.post[row]] <= rule.ltd_window:
-                    self._pulse(group, row, potentiate=False, now=now)
-                self.outbox.emit(group.port_out, now, int(group.post[row]),
-                                 group.value(self.read(group.wl[row], group.bl[row])))
+            rule.pre(pre, now)
+            for row, post, wl, bl in rows:
+                if rule.acts_on_pre:
+                    pulse = rule.on_pre(pre, post, now)
+                    if pulse is not None:
+                        self._pulse(group, row, pulse, now)
+                emit(port, now, post, group.value(read(wl, bl)))
 
     def _on_post(self, group: SynapseGroup, events: np.ndarray, now: float) -> None:
-        rule = group.cfg.plasticity
-        for ident in events["id"]:
-            post = int(ident)
-            rows = group.rows_by_post.get(post)
+        rule = group.rule
+        for post in events["id"].tolist():
+            rows = group.by_post.get(post)
             if rows is None:
                 self._reject("unknown_id", 1)
                 continue
-            group.last_post[post] = now
-            if rule.rule == "none":
+            rule.post(post, now)
+            if not rule.learns:
                 continue
-            for row in rows:
-                pre = int(group.pre[row])
-                if rule.rule == "srdp":
-                    if now - self.t0 < rule.window:
-                        # Less than one window of history: every count would read low and depress.
-                        # (The 2017 hub did exactly that in its first second; we wait for a full window.)
-                        group.warming += 1
-                        continue
-                    n = mk.count_recent(group.ring, pre, now, rule.window)
-                    decision = mk.srdp_decision(n, rule.ltp_above, rule.ltd_below)
-                    if decision:
-                        self._pulse(group, row, potentiate=decision > 0, now=now)
-                elif 0.0 <= now - group.last_pre[pre] <= rule.ltp_window:
-                    self._pulse(group, row, potentiate=True, now=now)
+            for row, pre, _, _ in rows:
+                pulse = rule.on_post(pre, post, now)
+                if pulse is not None:
+                    self._pulse(group, row, pulse, now)
 
     # --- reports ---------------------------------------------------------------------------------
     def devices(self):
-        for name, g in self.groups.items():
-            single = len(g.pre) == 1
-            for row in range(len(g.pre)):
-                label = name if single else f"{name}[{g.pre[row]}->{g.post[row]}]"
+        """(label, group, table row) of every device a table names."""
+        for g in self.groups.values():
+            for row, label in enumerate(g.labels):
                 yield label, g, row
 
     @classmethod

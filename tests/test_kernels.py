@@ -680,7 +680,7 @@ def test_memristor_filters_biological_types_on_pre():
     bio = events([(1.0, 0, BioEvent.PSP), (1.1, 0, BioEvent.STIMULATED_AP), (1.2, 0, BioEvent.SPONTANEOUS_AP)])
     node.on_events("mr.pre", Kind.BIO, bio, 2.0)
     assert len(drain(node)) == 2
-    assert mk.count_recent(node.groups["mr"].ring, 0, 2.0, 1.0) == 2
+    assert mk.count_recent(node.groups["mr"].rule.ring, 0, 2.0, 1.0) == 2
     assert node.rejected == {}
 
 

@@ -1,5 +1,8 @@
 """TiOx memristor compact model (Messaris, Serb, Khiat, Nikolaidis, Prodromakis) and the hub's SRDP rule.
 
+Two users, kept apart: ``apply_pulse`` is the device (nodes/tiox.py, the default ``Crossbar``);
+``record_spike``, ``count_recent`` and ``srdp_decision`` are the rule (nodes/plasticity.py).
+
 Device model::
 
     dR/dt = s(v) f(R, v)

@@ -1,0 +1,211 @@
+"""The Crossbar seam: what a memristor node asks of its devices, and the registry that finds a model.
+
+A memristor node (nodes/memristor.py) owns one ``Crossbar``: ``rows x cols`` resistive devices addressed
+by (wordline, bitline). The node decides *when* a device is read (an output per presynaptic event) and
+*which* pulse it gets (its plasticity rule, nodes/plasticity.py); the crossbar only reads and pulses:
+
+    read(wl, bl) -> float                         the resistance as read now [Ohm] (hot path)
+    pulse(wl, bl, voltage, width) -> float        apply one pulse [V, s]; the new resistance [Ohm]
+    r                                             every device's resistance as last known, (rows, cols)
+    read_all() -> ndarray                         read the whole array (once, at start, before ready)
+    restore(r)                                    set the state the node saved (non-volatile weights)
+
+The node picks its crossbar by ``device.model`` (default ``"tiox"``, nodes/tiox.py). A package adds a model
+without a line of spikewire changed, through the ``spikewire.crossbars`` entry-point group::
+
+    [project.entry-points."spikewire.crossbars"]
+    linear = "my_package.linear:LinearCrossbar"      # the name is the class's ``model``
+
+and a network file selects it (its own parameters go in ``device.params``, checked by its ``Params``)::
+
+    [nodes.southampton.device]
+    model = "linear"
+    params = { rate = 2e7 }
+
+docs/elements.md walks through a whole one. The catch: ``read`` runs once per table row of every
+presynaptic event, between a packet's arrival and its answer, so it must not block or allocate; an
+instrument that cannot read that fast answers from ``r`` and refreshes it in its own thread (the
+pattern of nodes/sdk_thread.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib import metadata
+from typing import ClassVar
+
+import numpy as np
+
+from spikewire.core.settings import Settings, SettingsError, parse
+
+ENTRY_POINT_GROUP = "spikewire.crossbars"
+
+
+@dataclass(frozen=True)
+class CrossbarSpec:
+    """What a crossbar is built from: the memristor node's settings, resolved."""
+
+    node: str
+    """The memristor node's name (for logs and an instrument's own records)."""
+    rows: int
+    cols: int
+    r_init: float
+    """Every device's resistance at a fresh start [Ohm] (a model; an instrument reads its own)."""
+    r_min: float
+    """The device range [Ohm]: outputs map conductance over [1/r_max, 1/r_min]; a saved state outside it is
+    refused."""
+    r_max: float
+    spread: float = 0.0
+    """Device-to-device relative spread (a model's; seeded by ``seed``)."""
+    read_noise: float = 0.0
+    """Relative noise of each ``read`` (a model's; seeded by ``seed``)."""
+    seed: int = 0
+    params: Settings | None = None
+    """The model's own parameters (``Crossbar.parameters``): its ``Params`` parsed from ``device.params``."""
+
+
+class CrossbarError(ValueError):
+    """A crossbar model that cannot be registered or loaded; ``str()`` is one line naming it."""
+
+
+class Crossbar:
+    """A crossbar of resistive devices: the protocol a memristor node drives, with its defaults.
+
+    A subclass sets ``model`` (its registry name) and implements ``read`` and ``pulse``; ``r`` must be a
+    float64 array of shape (rows, cols) that the node may read at any time (figures once a second, the
+    state file) and never writes. Everything runs on the node's loop thread.
+    """
+
+    model: ClassVar[str]
+    """The name a network file gives as ``device.model``."""
+    Params: ClassVar[type[Settings] | None] = None
+    """The settings class of the model's own parameters (``device.params``), or None: it takes none."""
+    persistent: ClassVar[bool] = True
+    """True: the node keeps ``r`` in its state file and ``restore``s it at the next start (a simulated
+    crossbar, whose devices live in this process). False: the devices keep their own state (an instrument):
+    the node reads them at start (``read_all``), never restores over them, and keeps no state file."""
+
+    r: np.ndarray
+    r_min: float
+    r_max: float
+
+    def __init__(self, spec: CrossbarSpec):
+        self.spec = spec
+        self.r_min, self.r_max = spec.r_min, spec.r_max
+        self.r = np.full((spec.rows, spec.cols), spec.r_init, dtype=np.float64)
+
+    @classmethod
+    def parameters(cls, device, key: str) -> Settings | None:
+        """The model's parameters from the node's ``device`` table (nodes/memristor.py ``DeviceParams``),
+        checked; SettingsError names a bad key. Default: ``Params`` parsed from ``device.params``."""
+        if cls.Params is None:
+            if device.params:
+                raise SettingsError(f"{key}.params", f"model {cls.model!r} takes no parameters, got "
+                                    f"{', '.join(sorted(device.params))}")
+            return None
+        return parse(cls.Params, dict(device.params), f"{key}.params")
+
+    def read(self, wl: int, bl: int) -> float:
+        """The resistance of device (wl, bl) as read for an output [Ohm]. On the hot path: never block."""
+        raise NotImplementedError
+
+    def pulse(self, wl: int, bl: int, voltage: float, width: float) -> float:
+        """Apply one rectangular pulse of ``voltage`` [V] for ``width`` [s] to device (wl, bl), update ``r``
+        and return the device's new resistance [Ohm] (an instrument: as read back after the pulse)."""
+        raise NotImplementedError
+
+    def read_all(self) -> np.ndarray:
+        """Read every device (called once before the node reports ready, when ``persistent`` is False);
+        returns a (rows, cols) copy and leaves ``r`` equal to it. Default: ``r`` as it stands."""
+        return self.r.copy()
+
+    def restore(self, r: np.ndarray) -> None:
+        """Set every device to the saved resistances ``r`` (shape and range already checked by the node)."""
+        self.r[:] = r
+
+    def warm_up(self) -> None:
+        """Compile kernels, open an instrument: everything slow, before the node reports ready."""
+
+    def close(self) -> None:
+        """Release the instrument (called once at shutdown, after the node's last save)."""
+
+
+class ModelCrossbar(Crossbar):
+    """A simulated crossbar: state in ``r``, a seeded device-to-device spread of the initial resistance,
+    and seeded read noise. A model subclasses it and writes ``pulse`` (and draws any spread of its own
+    parameters from ``rng`` before calling ``super().__init__``, passing the same ``rng``)."""
+
+    def __init__(self, spec: CrossbarSpec, rng: np.random.Generator | None = None):
+        super().__init__(spec)
+        self.rng = rng if rng is not None else np.random.default_rng(spec.seed)
+        self.read_noise = spec.read_noise
+        if spec.spread > 0:
+            self.r = np.clip(self.r * (1 + spec.spread * self.rng.standard_normal(self.r.shape)),
+                             spec.r_min, spec.r_max)
+
+    def read(self, wl: int, bl: int) -> float:
+        r = self.r.item(wl, bl)
+        if self.read_noise:
+            r *= 1.0 + self.read_noise * self.rng.standard_normal()
+        return r
+
+
+# --- the registry ------------------------------------------------------------------------------------
+_BUILTIN: dict[str, type[Crossbar]] = {}
+_ALL: dict[str, type[Crossbar]] | None = None
+
+
+def crossbar(cls: type[Crossbar]) -> type[Crossbar]:
+    """Class decorator: register a built-in crossbar model under its ``model`` name."""
+    name = getattr(cls, "model", None)
+    if not isinstance(name, str) or not name:
+        raise CrossbarError(f"{cls.__qualname__}: a crossbar class needs a `model` name")
+    other = _BUILTIN.get(name)
+    if other is not None and other is not cls:
+        raise CrossbarError(f"crossbar model {name!r} registered twice: {other.__module__}.{other.__qualname__} "
+                            f"and {cls.__module__}.{cls.__qualname__}")
+    _BUILTIN[name] = cls
+    return cls
+
+
+def _entry_points() -> dict[str, type[Crossbar]]:
+    found = {}
+    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
+        where = f"entry point {ep.name!r} ({ep.value}) of group {ENTRY_POINT_GROUP!r}"
+        try:
+            cls = ep.load()
+        except (ImportError, AttributeError, SyntaxError) as e:
+            raise CrossbarError(f"{where} cannot be loaded: {type(e).__name__}: {e}") from e
+        if not (isinstance(cls, type) and issubclass(cls, Crossbar)):
+            raise CrossbarError(f"{where} is {cls!r}, not a spikewire.nodes.crossbar.Crossbar subclass")
+        if getattr(cls, "model", None) != ep.name:
+            raise CrossbarError(f"{where}: the class's model is {getattr(cls, 'model', None)!r}; name the entry "
+                                "point after it")
+        found[ep.name] = cls
+    return found
+
+
+def crossbars() -> dict[str, type[Crossbar]]:
+    """Every crossbar model by name: the built-in ones and those of installed packages (loaded once)."""
+    global _ALL
+    if _ALL is None:
+        from spikewire.nodes import tiox  # noqa: F401  (its @crossbar registers the default model)
+
+        out = dict(_BUILTIN)
+        for name, cls in _entry_points().items():
+            if name in out and out[name] is not cls:
+                raise CrossbarError(f"crossbar model {name!r} of {cls.__module__} clashes with the built-in one of "
+                                    f"{out[name].__module__}; rename it")
+            out[name] = cls
+        _ALL = out
+    return _ALL
+
+
+def crossbar_class(name: str) -> type[Crossbar]:
+    """The crossbar model called ``name``; CrossbarError (one line, listing the known ones) if none is."""
+    known = crossbars()
+    cls = known.get(name)
+    if cls is None:
+        raise CrossbarError(f"must be one of {', '.join(map(repr, sorted(known)))} (installed crossbar models), "
+                            f"got {name!r}")
+    return cls
