@@ -2,8 +2,8 @@
 
 Stands in for a neuromorphic chip (the Zurich INI neurons of the 2020 experiment). Each population has
 an input port ``<pop>.input`` (spike events whose ``value`` is a synaptic current step in amperes,
-``id`` the target neuron) and an output port ``<pop>.spikes``. An optional drive makes a population a
-pacemaker (one synaptic kick every 1/rate s, all neurons) or Poisson-driven (independent kicks).
+``id`` the target neuron) and an output port ``<pop>.spikes``. An optional drive (nodes/drives.py) makes a
+population a pacemaker (one synaptic kick every 1/rate s, all neurons) or Poisson-driven (independent kicks).
 
 Timing (``convention``, default ``"brian2"``, Brian2's; details in nodes/kernels/adex.py): input arriving
 at t lands in the step [t_k, t_k + dt) containing t (a time within 1e-3 dt of a step boundary counts as
@@ -17,7 +17,6 @@ interval between spikes is t_ref + dt instead of t_ref).
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -25,6 +24,7 @@ import numpy as np
 
 from spikewire.core.settings import Settings, SettingsError, non_negative, non_empty, positive, setting
 from spikewire.nodes.base import STEP_TOLERANCE, ClockedSettings, InPort, Node, OutPort, step_of
+from spikewire.nodes.drives import Drive, DriveSettings
 from spikewire.nodes.element import Role, element
 from spikewire.nodes.figures import Figures, PopulationFigures
 from spikewire.nodes.kernels import adex
@@ -92,38 +92,6 @@ class AdExParams(Settings):
 
 
 @dataclass(frozen=True)
-class DriveSettings(Settings):
-    """External drive of a population: synaptic kicks at a rate that may follow a schedule.
-
-    ``pacemaker`` kicks every neuron together, regularly, its phase restarting at each schedule change;
-    ``poisson`` kicks each neuron independently (a fresh exponential interval at each change, which is
-    exact for a Poisson process). A kick at time t is an input at t, exactly like an event arriving on
-    the population's input port at t: it lands in the step containing t and acts after that step's update
-    (convention brian2) or in it (nest). A pacemaker's kicks fall at start + j / rate, j = 0, 1, ...
-    """
-
-    kind: Literal["none", "pacemaker", "poisson"] = setting("none", "none, pacemaker or poisson.")
-    rate: float = setting(10.0, "Kicks per second (per neuron for poisson) [Hz].", check=non_negative)
-    weight: float = setting(4e-9, "Synaptic current step of one kick [A]; 4 nA fires one default AdEx spike.")
-    start: float = setting(0.0, "Session time the drive starts at ``rate`` [s]; a pacemaker's first kick.",
-                           check=non_negative)
-    schedule: tuple[tuple[float, float], ...] = setting(
-        (), "Rate changes as [[session time s, rate Hz], ...] in time order; replaces start/rate.")
-
-    def validate(self, key: str) -> None:
-        last = -math.inf
-        for i, (t, rate) in enumerate(self.schedule):
-            if t < 0 or t < last:
-                raise SettingsError(f"{key}.schedule[{i}]", f"times must be >= 0 and in order, got {t!r}")
-            if rate < 0:
-                raise SettingsError(f"{key}.schedule[{i}]", f"rate must be >= 0, got {rate!r}")
-            last = t
-
-    def segments(self) -> tuple[tuple[float, float], ...]:
-        return self.schedule or ((self.start, self.rate),)
-
-
-@dataclass(frozen=True)
 class PopulationSettings(Settings):
     size: int = setting(1, "Number of neurons.", check=positive.within_memory(256, "neurons"))
     neuron: AdExParams = setting(doc="Neuron parameters (numbers, or arrays of one value per neuron).",
@@ -154,100 +122,8 @@ class SiliconSettings(ClockedSettings):
 
     def validate(self, key: str) -> None:
         super().validate(key)
-        # A drive faster than one kick per step cannot be honoured, and a rate like 1e12 would stall the
-        # tick computing kicks: refused, naming the rate.
         for name, pop in self.populations.items():
-            d = pop.drive
-            rates = [(f"{key}.populations.{name}.drive.schedule[{i}]", r) for i, (_, r) in enumerate(d.schedule)]
-            for where, rate in rates or [(f"{key}.populations.{name}.drive.rate", d.rate)]:
-                if rate * self.dt > 1.0:
-                    raise SettingsError(where, f"must be at most one kick per step, 1/dt = {1 / self.dt:g} Hz, "
-                                        f"got {rate!r}")
-
-
-class Drive:
-    """Kicks of one population's drive, written into its synaptic input matrix tick by tick."""
-
-    def __init__(self, cfg: DriveSettings, n: int, dt: float, rng: np.random.Generator):
-        self.cfg = cfg
-        self.dt = dt
-        self.rng = rng
-        self.active = cfg.kind != "none"
-        self.segments = cfg.segments()
-        self.n = n if cfg.kind == "poisson" else 1
-        self.next_kick = np.full(self.n, math.inf)
-        self.seg = -1
-        self.kicks = 0  # pacemaker kicks so far in the current segment
-        self.t0 = 0.0
-
-    def start(self, t0: float) -> None:
-        self.t0 = t0
-        self.seg = -1
-        self.next_kick.fill(math.inf)
-
-    def _enter(self, seg: int) -> None:
-        self.seg = seg
-        t, rate = self.segments[seg]
-        self.kicks = 0
-        if rate <= 0:
-            self.next_kick.fill(math.inf)
-        elif self.cfg.kind == "pacemaker":
-            self.next_kick[0] = self.t0 + t
-        else:
-            self.next_kick[:] = self.t0 + t + self.rng.exponential(1.0 / rate, self.n)
-
-    def _seg_start(self, seg: int) -> float:
-        return self.t0 + self.segments[seg][0] if seg < len(self.segments) else math.inf
-
-    def rate_at(self, t: float) -> float:
-        rate = 0.0
-        for start, r in self.segments:
-            if self.t0 + start <= t:
-                rate = r
-        return rate
-
-    def fill(self, syn_in: np.ndarray, t_start: float, t_end: float) -> None:
-        """Add the kicks that fall in [t_start, t_end) to ``syn_in`` (one row per step of the tick).
-        Times on a step boundary count as on it (``STEP_TOLERANCE``), so grid times land exactly."""
-        if not self.active:
-            return
-        eps = STEP_TOLERANCE * self.dt
-        last_step = syn_in.shape[0] - 1
-        weight = self.cfg.weight
-        while True:
-            if self.seg < 0 or self._seg_start(self.seg + 1) <= t_start + eps:
-                # enter the latest segment that has begun by now (a late start skips over empty ones)
-                nxt = self.seg + 1
-                while self._seg_start(nxt + 1) <= t_start + eps:
-                    nxt += 1
-                if self._seg_start(nxt) >= t_end - eps:
-                    return
-                self._enter(nxt)
-            limit = min(t_end, self._seg_start(self.seg + 1)) - eps
-            seg_start, rate = self._seg_start(self.seg), self.segments[self.seg][1]
-            while True:
-                due = np.flatnonzero(self.next_kick < limit)
-                if not len(due):
-                    break
-                steps = np.clip(((self.next_kick[due] - t_start) / self.dt + STEP_TOLERANCE).astype(np.int64),
-                                0, last_step)
-                if self.cfg.kind == "pacemaker":
-                    syn_in[steps[0]] += weight
-                    self.kicks += 1
-                    self.next_kick[0] = seg_start + self.kicks / rate  # no accumulated rounding
-                else:
-                    np.add.at(syn_in, (steps, due), weight)
-                    self.next_kick[due] += self.rng.exponential(1.0 / rate, len(due))
-            if limit + eps >= t_end:
-                return
-            self._enter(self.seg + 1)
-
-    def snapshot(self):
-        return self.next_kick.copy(), self.seg, self.kicks
-
-    def restore(self, state) -> None:
-        next_kick, self.seg, self.kicks = state
-        self.next_kick[:] = next_kick
+            pop.drive.check_step(self.dt, f"{key}.populations.{name}.drive")
 
 
 class Population:
