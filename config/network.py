@@ -7,7 +7,7 @@ becomes a ``Network``: node specs with typed ports and settings, and links with 
 Layout::
 
     [network]                  name and description
-    [nodes.<name>]             kind = "silicon" | "memristor" | "biological" | ...; then the kind's keys
+    [nodes.<name>]             kind = an element kind (spikewire's or an installed package's); then its keys
     [protocol]                 phases = [{name, duration}, ...]: an experiment's phases (optional)
     [monitor]                  metrics ports, loop probes, alert budgets (optional)
     [sites.<name>]             where a site's outgoing links listen and its CURVE keys (optional: without
@@ -440,6 +440,13 @@ def load_network(path: str | Path, check_keys: bool = True) -> Network:
     """The validated network of a file. ``check_keys=False`` skips reading the CURVE public key files
     (``spikewire keygen --network`` loads a file whose keys do not exist yet)."""
     path = Path(path)
+    return build_network(read_network_file(path), default_name=safe_name(path.stem), path=path, check_keys=check_keys)
+
+
+def read_network_file(path: str | Path) -> dict:
+    """A network file's TOML data, not yet validated (``build_network`` does that). Raises NetworkError for
+    a file that cannot be read or is not TOML, naming the key where it can."""
+    path = Path(path)
     try:
         with open(path, "rb") as f:
             raw = f.read(MAX_FILE_BYTES + 1)  # bounded: a huge file or a device is refused, not swallowed
@@ -453,6 +460,11 @@ def load_network(path: str | Path, check_keys: bool = True) -> Network:
     except UnicodeDecodeError as e:
         raise NetworkError("", f"cannot read the network file: not UTF-8 text (byte 0x{raw[e.start]:02x} at "
                            f"offset {e.start}); a network file is TOML") from None
+    return parse_network_text(text)
+
+
+def parse_network_text(text: str) -> dict:
+    """A network file's text as TOML data, not yet validated; NetworkError names the key where it can."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -461,7 +473,7 @@ def load_network(path: str | Path, check_keys: bool = True) -> Network:
         raise NetworkError("", "not valid TOML: arrays or tables nested too deeply") from None
     except ValueError as e:  # tomllib's other limits: an integer of more than 4300 digits
         raise NetworkError("", f"not valid TOML: {e}") from None
-    return build_network(data, default_name=safe_name(path.stem), path=path, check_keys=check_keys)
+    return data
 
 
 def _toml_error(msg: str, text: str) -> NetworkError:
@@ -940,3 +952,30 @@ def check_local_binds(net: Network, site: str | None = None) -> None:
                 sock.bind((address, 0))
             except OSError as e:
                 raise NetworkError(key, f"{address} is not an address of this machine ({e.strerror or e})") from None
+
+
+def preflight(net: Network, reset_state: bool = False, session: str = "", site: str | None = None,
+              secret_key: str | None = None) -> None:
+    """Everything ``run`` checks on this machine before any process starts: the site to start (None: all of
+    them) exists and has nodes, every bind address is this machine's, the CURVE keys of the sites started
+    here load, and what each node will read or hold beyond the file is usable (a memristor's saved crossbar
+    and its lock). ``reset_state`` and ``session`` are what the nodes will be told. Raises NetworkError with
+    one line naming the key."""
+    if site is not None:
+        if net.sites is None:
+            raise NetworkError("sites", "running one site needs a [sites.<name>] table per site in the network file")
+        if site not in net.sites:
+            raise NetworkError("sites", f"no site {site!r}; sites are: {', '.join(net.sites)}")
+        if not net.site_nodes(site):
+            raise NetworkError(f"sites.{site}", "has no nodes")
+    check_local_binds(net, site)
+    if net.sites is not None:
+        for started in [site] if site else sorted({net.site_of(n) for n in net.nodes}):
+            curve_config(net, started, secret_key)
+    context = net.node_context(reset_state, session)
+    for name in net.site_nodes(site) if site else net.nodes:
+        spec = net.nodes[name]
+        try:
+            spec.cls.preflight(name, spec.settings, context)
+        except ValueError as e:
+            raise NetworkError(f"nodes.{name}", str(e)) from None
