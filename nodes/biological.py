@@ -1,6 +1,8 @@
-"""Biological neurons, simulated: Izhikevich regular-spiking cells driven by CME stimulus pulses.
+"""Biological neurons: a node whose neurons a backend provides (nodes/backends.py), by default simulated
+Izhikevich regular-spiking cells driven by CME stimulus pulses (``backend = "model"``, here), or a
+recording rig (``backend = "rig"``, nodes/rig.py).
 
-Stands in for Padova's cultured hippocampal neuron until a rig is attached. Input port ``stim`` takes
+The model stands in for Padova's cultured hippocampal neuron until a rig is attached. Input port ``stim`` takes
 stimulus events (``id`` the target neuron, ``value`` the CME pulse amplitude in volts); each adds
 ``stim_gain * amplitude`` to a stimulus current that decays with ``stim_tau``. White current noise gives
 spontaneous firing. Output port ``events`` carries typed events as Padova reported them:
@@ -17,17 +19,16 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
 from spikewire.core.settings import Settings, SettingsError, in_range, non_negative, positive, setting
+from spikewire.nodes.backends import Backend, Emit, backend, backend_class
 from spikewire.nodes.base import ClockedSettings, InPort, Node, OutPort, step_of
 from spikewire.nodes.element import Role, element
 from spikewire.nodes.figures import Figures, PopulationFigures
 from spikewire.nodes.kernels import izhikevich
-from spikewire.nodes.rig import RigBackend, RigSettings
-from spikewire.streams.clock import local_clock
+from spikewire.nodes.rig import RigSettings
 from spikewire.streams.wire import BioEvent, Kind
 
 
@@ -48,10 +49,18 @@ class IzhikevichParams(Settings):
     i_bias: float = setting(0.0, "Constant input current (model units).")
 
 
+def _installed_backend(name: str) -> str | None:
+    try:
+        backend_class(name)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
 @dataclass(frozen=True)
 class BiologicalSettings(ClockedSettings):
-    backend: Literal["model", "rig"] = setting("model", "model: the simulated neuron below; rig: a recording rig "
-                                               "over LSL (see [rig]).")
+    backend: str = setting("model", "model: the simulated neuron below; rig: a recording rig over LSL (see [rig]).",
+                           check=_installed_backend)
     rig: RigSettings = setting(doc="The rig, when backend = 'rig'.", factory=RigSettings)
     size: int = setting(1, "Number of neurons.", check=positive.within_memory(256, "neurons"))
     neuron: IzhikevichParams = setting(doc="Neuron parameters.", factory=IzhikevichParams)
@@ -67,30 +76,23 @@ class BiologicalSettings(ClockedSettings):
 
     def validate(self, key: str) -> None:
         super().validate(key)
-        if self.backend == "rig" and not self.rig.stream:
-            raise SettingsError(f"{key}.rig.stream", "required for backend = 'rig' (e.g. 'name=spikewire-rig-sim')")
-        for i, neuron in enumerate(self.rig.channel_map if self.backend == "rig" else ()):
-            if not -1 <= neuron < self.size:
-                raise SettingsError(f"{key}.rig.channel_map[{i}]", f"names neuron {neuron} but the node has "
-                                    f"{self.size} (ids 0-{self.size - 1}; -1 leaves the channel unused)")
-        if self.backend == "rig" and len(self.rig.stim_channels) not in (0, self.size):
-            raise SettingsError(f"{key}.rig.stim_channels", f"has {len(self.rig.stim_channels)} entries for "
-                                f"{self.size} neurons: name the rig channel of every neuron, or of none")
+        backend_class(self.backend).validate(self, key)
 
 
-@element
-class BiologicalNode(Node):
-    kind = "biological"
-    interlocked = True  # stimulates (a rig's tissue, or the model cell)
-    Settings = BiologicalSettings
-    supports_lookahead = True
+@backend
+class IzhikevichModel(Backend):
+    """The simulated culture: ``size`` Izhikevich cells, stimulus currents, white noise (module docstring)."""
 
-    def __init__(self, name: str, settings: BiologicalSettings):
-        super().__init__(name, settings)
+    name = "model"
+    computes_ahead = True
+
+    @classmethod
+    def stim_limit(cls, settings: BiologicalSettings) -> float:
+        return MAX_STIM_AMPLITUDE
+
+    def __init__(self, node: str, settings: BiologicalSettings):
+        super().__init__(node, settings)
         s = settings
-        self.rig = (RigBackend(name, s.site, s.rig, s.stim_window, s.size) if s.backend == "rig" else None)
-        if self.rig is not None:
-            self.supports_lookahead = False  # the rig is the model: nothing to compute ahead
         n = s.size
         self.n_steps = s.steps_per_tick
         p = s.neuron
@@ -108,68 +110,11 @@ class BiologicalNode(Node):
         self.pending: list[tuple[float, np.ndarray]] = []
         # [time, neuron, answered]: stimuli whose window is still open; unanswered ones become PSPs
         self.open_stimuli: deque[list] = deque()
-        self.counts = np.zeros((n, 3), np.int64)  # per neuron: PSP, stimulated AP, spontaneous AP
-        self.stimuli = np.zeros(n, np.int64)
-        self.rejected: dict[str, int] = {}
-        self.held_stimuli = 0  # stimulus events the safety interlock held back
-
-    @classmethod
-    def ports(cls, settings: BiologicalSettings):
-        n = settings.size
-        outputs = {"events": OutPort(Kind.BIO, "typed events: 0 PSP, 1 stimulated AP, 2 spontaneous AP", n, (0.0, 2.0),
-                                     role=Role.BIO_EVENTS)}
-        if settings.backend == "rig":  # the typed events are the record; these repeat their APs as plain spikes
-            outputs["spikes"] = OutPort(Kind.SPIKE, "spikes detected on the rig's channels", n, (1.0, 1.0),
-                                        role=Role.COPY)
-        # A rig's hard amplitude limit is the stim port's plausible range: the runtime refuses beyond it.
-        limit = settings.rig.max_amplitude if settings.backend == "rig" else MAX_STIM_AMPLITUDE
-        stim = InPort(frozenset({Kind.STIMULUS}), "CME stimulus pulses (value in V)", n, (-limit, limit),
-                      role=Role.STIMULI)
-        return {"stim": stim}, outputs
-
-    @classmethod
-    def declared_ports(cls, settings: BiologicalSettings, key: str = ""):
-        """As the base, but ``input_ranges.stim`` may narrow a rig's amplitude limit, never widen it."""
-        inputs, outputs = super().declared_ports(settings, key)
-        if settings.backend == "rig":
-            lo, hi = inputs["stim"].values
-            limit = settings.rig.max_amplitude
-            if lo < -limit or hi > limit:
-                where = f"{key}.input_ranges.stim" if key else "input_ranges.stim"
-                raise SettingsError(where, f"[{lo!r}, {hi!r}] exceeds the rig's hard limit of +-{limit!r} V "
-                                    "(rig.max_amplitude)")
-        return inputs, outputs
-
-    @property
-    def tick_period(self) -> float:
-        return self.settings.tick
 
     def warm_up(self) -> None:
         izhikevich.warm_up()
-        if self.rig is not None:
-            self.rig.warm_up()
-            self.rig.open()
 
-    def wait_for_consumers(self, timeout: float) -> None:
-        if self.rig is not None:  # the rig's stimulation inlet: until it subscribes, stimuli are held
-            self.rig.wait_for_stim_consumer(min(timeout, self.settings.rig.stim_wait))
-
-    def probe_route(self, port: str) -> tuple[str, ...]:
-        return ("events",)
-
-    def on_events(self, port: str, kind: Kind, events: np.ndarray, now: float) -> None:
-        if self.held:  # the safety interlock: stimulate nothing while the input is not trustworthy
-            self.held_stimuli += len(events)
-            return
-        ok = events["id"] < self.settings.size
-        if self.rig is not None:
-            if not ok.all():
-                self.rejected["unknown_id"] = self.rejected.get("unknown_id", 0) + int((~ok).sum())
-            self.rig.stimulate(events[ok], now)
-            return
-        if not ok.all():
-            self.rejected["unknown_id"] = self.rejected.get("unknown_id", 0) + int((~ok).sum())
-            events = events[ok]
+    def stimulate(self, events: np.ndarray, now: float) -> None:
         if len(events):
             self.pending.append((now, events.copy()))
 
@@ -188,10 +133,7 @@ class BiologicalNode(Node):
             self.open_stimuli.extend([t_stim, int(i), False] for i in ids)
         self.pending = keep
 
-    def tick(self, t_start: float, t_end: float) -> None:
-        if self.rig is not None:
-            self.rig.tick(local_clock(), self._emit_rig)
-            return
+    def tick(self, t_start: float, t_end: float, emit: Emit) -> None:
         s = self.settings
         self._apply_stimuli(t_start, t_end)
         self.rng.standard_normal(out=self.noise)
@@ -207,50 +149,122 @@ class BiologicalNode(Node):
                 if stim[1] == neuron and stim[0] <= t_spike <= stim[0] + s.stim_window:
                     stim[2] = True
                     kind = BioEvent.STIMULATED_AP
-            self._emit(t_spike, neuron, kind)
+            emit(t_spike, neuron, kind)
         while self.open_stimuli and self.open_stimuli[0][0] + s.stim_window < t_end:
             t_stim, neuron, answered = self.open_stimuli.popleft()
             if not answered:
-                self._emit(t_stim, neuron, BioEvent.PSP)
+                emit(t_stim, neuron, BioEvent.PSP)
 
-    def _emit_rig(self, t: float, neuron: int, kind: BioEvent) -> None:
-        self.counts[neuron, kind] += 1
-        self.outbox.emit("events", t, neuron, float(kind))
-        self.outbox.emit("spikes", t, neuron, 1.0)
+    def snapshot(self) -> object:
+        return (self.v.copy(), self.u.copy(), self.i_stim.copy(), self.stimuli.copy(),
+                [list(st) for st in self.open_stimuli], self.rng.bit_generator.state)
+
+    def restore(self, state: object) -> None:
+        v, u, i_stim, stimuli, open_stimuli, rng_state = state
+        self.v[:], self.u[:], self.i_stim[:], self.stimuli[:] = v, u, i_stim, stimuli
+        self.open_stimuli = deque(list(st) for st in open_stimuli)
+        self.rng.bit_generator.state = rng_state
+        self.pending = []
+
+
+@element
+class BiologicalNode(Node):
+    kind = "biological"
+    interlocked = True  # stimulates (a rig's tissue, or the model cell)
+    Settings = BiologicalSettings
+    supports_lookahead = True
+
+    def __init__(self, name: str, settings: BiologicalSettings):
+        super().__init__(name, settings)
+        self.backend: Backend = backend_class(settings.backend)(name, settings)
+        self.supports_lookahead = self.backend.computes_ahead  # a rig is the model: nothing to compute ahead
+        self.counts = np.zeros((settings.size, 3), np.int64)  # per neuron: PSP, stimulated AP, spontaneous AP
+        self.rejected: dict[str, int] = {}
+        self.held_stimuli = 0  # stimulus events the safety interlock held back
+        # a COPY port (a rig's plain spikes) repeats every action potential of ``events``
+        self.copy_port = next((p for p, out in self.outputs.items() if out.role == Role.COPY), None)
+
+    @classmethod
+    def ports(cls, settings: BiologicalSettings):
+        n = settings.size
+        chosen = backend_class(settings.backend)
+        outputs = {"events": OutPort(Kind.BIO, "typed events: 0 PSP, 1 stimulated AP, 2 spontaneous AP", n, (0.0, 2.0),
+                                     role=Role.BIO_EVENTS), **chosen.outputs(settings)}
+        # A rig's hard amplitude limit is the stim port's plausible range: the runtime refuses beyond it.
+        limit = chosen.stim_limit(settings)
+        stim = InPort(frozenset({Kind.STIMULUS}), "CME stimulus pulses (value in V)", n, (-limit, limit),
+                      role=Role.STIMULI)
+        return {"stim": stim}, outputs
+
+    @classmethod
+    def declared_ports(cls, settings: BiologicalSettings, key: str = ""):
+        """As the base, but ``input_ranges.stim`` may narrow a hard amplitude limit (a rig's), never widen it."""
+        inputs, outputs = super().declared_ports(settings, key)
+        chosen = backend_class(settings.backend)
+        if chosen.hard_limit:
+            lo, hi = inputs["stim"].values
+            limit = chosen.stim_limit(settings)
+            if lo < -limit or hi > limit:
+                where = f"{key}.input_ranges.stim" if key else "input_ranges.stim"
+                raise SettingsError(where, f"[{lo!r}, {hi!r}] exceeds the {settings.backend}'s hard limit of "
+                                    f"+-{limit!r} V ({settings.backend}.max_amplitude)")
+        return inputs, outputs
+
+    @property
+    def tick_period(self) -> float:
+        return self.settings.tick
+
+    def warm_up(self) -> None:
+        self.backend.warm_up()
+
+    def wait_for_consumers(self, timeout: float) -> None:
+        self.backend.wait_for_consumers(timeout)
+
+    def probe_route(self, port: str) -> tuple[str, ...]:
+        return ("events",)
+
+    def on_events(self, port: str, kind: Kind, events: np.ndarray, now: float) -> None:
+        if self.held:  # the safety interlock: stimulate nothing while the input is not trustworthy
+            self.held_stimuli += len(events)
+            return
+        ok = events["id"] < self.settings.size
+        if not ok.all():
+            self.rejected["unknown_id"] = self.rejected.get("unknown_id", 0) + int((~ok).sum())
+            events = events[ok]
+        self.backend.stimulate(events, now)
+
+    def tick(self, t_start: float, t_end: float) -> None:
+        self.backend.tick(t_start, t_end, self._emit)
+
+    def fds(self) -> list[int]:
+        return self.backend.fds()
+
+    def on_readable(self, fd: int, now: float) -> None:
+        self.backend.on_readable(fd, now, self._emit)
 
     def _emit(self, t: float, neuron: int, kind: BioEvent) -> None:
         self.counts[neuron, kind] += 1
         self.outbox.emit("events", t, neuron, float(kind))
+        if self.copy_port is not None and kind != BioEvent.PSP:
+            self.outbox.emit(self.copy_port, t, neuron, 1.0)
 
     def snapshot(self) -> object:
-        return (self.v.copy(), self.u.copy(), self.i_stim.copy(), self.counts.copy(), self.stimuli.copy(),
-                [list(st) for st in self.open_stimuli], self.rng.bit_generator.state, dict(self.rejected))
+        return self.backend.snapshot(), self.counts.copy(), dict(self.rejected)
 
     def restore(self, state: object) -> None:
-        v, u, i_stim, counts, stimuli, open_stimuli, rng_state, rejected = state
-        self.v[:], self.u[:], self.i_stim[:], self.counts[:], self.stimuli[:] = v, u, i_stim, counts, stimuli
-        self.open_stimuli = deque(list(st) for st in open_stimuli)
-        self.rng.bit_generator.state = rng_state
+        backend_state, counts, rejected = state
+        self.backend.restore(backend_state)
+        self.counts[:] = counts
         self.rejected = dict(rejected)
-        self.pending = []
 
     def figures(self, now: float, final: bool = False) -> Figures:
         c = self.counts
-        stimuli = self.rig.stimuli if self.rig is not None else self.stimuli
         pop = PopulationFigures.of(c[:, 1] + c[:, 2], {"psp": c[:, 0], "stimulated_ap": c[:, 1], "spontaneous_ap": c[:, 2]},
-                                   stimuli)
+                                   self.backend.stimuli)
         f = Figures(elapsed=now - self.t0, populations={self.name: pop}, rejected=dict(self.rejected),
                     held={"stimuli": self.held_stimuli})
-        if self.rig is not None:
-            f.rig = self.rig.summary() if final else self.rig.status()
-            if final and f.rig["stim_held_no_consumer"]:
-                f.warnings.append(f"{f.rig['stim_held_no_consumer']} stimuli held, never sent: nothing subscribed to "
-                                  "the rig's stimulation stream when they came")
-            if final and f.rig["unmapped_spikes"]:
-                f.warnings.append(f"{f.rig['unmapped_spikes']} detected spikes dropped: their channel maps to no "
-                                  "neuron of this node")
+        self.backend.figures(f, final)
         return f
 
     def close(self) -> None:
-        if self.rig is not None:
-            self.rig.close()
+        self.backend.close()

@@ -1,4 +1,5 @@
-"""The biological node's rig backend: a real recording rig (anything with an LSL app) instead of a model.
+"""The biological node's LSL rig backend (``backend = "rig"``; nodes/backends.py): a real recording rig
+(anything with an LSL app) instead of a model.
 
 Each tick pulls whatever the rig sent (``streams.lsl_link.RigInlet``), runs the per-channel spike
 detector over it, and emits every detected spike at its sample's (time-corrected) timestamp: as a typed
@@ -30,9 +31,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spikewire.core.settings import Settings, SettingsError, non_negative, positive, setting
 from spikewire.core.histogram import LogHistogram
-from spikewire.streams.wire import BioEvent
+from spikewire.core.settings import Settings, SettingsError, non_negative, positive, setting
+from spikewire.nodes.backends import Backend, Emit, backend
+from spikewire.nodes.base import OutPort
+from spikewire.nodes.element import Role
+from spikewire.nodes.figures import Figures
+from spikewire.streams.clock import local_clock
+from spikewire.streams.wire import BioEvent, Kind
 
 log = logging.getLogger("spikewire.rig")
 
@@ -102,12 +108,42 @@ class RigSettings(Settings):
             raise SettingsError(f"{key}.channel_map", f"has {len(self.channel_map)} entries for {self.channels} channels")
 
 
-class RigBackend:
-    def __init__(self, node_name: str, site: str, cfg: RigSettings, stim_window: float, size: int):
-        self.name = node_name
-        self.site = site
+@backend
+class LslRigBackend(Backend):
+    """A recording rig over LSL: its voltage stream in, stimulation commands out (module docstring)."""
+
+    name = "rig"
+    hard_limit = True
+
+    @classmethod
+    def validate(cls, settings, key: str) -> None:
+        rig = settings.rig
+        if not rig.stream:
+            raise SettingsError(f"{key}.rig.stream", "required for backend = 'rig' (e.g. 'name=spikewire-rig-sim')")
+        for i, neuron in enumerate(rig.channel_map):
+            if not -1 <= neuron < settings.size:
+                raise SettingsError(f"{key}.rig.channel_map[{i}]", f"names neuron {neuron} but the node has "
+                                    f"{settings.size} (ids 0-{settings.size - 1}; -1 leaves the channel unused)")
+        if len(rig.stim_channels) not in (0, settings.size):
+            raise SettingsError(f"{key}.rig.stim_channels", f"has {len(rig.stim_channels)} entries for "
+                                f"{settings.size} neurons: name the rig channel of every neuron, or of none")
+
+    @classmethod
+    def stim_limit(cls, settings) -> float:
+        return settings.rig.max_amplitude
+
+    @classmethod
+    def outputs(cls, settings) -> dict[str, OutPort]:
+        # the typed events are the record; these repeat their APs as plain spikes
+        return {"spikes": OutPort(Kind.SPIKE, "spikes detected on the rig's channels", settings.size, (1.0, 1.0),
+                                  role=Role.COPY)}
+
+    def __init__(self, node: str, settings):
+        super().__init__(node, settings)
+        cfg, size = settings.rig, settings.size
+        self.site = settings.site
         self.cfg = cfg
-        self.stim_window = stim_window
+        self.stim_window = settings.stim_window
         self.size = size
         self.inlet = None
         self.stim = None
@@ -115,7 +151,6 @@ class RigBackend:
         self.first_index = 0
         self.last_stim = np.full(size, -np.inf)
         self.counts = np.zeros((size, 3), np.int64)
-        self.stimuli = np.zeros(size, np.int64)
         self.held = 0
         self.unmapped = 0
         self.stim_was_ready = False
@@ -126,29 +161,34 @@ class RigBackend:
         self._sent_times: deque[float] = deque()  # commands sent within the last second (max_total_rate)
         self.latency = LogHistogram()  # rig sample time -> spike event emitted
 
+    def warm_up(self) -> None:
+        from spikewire.nodes.kernels import detect
+
+        detect.warm_up()
+        self.open()
+
+    def wait_for_consumers(self, timeout: float) -> None:
+        # the rig's stimulation inlet: until it subscribes, stimuli are held
+        self.wait_for_stim_consumer(min(timeout, self.cfg.stim_wait))
+
     def open(self) -> None:
         """Create the LSL endpoints (called in the node process, before ready)."""
         from spikewire.streams.lsl_link import RigInlet, StimOutlet
 
         self.inlet = RigInlet(self.cfg.stream, self.cfg.channels, self.cfg.max_chunk, self.cfg.stale_after)
-        self.stim = StimOutlet(self.cfg.stim_stream, f"spikewire.{self.name}.stim", self.name, self.site)
+        self.stim = StimOutlet(self.cfg.stim_stream, f"spikewire.{self.node}.stim", self.node, self.site)
 
     def wait_for_stim_consumer(self, timeout: float) -> bool:
         """Block until the rig subscribes to the stimulation stream (True) or ``timeout`` s pass (False,
         with a loud warning: stimuli are held until a rig subscribes)."""
         if self.stim is not None and self.stim.wait_for_consumers(timeout):
             self.stim_was_ready = True
-            log.info("%s: the rig subscribed to the stimulation stream %r", self.name, self.cfg.stim_stream)
+            log.info("%s: the rig subscribed to the stimulation stream %r", self.node, self.cfg.stim_stream)
             return True
         log.warning("%s: NO RIG SUBSCRIBED to the stimulation stream %r within %g s; starting without one: every "
                     "stimulus is HELD (counted as stim_held_no_consumer, never sent) until a rig subscribes",
-                    self.name, self.cfg.stim_stream, timeout)
+                    self.node, self.cfg.stim_stream, timeout)
         return False
-
-    def warm_up(self) -> None:
-        from spikewire.nodes.kernels import detect
-
-        detect.warm_up()
 
     def _detector(self):
         from spikewire.nodes.kernels.detect import SpikeDetector
@@ -161,7 +201,12 @@ class RigBackend:
                                       max_chunk=self.cfg.max_chunk)
         self.first_index = 0
 
-    def tick(self, now: float, emit) -> None:
+    def tick(self, t_start: float, t_end: float, emit: Emit) -> None:
+        # The rig is the model: what it sent by now is this tick's, at the samples' own times.
+        self.poll(local_clock(), emit)
+
+    def poll(self, now: float, emit: Emit) -> None:
+        """Pull what the rig sent, detect spikes in it and ``emit`` each as a typed event."""
         if self.inlet is None:
             return
         was_up = self.inlet.up
@@ -209,7 +254,7 @@ class RigBackend:
                      "width": f"stim_width {cfg.stim_width:g} s <= max_width = {cfg.max_width:g} s",
                      "rate": f"at most {cfg.max_rate:g}/s per channel and {cfg.max_total_rate:g}/s in all"}[reason]
             log.warning("%s: REFUSED a stimulus of %g V on rig channel %d: beyond the hard limit %s (never sent; "
-                        "counted in stim_refused[%r], further ones silently)", self.name, amplitude, channel, limit,
+                        "counted in stim_refused[%r], further ones silently)", self.node, amplitude, channel, limit,
                         reason)
 
     def stimulate(self, events: np.ndarray, now: float) -> None:
@@ -230,7 +275,7 @@ class RigBackend:
                 continue
             if not self.stim_was_ready:
                 self.stim_was_ready = True
-                log.info("%s: the rig subscribed to the stimulation stream %r; stimuli are sent", self.name,
+                log.info("%s: the rig subscribed to the stimulation stream %r; stimuli are sent", self.node,
                          self.cfg.stim_stream)
             self._last_on_channel[channel] = now
             self._sent_times.append(now)
@@ -241,7 +286,7 @@ class RigBackend:
         if self.stim_was_ready:
             self.stim_was_ready = False
             log.warning("%s: the stimulation stream %r has NO CONSUMER any more: stimuli are HELD until a rig "
-                        "subscribes again", self.name, self.cfg.stim_stream)
+                        "subscribes again", self.node, self.cfg.stim_stream)
 
     def status(self) -> dict:
         inlet = self.inlet
@@ -260,6 +305,15 @@ class RigBackend:
                 "refused_streams": dict(inlet.refused) if inlet else {}, "sample_to_event_s": self.latency.summary(),
                 "stim_limits": {"max_amplitude_v": self.cfg.max_amplitude, "max_width_s": self.cfg.max_width,
                                 "max_rate_hz": self.cfg.max_rate, "max_total_rate_hz": self.cfg.max_total_rate}}
+
+    def figures(self, f: Figures, final: bool) -> None:
+        f.rig = self.summary() if final else self.status()
+        if final and f.rig["stim_held_no_consumer"]:
+            f.warnings.append(f"{f.rig['stim_held_no_consumer']} stimuli held, never sent: nothing subscribed to "
+                              "the rig's stimulation stream when they came")
+        if final and f.rig["unmapped_spikes"]:
+            f.warnings.append(f"{f.rig['unmapped_spikes']} detected spikes dropped: their channel maps to no "
+                              "neuron of this node")
 
     def close(self) -> None:
         if self.inlet is not None:

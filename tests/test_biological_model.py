@@ -281,7 +281,7 @@ def stimulate(node: BiologicalNode, amplitude: float, at_step: int, n_steps: int
         if k == at_step:
             node.on_events("stim", Kind.STIMULUS, np.array([(k * dt, 0, amplitude)], EVENT_DTYPE), k * dt)
         node.tick(k * dt, (k + 1) * dt)
-        i_stim[k], v[k] = node.i_stim[0], node.v[0]
+        i_stim[k], v[k] = node.backend.i_stim[0], node.backend.v[0]
         out += [events.copy() for _, events in node.outbox.pending()]
         node.outbox.clear()
     return i_stim, v, (np.concatenate(out) if out else np.zeros(0, EVENT_DTYPE))
@@ -322,7 +322,7 @@ def test_membrane_response_is_linear_in_amplitude_and_carries_the_delivered_char
     for amplitude in (0.05, 0.1):
         node = make_node(i_bias, v_init=v_rest, tick=1e-4, dt=1e-4)
         i_stim, v, events = stimulate(node, amplitude, at_step=100, n_steps=10_000)
-        charge = (i_stim / node.stim_decay[0]).sum() * 0.1
+        charge = (i_stim / node.backend.stim_decay[0]).sum() * 0.1
         deflection = v - v_rest
         assert abs(deflection[-1]) < 1e-6  # back at rest: the integral is complete
         assert deflection.sum() * 0.1 == pytest.approx(charge * gain_per_current, rel=0.015)
@@ -351,3 +351,19 @@ def test_default_noise_gives_sparse_spontaneous_firing(seed):
     assert (events["value"] == float(BioEvent.SPONTANEOUS_AP)).all()
     t = events["t"]
     assert (np.diff(t) > 0).all() and t[0] > 0.0 and t[-1] <= 20.0
+
+
+# --------------------------------------------------------------------------------------------------
+# The node delegates to a backend (nodes/backends.py)
+# --------------------------------------------------------------------------------------------------
+
+
+def test_the_model_is_the_default_backend_and_an_unknown_one_is_refused_naming_the_key():
+    from spikewire.core.settings import SettingsError
+    from spikewire.nodes.biological import IzhikevichModel
+
+    node = BiologicalNode("padova", parse(BiologicalSettings, {}, "nodes.padova"))
+    assert isinstance(node.backend, IzhikevichModel) and node.supports_lookahead
+    assert set(node.outputs) == {"events"} and node.inputs["stim"].values == (-10.0, 10.0)
+    with pytest.raises(SettingsError, match=r"^nodes\.padova\.backend: must be one of 'model', 'rig', got 'intan'$"):
+        parse(BiologicalSettings, {"backend": "intan"}, "nodes.padova")

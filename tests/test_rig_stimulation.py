@@ -18,7 +18,8 @@ from rig_helpers import DataRig, StimRig, read_truth, rig_loop_copy, start_rig_s
 
 import pylsl  # noqa: I001  (after rig_helpers, which sets the machine-scoped LSLAPICFG)
 
-from spikewire.nodes.rig import RigBackend, RigSettings
+from spikewire.nodes.biological import BiologicalSettings
+from spikewire.nodes.rig import LslRigBackend, RigSettings
 from spikewire.streams.wire import EVENT_DTYPE
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
@@ -27,14 +28,14 @@ RATE = 1000.0
 
 
 class Rig:
-    """A RigBackend on streams of its own, fed by a plain pylsl data outlet kept streaming by ``step``."""
+    """An LslRigBackend on streams of its own, fed by a plain pylsl data outlet kept streaming by ``step``."""
 
     def __init__(self, size: int = 2, **settings):
         t = tag()
         self.data_name, self.stim_name = f"rig-data-{t}", f"rig-stim-{t}"
         self.cfg = RigSettings(stream=f"name={self.data_name}", channels=size, stim_stream=self.stim_name,
                                calibration=0.05, **settings)
-        self.backend = RigBackend("bn", "local", self.cfg, stim_window=0.02, size=size)
+        self.backend = LslRigBackend("bn", BiologicalSettings(backend="rig", rig=self.cfg, stim_window=0.02, size=size))
         self.data = DataRig(self.data_name, size, RATE, pylsl.cf_float32)
         self.backend.open()
         self.size = size
@@ -46,7 +47,7 @@ class Rig:
         due = int((now - self.data.t0) * RATE) - self.data.pushed
         if due > 0:
             self.data.push(self.rng.standard_normal((due, self.size)).astype(np.float32))
-        self.backend.tick(now, lambda t, neuron, kind: None)
+        self.backend.poll(now, lambda t, neuron, kind: None)
         return now
 
     def bring_up(self, timeout: float = 10.0) -> None:
