@@ -115,8 +115,8 @@ class Crossbar:
         raise NotImplementedError
 
     def read_all(self) -> np.ndarray:
-        """Read every device (called once before the node reports ready, when ``persistent`` is False);
-        returns a (rows, cols) copy and leaves ``r`` equal to it. Default: ``r`` as it stands."""
+        """Read every device (called once, when ``persistent`` is False, right after ``warm_up`` and before
+        the node reports ready); returns a (rows, cols) copy and leaves ``r`` equal to it. Default: ``r``."""
         return self.r.copy()
 
     def restore(self, r: np.ndarray) -> None:
@@ -124,7 +124,8 @@ class Crossbar:
         self.r[:] = r
 
     def warm_up(self) -> None:
-        """Compile kernels, open an instrument: everything slow, before the node reports ready."""
+        """Compile kernels, open an instrument: everything slow, before the node reports ready (not in the
+        constructor: tests build nodes where no instrument is attached)."""
 
     def close(self) -> None:
         """Release the instrument (called once at shutdown, after the node's last save)."""

@@ -297,6 +297,10 @@ class MemristorNode(Node):
     def warm_up(self) -> None:
         plasticity.warm_up()
         self.crossbar.warm_up()
+        if not self.crossbar.persistent:  # an instrument, open now: its devices are where this run starts
+            self.r_start = self.crossbar.read_all()
+            self.start_state = {"source": "device"}
+            self._check_bounds()
 
     def start(self, t0: float) -> None:
         super().start(t0)
@@ -320,10 +324,7 @@ class MemristorNode(Node):
 
     def load_state(self) -> None:
         ctx = self.context
-        if not self.crossbar.persistent:  # an instrument: its devices are the state; read them
-            self.r_start = self.crossbar.read_all()
-            self.start_state = {"source": "device"}
-            self._check_bounds()
+        if not self.crossbar.persistent:  # an instrument: its devices are the state, read in warm_up once open
             return
         self.state_path = _state_path(self.name, self.settings, ctx)
         if self.state_path is None:

@@ -142,6 +142,8 @@ def test_a_crossbar_that_keeps_its_own_state_is_read_at_start_never_restored(ins
     n.context = {"network": "net", "network_dir": str(tmp_path)}
     before = TwinInstrument.reads
     n.load_state()
+    assert TwinInstrument.reads == before  # not open yet: the node process warms up after loading state
+    n.warm_up()
     assert TwinInstrument.reads == before + 1
     assert n.start_state["source"] == "device" and n.state_path is None
     assert (n.r_start == 12e3).all() and n.figures(0.0).devices["mr[0->0]"].r_start == 12e3
