@@ -62,6 +62,8 @@ class CrossbarSpec:
     seed: int = 0
     params: Settings | None = None
     """The model's own parameters (``Crossbar.parameters``): its ``Params`` parsed from ``device.params``."""
+    instrument: str = ""
+    """Where an instrument is (``device.instrument``: a VISA resource, a serial port, a URL); "" for a model."""
 
 
 class CrossbarError(ValueError):

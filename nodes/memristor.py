@@ -68,6 +68,8 @@ class DeviceParams(Settings):
                          check=_installed_model)
     params: dict[str, float] = setting(doc="Parameters of a model other than tiox, as its Params declare "
                                        "(e.g. { rate = 2e7 }).", factory=dict)
+    instrument: str = setting("", "Where a crossbar instrument is, for a model that drives one (a VISA resource, "
+                              "a serial port, a URL: the model says); empty for a simulated crossbar.")
     a0: float = setting(17.16e3, "tiox: r_p(v) = a0 + a1 v: intercept [Ohm].")
     a1: float = setting(0.15e3, "tiox: r_p slope [Ohm/V].")
     b0: float = setting(24.81e3, "tiox: r_n(v) = b0 + b1 v: intercept [Ohm].")
@@ -271,7 +273,7 @@ class MemristorNode(Node):
         cls = crossbar_class(s.device.model)
         spec = CrossbarSpec(node=name, rows=s.rows, cols=s.cols, r_init=s.r_init, r_min=s.device.r_min,
                             r_max=s.device.r_max, spread=s.spread, read_noise=s.read_noise, seed=s.seed,
-                            params=cls.parameters(s.device, "device"))
+                            params=cls.parameters(s.device, "device"), instrument=s.device.instrument)
         return cls(spec)
 
     @property

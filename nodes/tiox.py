@@ -35,6 +35,9 @@ class TiOxCrossbar(ModelCrossbar):
         if device.params:
             raise SettingsError(f"{key}.params", "the tiox model takes its fit as device.a0 .. device.t_n, not "
                                 f"device.params (got {', '.join(sorted(device.params))})")
+        if device.instrument:
+            raise SettingsError(f"{key}.instrument", f"the tiox model is simulated: it drives no instrument, got "
+                                f"{device.instrument!r}")
         return device
 
     def pulse(self, wl: int, bl: int, voltage: float, width: float) -> float:

@@ -131,6 +131,7 @@ def test_a_model_from_an_installed_package_drives_the_node(installed):
     ({"model": "linear", "a_p": -1e-4}, "device.a_p", "is a parameter of the tiox model"),
     ({"model": "tiox", "params": {"rate": 1.0}}, "device.params", "device.a0 .. device.t_n"),
     ({"model": "twin", "params": {"rate": 1.0}}, "device.params", "takes no parameters"),
+    ({"instrument": "TCPIP::10.0.0.7::INSTR"}, "device.instrument", "the tiox model is simulated"),
 ])
 def test_model_parameters_are_checked_at_load(installed, device, key, reason):
     with pytest.raises(SettingsError, match=rf"^nodes\.southampton\.{key}: .*{reason}"):
@@ -138,7 +139,8 @@ def test_model_parameters_are_checked_at_load(installed, device, key, reason):
 
 
 def test_a_crossbar_that_keeps_its_own_state_is_read_at_start_never_restored(installed, tmp_path):
-    n = node({"model": "twin"})
+    n = node({"model": "twin", "instrument": "TCPIP::10.0.0.7::INSTR"})
+    assert n.crossbar.spec.instrument == "TCPIP::10.0.0.7::INSTR"
     n.context = {"network": "net", "network_dir": str(tmp_path)}
     before = TwinInstrument.reads
     n.load_state()
