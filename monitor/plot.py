@@ -1,19 +1,20 @@
-"""One figure of a recorded session: rasters, rates, memristor resistance across the protocol, link latency.
+"""One figure of a recorded session: rasters, rates, device resistance across the protocol, link latency.
 
-``plot_session(folder, "fig.png")`` reads a session folder (config/session.py) and draws, against session
-time (seconds since the run's t0):
+``plot_session(folder, "fig.png")`` reads a session folder (config/session.py's one reader) and draws,
+against session time (seconds since the run's t0), from what each node's kind declares (nodes/element.py):
 
-    a  a raster per spiking node: each population's spikes as its node sent them; a biological node's
-       events by type (stimulated AP, spontaneous AP, PSP) next to the stimuli it received
-    b  rates per neuron of every population (and of the biological node's APs and PSPs), in bins
-    c  each memristor's resistance, exact at every plasticity pulse (status.jsonl's pulse log) and sampled
-       by every status message in between
+    a  a raster per node with populations: each SPIKES population's spikes as its node sent them, and each
+       BIO_EVENTS population's events by type (stimulated AP, spontaneous AP, PSP) next to the stimuli its
+       STIMULI input received
+    b  rates per neuron of every population (a typed-event population's APs and PSPs apart), in bins
+    c  each device's resistance, exact at every plasticity pulse (status.jsonl's pulse log) and sampled by
+       every status message in between
     d  each link's latency histogram: the receiver's logged time minus the packet's send_time, for every
        packet it received (spikes, stimuli, typed events and loop probes alike, as the run summary counts)
 
-Protocol phases (summary.json) are shaded on every time axis and named. Panel c is left out when the
-session has no memristors. The catch: everything comes from what the nodes journaled, so a node killed
-mid-run appears up to its last journal flush; a damaged journal tail or status line is skipped with a
+Protocol phases are shaded on every time axis and named. Panel c is left out when no device was recorded
+while the run went. The catch: everything comes from what the nodes journaled, so a node killed mid-run
+appears up to its last journal flush; a damaged journal tail or status line is skipped with a
 ``DamagedSessionWarning`` and a note under the figure. Latencies assume one clock: true on one machine
 (provenance.json's link clock offsets are all 0) and in a session ``spikewire merge`` made of the sites'
 sessions (every time put on its reference site's clock); a single site's session draws only its own nodes.
@@ -21,10 +22,7 @@ sessions (every time put on its reference site's clock); a single site's session
 
 from __future__ import annotations
 
-import json
 import math
-import tomllib
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,38 +32,62 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from spikewire.streams.journal import RECEIVED, SENT, read_journal
-from spikewire.streams.wire import DATA_KINDS, BioEvent, Kind, empty_events
+from spikewire.config.session import (DamagedSessionWarning, RecordedSession, SessionError, link_source,
+                                      read_session as read_recorded)
+from spikewire.nodes.element import Role
+from spikewire.streams.journal import RECEIVED
+from spikewire.streams.wire import DATA_KINDS, BioEvent, empty_events
 
 __all__ = ["DamagedSessionWarning", "NotASession", "SessionData", "build_figure", "plot_session", "read_session"]
 
-
-class NotASession(ValueError):
-    """The folder is not one that ``spikewire run --session-dir`` wrote."""
-
-
-class DamagedSessionWarning(UserWarning):
-    """Part of a session could not be read (a damaged journal tail, a torn status line, a missing summary);
-    the figure shows the rest and says what is missing."""
+NotASession = SessionError
+"""The folder is not a session (config/session.py's SessionError, under the name plot used first)."""
 
 
-# --- reading a session ---------------------------------------------------------------------------------
+# --- what the figure shows -------------------------------------------------------------------------------
+
+@dataclass
+class TypedEvents:
+    """A population's typed events (BIO_EVENTS: action potentials and PSPs), in session seconds."""
+
+    t: np.ndarray
+    ids: np.ndarray
+    types: np.ndarray
+    """streams.wire.BioEvent of each event."""
+    size: int
+    stimuli: tuple[np.ndarray, np.ndarray] | None = None
+    """(times, target ids) of the stimuli the population's STIMULI input received (None: it has none)."""
+
 
 @dataclass
 class SpikingNode:
-    """One node's spikes, in session seconds. Populations are in network-file order."""
+    """One node's neurons, in session seconds: its SPIKES populations and its BIO_EVENTS populations, in
+    the order its kind declares them."""
 
     name: str
     kind: str
     populations: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-    """population -> (times, neuron ids) of the SPIKE events it sent."""
+    """population -> (times, neuron ids) of the spikes it sent."""
     sizes: dict[str, int] = field(default_factory=dict)
-    """population -> neurons (from the network file, else the highest id seen + 1)."""
-    bio: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-    """(times, neuron ids, BioEvent types) of the typed events a biological node sent."""
-    bio_size: int = 0
-    stimuli: tuple[np.ndarray, np.ndarray] | None = None
-    """(times, target ids) of the STIMULUS events the node received."""
+    """population -> neurons (as declared, else the highest id seen + 1)."""
+    typed: dict[str, TypedEvents] = field(default_factory=dict)
+    """population -> its typed events."""
+
+    @property
+    def bio(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(times, ids, types) of the node's first typed-event population (None: it has none)."""
+        first = next(iter(self.typed.values()), None)
+        return None if first is None else (first.t, first.ids, first.types)
+
+    @property
+    def bio_size(self) -> int:
+        first = next(iter(self.typed.values()), None)
+        return 0 if first is None else first.size
+
+    @property
+    def stimuli(self) -> tuple[np.ndarray, np.ndarray] | None:
+        first = next(iter(self.typed.values()), None)
+        return None if first is None else first.stimuli
 
 
 @dataclass
@@ -96,177 +118,85 @@ class SessionData:
 
 
 def read_session(session_dir: str | Path) -> SessionData:
-    """Read a session folder. Raises ``FileNotFoundError`` if it does not exist and ``NotASession`` if it
-    is not a session; warns ``DamagedSessionWarning`` for the parts it has to skip."""
-    folder = Path(session_dir)
-    if not folder.exists():
-        raise FileNotFoundError(f"{folder}: no such session folder")
-    if not folder.is_dir():
-        raise NotASession(f"{folder}: not a folder; a session is the folder `spikewire run --session-dir` writes")
-    missing = [n for n in ("provenance.json", "network.toml") if not (folder / n).is_file()]
-    if missing:
-        raise NotASession(f"{folder}: not a spikewire session (no {' or '.join(missing)}); "
-                          "a session is the folder `spikewire run --session-dir` writes")
-    try:
-        prov = json.loads((folder / "provenance.json").read_text())
-    except ValueError as e:
-        raise NotASession(f"{folder / 'provenance.json'}: unreadable provenance ({e})") from None
-    try:
-        net = tomllib.loads((folder / "network.toml").read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise NotASession(f"{folder / 'network.toml'}: unreadable network file ({e})") from None
-
-    notes: list[str] = []
-
-    def damaged(msg: str) -> None:
-        warnings.warn(f"{folder}: {msg}", DamagedSessionWarning, stacklevel=2)
-        notes.append(msg)
-
-    summary = {}
-    try:
-        summary = json.loads((folder / "summary.json").read_text())
-    except FileNotFoundError:
-        damaged("no summary.json (the run did not finish)")
-    except ValueError as e:
-        damaged(f"summary.json unreadable ({e})")
-
-    node_specs = {name: spec for name, spec in net.get("nodes", {}).items() if isinstance(spec, dict)}
-    run_here = prov.get("nodes_run")  # a site's session holds its own nodes only
-    if run_here:
-        node_specs = {name: spec for name, spec in node_specs.items() if name in run_here}
-    journals = {}
-    for name in node_specs:
-        path = folder / "journal" / f"{name}.swj"
-        if not path.is_file():
-            damaged(f"no journal for node {name}")
-            continue
-        try:
-            journals[name] = read_journal(path)
-        except ValueError as e:
-            damaged(f"journal of {name} unreadable: {e}")
-            continue
-        if journals[name].problem:
-            damaged(f"journal of {name}: {journals[name].problem}, last {journals[name].skipped_bytes} bytes skipped")
-
-    t0 = prov.get("t0_local_clock")
-    if t0 is None:
-        logged = [r.records[0].logged for r in journals.values() if r.records]
-        if not logged:
-            raise NotASession(f"{folder}: the run never started (no t0 in provenance.json and no journal records)")
-        t0 = min(logged)
-        damaged("no t0 in provenance.json (the run did not finish): time counts from the first journal record")
-
-    nodes = [_spiking_node(name, spec, journals[name], t0) for name, spec in node_specs.items()
-             if name in journals and spec.get("kind") != "memristor"]
-    nodes = [n for n in nodes if n.populations or n.bio is not None]
-    resistance, pulses, torn = _memristors(folder, t0)
-    if torn:
-        damaged(f"status.jsonl: {torn} unreadable line{'s' if torn > 1 else ''} skipped")
-    latency = _latencies(journals, net.get("links", []))
-
-    phases = [(p["phase"], float(p["start_s"]), float(p["end_s"])) for p in summary.get("phases", [])]
-    if not phases and not summary:
-        start = 0.0
-        for p in net.get("protocol", {}).get("phases", []):
-            phases.append((p["name"], start, start + float(p["duration"])))
-            start += float(p["duration"])
-
-    duration = summary.get("duration_s")
-    if duration is None:
-        last = [r.records[-1].logged - t0 for r in journals.values() if r.records]
-        duration = max(last, default=phases[-1][2] if phases else 1.0)
-    phases = [(n, s, min(e, duration)) for n, s, e in phases if s < duration]
-
-    source = prov.get("source", {})
+    """What the figure of a session folder shows (config/session.py reads the folder). Raises
+    ``FileNotFoundError`` if it does not exist and ``NotASession`` if it is not a session; warns
+    ``DamagedSessionWarning`` for the parts it has to skip."""
+    s = read_recorded(session_dir)
+    nodes = [node for node in (_spiking_node(s, name) for name in s.network.nodes if name in s.journals)
+             if node.populations or node.typed]
+    resistance, pulses = _devices(s)
+    phases = [(p.name, p.start, p.stop) for p in s.phases()]
+    duration = s.end_s if s.end_s > 0 else max((b for _, _, b in s.network.phases), default=1.0)
+    phases = [(n, a, min(b, duration)) for n, a, b in phases if a < duration]
+    source = s.provenance.get("source") or {}
     commit = (source.get("commit") or "")[:10] + ("+dirty" if source.get("dirty") else "")
-    meta = net.get("network", {})
-    return SessionData(folder=folder, network=summary.get("network") or meta.get("name", folder.name),
-                       description=meta.get("description", ""), created=prov.get("created", ""),
-                       outcome=summary.get("outcome") or prov.get("outcome") or "unfinished", commit=commit,
-                       t0=float(t0), duration=float(duration), phases=phases, nodes=nodes, resistance=resistance,
-                       pulses=pulses, latency=latency, notes=notes,
-                       merged_from=[str(m.get("site")) for m in prov.get("merged_from") or []])
+    return SessionData(folder=s.folder, network=s.summary.get("network") or s.network.name,
+                       description=s.network.description, created=s.provenance.get("created", ""),
+                       outcome=s.outcome or "unfinished", commit=commit, t0=float(s.t0), duration=float(duration),
+                       phases=phases, nodes=nodes, resistance=resistance, pulses=pulses,
+                       latency=_latencies(s), notes=[_note(s, d) for d in s.damage],
+                       merged_from=[str(m.get("site")) for m in s.provenance.get("merged_from") or []])
 
 
-def _events(records, direction: int, kind: Kind) -> dict[str, np.ndarray]:
-    """port -> the events of every ``kind`` packet logged in ``direction`` on it, concatenated."""
-    by_port: dict[str, list[np.ndarray]] = {}
-    for rec in records:
-        if rec.direction == direction and rec.packet is not None and rec.packet.kind == kind:
-            by_port.setdefault(rec.port, []).append(rec.packet.events)
-    return {port: np.concatenate(chunks) for port, chunks in by_port.items()}
+def _note(s: RecordedSession, damage: str) -> str:
+    """A damage message for the figure's footer: paths inside the session folder made relative to it."""
+    return damage.replace(f"{s.folder}/", "").removeprefix(f"{s.folder}: ")
 
 
-def _spiking_node(name: str, spec: dict, journal, t0: float) -> SpikingNode:
-    node = SpikingNode(name, spec.get("kind", "?"))
-    declared = {p: s for p, s in spec.get("populations", {}).items() if isinstance(s, dict)}
-    sent = {port.removesuffix(".spikes"): ev for port, ev in _events(journal.records, SENT, Kind.SPIKE).items()}
-    for pop in dict.fromkeys([*declared, *sent]):  # network-file order, then any other spiking output
-        ev = sent.get(pop, empty_events())
-        node.populations[pop] = (ev["t"] - t0, ev["id"].astype(np.int64))
-        node.sizes[pop] = int(declared.get(pop, {}).get("size") or (ev["id"].max() + 1 if len(ev) else 1))
-    bio = _events(journal.records, SENT, Kind.BIO)
-    if bio or node.kind == "biological":
-        ev = np.concatenate([empty_events(), *bio.values()])
-        node.bio = (ev["t"] - t0, ev["id"].astype(np.int64), np.rint(ev["value"]).astype(np.int64))
-        node.bio_size = int(spec.get("size") or (ev["id"].max() + 1 if len(ev) else 1))
-        stim = np.concatenate([empty_events(), *_events(journal.records, RECEIVED, Kind.STIMULUS).values()])
-        node.stimuli = (stim["t"] - t0, stim["id"].astype(np.int64))
+def _spiking_node(s: RecordedSession, name: str) -> SpikingNode:
+    """A node's populations as its kind declares them, with what it sent on each one's output port."""
+    spec = s.network.nodes[name]
+    node = SpikingNode(name, spec.kind)
+    sent = s.sent(name)
+    for pop in spec.declaration.populations:
+        port = spec.outputs.get(pop.port)
+        if port is None or port.role not in (Role.SPIKES, Role.BIO_EVENTS):
+            continue
+        ev = sent.get(pop.port, (None, empty_events()))[1]
+        size = int(pop.size or (ev["id"].max() + 1 if len(ev) else 1))
+        if port.role == Role.SPIKES:
+            node.populations[pop.name] = (ev["t"] - s.t0, ev["id"].astype(np.int64))
+            node.sizes[pop.name] = size
+            continue
+        stimuli = None
+        feed = spec.inputs.get(pop.input) if pop.input else None
+        if feed is not None and feed.role == Role.STIMULI:
+            st = s.received(name, pop.input)
+            stimuli = (st["t"] - s.t0, st["id"].astype(np.int64))
+        node.typed[pop.name] = TypedEvents(ev["t"] - s.t0, ev["id"].astype(np.int64),
+                                           np.rint(ev["value"]).astype(np.int64), size, stimuli)
     return node
 
 
-def _memristors(folder: Path, t0: float) -> tuple[dict, dict, int]:
-    """Resistance step functions and pulses per device from status.jsonl, and how many of its lines were
-    unreadable (a crash can tear the last one)."""
-    path = folder / "status.jsonl"
-    if not path.is_file():
-        return {}, {}, 0
-    messages, torn = [], 0
-    for line in path.read_text().splitlines():
-        try:
-            messages.append(json.loads(line))
-        except ValueError:
-            torn += 1
-    owners = {m.get("node") for m in messages if m.get("model", {}).get("resistance")}
-    # device -> (t, 0 for a pulse or 1 for a status sample, ohms after, ohms before, LTP?); at one time a
-    # pulse sorts first, since a status sample already includes it
-    points: dict[str, list[tuple]] = {}
-    for msg in messages:
-        if msg.get("node") not in owners:
-            continue
-        prefix = f"{msg['node']}." if len(owners) > 1 else ""
-        for ev in msg.get("log", []):
-            if ev.get("event") == "pulse":
-                points.setdefault(prefix + ev["device"], []).append(
-                    (ev["t"] - t0, 0, float(ev["r_after"]), float(ev["r_before"]), ev["direction"] == "ltp"))
-        for dev, ohms in msg.get("model", {}).get("resistance", {}).items():
-            points.setdefault(prefix + dev, []).append((msg["t"] - t0, 1, float(ohms), float(ohms), False))
+def _devices(s: RecordedSession) -> tuple[dict, dict]:
+    """Resistance step functions and pulses of every device recorded while the run went (named by device,
+    or node.device when devices of several nodes are drawn)."""
+    shown = [d for d in s.devices() if d.observed]
+    prefixed = len({d.node for d in shown}) > 1
     resistance, pulses = {}, {}
-    for dev, pts in points.items():
-        pts.sort(key=lambda p: p[:2])
-        t, order, after, before, ltp = (np.array(col) for col in zip(*pts))
-        # Non-volatile: from the node's start to its first record the device held what that record began with.
-        resistance[dev] = (np.append(min(0.0, t[0]), t), np.append(before[0], after))
-        is_pulse = order == 0
-        if is_pulse.any():
-            pulses[dev] = (t[is_pulse], after[is_pulse], ltp[is_pulse])
-    return resistance, pulses, torn
+    for d in shown:
+        label = f"{d.node}.{d.name}" if prefixed else d.name
+        resistance[label] = d.steps()
+        if d.pulses:
+            pulses[label] = (np.array([p.t for p in d.pulses]), np.array([p.r_after for p in d.pulses]),
+                             np.array([p.ltp for p in d.pulses]))
+    return resistance, pulses
 
 
-def _latencies(journals: dict, links: list[dict]) -> dict[str, np.ndarray]:
+def _latencies(s: RecordedSession) -> dict[str, np.ndarray]:
     """link label -> receive - send [s], in network-file order. A node journals a packet once however many
     of its ports the upstream output feeds, so links from one output to one node share one histogram."""
     lat: dict[tuple[str, str], list[float]] = {}
-    for ln in links:  # every link, so one that carried nothing shows as such
-        lat.setdefault((ln.get("from", ""), ln.get("to", "").split(".", 1)[0]), [])
-    for node, journal in journals.items():
+    links = [(link_source(ln.label), f"{ln.dst_node}.{ln.dst_port}") for ln in s.network.links]
+    for src, dst in links:  # every link, so one that carried nothing shows as such
+        lat.setdefault((src, dst.split(".", 1)[0]), [])
+    for node, journal in s.journals.items():
         for rec in journal.records:
             if rec.direction == RECEIVED and rec.packet is not None and rec.packet.kind in DATA_KINDS:
                 lat.setdefault((rec.port, node), []).append(rec.logged - rec.packet.send_time)
     out = {}
     for (src, node), values in lat.items():
-        targets = [ln.get("to", "") for ln in links
-                   if ln.get("from") == src and ln.get("to", "").startswith(node + ".")]
+        targets = [dst for frm, dst in links if frm == src and dst.startswith(node + ".")]
         if len(targets) == 1:
             label = f"{src} → {targets[0]}"
         elif targets:
@@ -292,10 +222,34 @@ PHASE_SHADES = ("#e8eef7", "#f7ece4")
 FONT = 11
 
 
-def _raster_rows(node: SpikingNode) -> int:
-    if node.bio is not None:
-        return 4 if node.bio_size == 1 else node.bio_size
-    return sum(node.sizes.values())
+@dataclass
+class _Raster:
+    """One raster panel: a node's SPIKES populations together, or one of its typed-event populations."""
+
+    node: SpikingNode
+    title: str
+    typed: TypedEvents | None = None
+
+    @property
+    def rows(self) -> int:
+        if self.typed is not None:
+            return 4 if self.typed.size == 1 else self.typed.size
+        return sum(self.node.sizes.values())
+
+
+def _rasters(nodes: list[SpikingNode]) -> list[_Raster]:
+    """The raster panels, node by node; a panel is titled by its node alone unless the node has several
+    and the population is not named after it."""
+    out = []
+    for node in nodes:
+        several = len(node.typed) + bool(node.populations) > 1
+        title = f"{node.name} ({node.kind})"
+        if node.populations:
+            out.append(_Raster(node, title))
+        for pop, typed in node.typed.items():
+            out.append(_Raster(node, f"{node.name}.{pop} ({node.kind})" if several and pop != node.name else title,
+                               typed))
+    return out
 
 
 def _shade_phases(ax, phases, label: str = "") -> None:
@@ -334,11 +288,11 @@ def _draw_population_raster(ax, node: SpikingNode, colours: dict) -> None:
     _legend(ax, handles)
 
 
-def _draw_bio_raster(ax, node: SpikingNode) -> None:
-    t, ids, types = node.bio
-    st, sid = node.stimuli
+def _draw_bio_raster(ax, typed: TypedEvents) -> None:
+    t, ids, types = typed.t, typed.ids, typed.types
+    st, sid = typed.stimuli if typed.stimuli is not None else (np.zeros(0), np.zeros(0, np.int64))
     handles = []
-    if node.bio_size == 1:  # one neuron: a row per kind of event, stimuli on top
+    if typed.size == 1:  # one neuron: a row per kind of event, stimuli on top
         rows = [("stimuli", STIM_COLOUR, st)] + [(lab, col, t[types == k]) for k, (lab, col) in BIO_STYLE.items()]
         for y, (lab, col, times) in enumerate(rows):
             ax.vlines(times, y - 0.38, y + 0.38, color=col, lw=0.9)
@@ -353,7 +307,7 @@ def _draw_bio_raster(ax, node: SpikingNode) -> None:
             half = 0.12 if k == BioEvent.PSP else 0.25
             ax.vlines(t[sel], ids[sel] + 0.05 - half, ids[sel] + 0.05 + half, color=col, lw=0.8)
             handles.append(Line2D([], [], color=col, lw=2, label=f"{lab} ({int(sel.sum())})"))
-        ax.set_ylim(node.bio_size - 0.5, -0.5)
+        ax.set_ylim(typed.size - 0.5, -0.5)
         ax.yaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
         ax.set_ylabel("neuron", fontsize=FONT)
     _legend(ax, handles)
@@ -371,16 +325,16 @@ def _draw_rates(ax, data: SessionData, colours: dict, edges: np.ndarray) -> None
             label = pop if names.count(pop) == 1 else f"{node.name}.{pop}"
             ax.stairs(_rate(t, edges, node.sizes[pop]), edges, color=colours[(node.name, pop)], lw=1.8, label=label,
                       baseline=None)
-        if node.bio is not None:
-            t, _, types = node.bio
-            aps = np.isin(types, (BioEvent.STIMULATED_AP, BioEvent.SPONTANEOUS_AP))
-            ax.stairs(_rate(t[aps], edges, node.bio_size), edges, color=BIO_STYLE[BioEvent.STIMULATED_AP][1], lw=1.8,
-                      label=f"{node.name} APs", baseline=None)
-            ax.stairs(_rate(t[types == BioEvent.PSP], edges, node.bio_size), edges,
-                      color=BIO_STYLE[BioEvent.PSP][1], lw=1.4, ls="--", label=f"{node.name} PSPs", baseline=None)
+        for pop, typed in node.typed.items():
+            who = node.name if pop == node.name else f"{node.name}.{pop}"
+            aps = np.isin(typed.types, (BioEvent.STIMULATED_AP, BioEvent.SPONTANEOUS_AP))
+            ax.stairs(_rate(typed.t[aps], edges, typed.size), edges, color=BIO_STYLE[BioEvent.STIMULATED_AP][1],
+                      lw=1.8, label=f"{who} APs", baseline=None)
+            ax.stairs(_rate(typed.t[typed.types == BioEvent.PSP], edges, typed.size), edges,
+                      color=BIO_STYLE[BioEvent.PSP][1], lw=1.4, ls="--", label=f"{who} PSPs", baseline=None)
     ax.set_ylabel("rate per neuron\n(Hz)", fontsize=FONT)
     ax.set_ylim(bottom=0)
-    if names or any(n.bio is not None for n in data.nodes):
+    if names or any(n.typed for n in data.nodes):
         _legend(ax)
 
 
@@ -447,8 +401,9 @@ def build_figure(session_dir: str | Path, rate_bin: float = 1.0) -> Figure:
     end = data.duration
     starts = [t.min() for n in data.nodes for t, _ in n.populations.values() if len(t)]
     start = min(0.0, *starts) if starts else 0.0
+    rasters = _rasters(data.nodes)
 
-    heights = [max(0.9, min(2.6, 0.36 * _raster_rows(n) + 0.3)) for n in data.nodes] + [1.5]
+    heights = [max(0.9, min(2.6, 0.36 * r.rows + 0.3)) for r in rasters] + [1.5]
     if data.resistance:
         heights.append(1.7)
     heights += [0.05, 2.1]  # a spacer: the latency panel's x axis is not time
@@ -465,16 +420,16 @@ def build_figure(session_dir: str | Path, rate_bin: float = 1.0) -> Figure:
         for pop in node.populations:
             colours[(node.name, pop)] = POP_COLOURS[k % len(POP_COLOURS)]
             k += 1
-    for ax, node in zip(time_axes, data.nodes):
-        if node.bio is not None:
-            _draw_bio_raster(ax, node)
+    for ax, raster in zip(time_axes, rasters):
+        if raster.typed is not None:
+            _draw_bio_raster(ax, raster.typed)
         else:
-            _draw_population_raster(ax, node, colours)
-        ax.set_title(f"{node.name} ({node.kind})", loc="left", fontsize=FONT, pad=3)
+            _draw_population_raster(ax, raster.node, colours)
+        ax.set_title(raster.title, loc="left", fontsize=FONT, pad=3)
         ax.tick_params(axis="y", length=0)
     edges = np.arange(math.floor(start / rate_bin) * rate_bin, end + rate_bin * 0.999, rate_bin)
     edges = edges if len(edges) > 1 else np.array([start, start + rate_bin])
-    rate_ax = time_axes[len(data.nodes)]
+    rate_ax = time_axes[len(rasters)]
     _draw_rates(rate_ax, data, colours, edges)
     rate_ax.set_title(f"rates ({rate_bin:g} s bins)", loc="left", fontsize=FONT, pad=3)
     res_ax = time_axes[-1] if data.resistance else None
@@ -495,7 +450,7 @@ def build_figure(session_dir: str | Path, rate_bin: float = 1.0) -> Figure:
     lat_ax.set_title("link latency", loc="left", fontsize=FONT, pad=3)
     lat_ax.tick_params(labelsize=FONT - 1)
 
-    panels = time_axes[:1] * bool(data.nodes) + [rate_ax] + [res_ax] * bool(res_ax) + [lat_ax]
+    panels = time_axes[:1] * bool(rasters) + [rate_ax] + [res_ax] * bool(res_ax) + [lat_ax]
     for letter, ax in zip("abcd", panels):
         ax.annotate(letter, xy=(0, 1), xycoords="axes fraction", xytext=(-8, 14), textcoords="offset points",
                     ha="right", va="bottom", fontsize=FONT + 4, fontweight="bold", gid="panel")

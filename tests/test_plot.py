@@ -111,10 +111,11 @@ def test_a_damaged_journal_tail_warns_and_still_draws(session, tmp_path):
     folder = _copy(session, tmp_path)
     journal = folder / "journal" / "padova.swj"
     journal.write_bytes(journal.read_bytes()[:-10])  # killed mid-write
-    with pytest.warns(DamagedSessionWarning, match="journal of padova: truncated record"):
+    with pytest.warns(DamagedSessionWarning, match=r"padova.swj: damaged tail \(truncated record\)"):
         fig = build_figure(folder)
     assert len(fig.axes) == 5
-    assert any("journal of padova: truncated record" in t.get_text() for t in fig.findobj(Text))
+    # The footer names the part inside the session folder, not the whole path.
+    assert any("journal/padova.swj: damaged tail (truncated record)" in t.get_text() for t in fig.findobj(Text))
 
 
 @pytest.mark.integration
@@ -139,6 +140,10 @@ def test_a_session_without_protocol_or_memristors(session, tmp_path):
     summary = read_json(folder / "summary.json")
     del summary["phases"]
     (folder / "summary.json").write_text(json.dumps(summary))
+    network = (folder / "network.toml").read_text()
+    (folder / "network.toml").write_text(re.sub(r"\[protocol\]\nphases = \[\n(.*\n)*?\]\n", "", network))
+    assert "[protocol]" not in (folder / "network.toml").read_text()
+    # No device recorded while the run went: the resistance panel is left out.
     lines = (folder / "status.jsonl").read_text().splitlines()
     (folder / "status.jsonl").write_text("".join(ln + "\n" for ln in lines if '"southampton"' not in ln))
     fig = build_figure(folder)
@@ -162,12 +167,14 @@ def test_a_file_is_not_a_session(tmp_path):
 
 def test_a_folder_without_provenance_is_not_a_session(tmp_path):
     (tmp_path / "network.toml").write_text("[network]\nname = 'x'\n")
-    with pytest.raises(NotASession, match=r"not a spikewire session \(no provenance.json\)"):
+    (tmp_path / "journal").mkdir()
+    with pytest.raises(NotASession, match=r"is not a spikewire session folder \(no provenance.json\)"):
         build_figure(tmp_path)
 
 
 def test_unreadable_provenance_is_named(tmp_path):
     (tmp_path / "network.toml").write_text("[network]\nname = 'x'\n")
+    (tmp_path / "journal").mkdir()
     (tmp_path / "provenance.json").write_text("{not json")
     with pytest.raises(NotASession, match="provenance.json: unreadable provenance"):
         build_figure(tmp_path)
