@@ -328,3 +328,168 @@ def test_a_site_killed_with_sigkill_exports_and_states_the_damage(tmp_path):
         assert 0.0 <= anpre[0] < 0.2 and 8 < len(anpre) / anpre[-1] < 12, anpre  # t0 right: the pacemaker's rate
         for line in damage:
             assert line.removeprefix("spikewire export: damaged: ") in nwb.notes
+
+
+# --- generic over declarations: a kind the exporter has never heard of -------------------------------------
+def _crossbar_kind():
+    """A kind spikewire has never heard of, standing in for a hardware memristor kind from a plugin: it
+    declares one device and a SYNAPTIC output."""
+    from spikewire.nodes.base import InPort, Node, NodeSettings, OutPort
+    from spikewire.nodes.element import Declaration, Device, Role
+    from spikewire.nodes.figures import DeviceFigures, Figures
+
+    class TestCrossbar(Node):
+        kind = "test_crossbar"
+        Settings = NodeSettings
+
+        @classmethod
+        def ports(cls, settings):
+            return ({"pre": InPort(frozenset({Kind.SPIKE}), "presynaptic spikes", 1, role=Role.PRE, group="g")},
+                    {"out": OutPort(Kind.SPIKE, "weighted events", 1, role=Role.SYNAPTIC, group="g")})
+
+        @classmethod
+        def declare(cls, name, settings):
+            return Declaration(devices=(Device("d0", "g", {"wordline": 3, "bitline": 4},
+                                               {"ltp_voltage": 1.2, "ltd_voltage": -1.5, "ltp_width": 5e-5,
+                                                "ltd_width": 7e-5}),))
+
+        def figures(self, now, final=False):
+            return Figures(devices={"d0": DeviceFigures(1.0, 1.0)})
+
+    return TestCrossbar
+
+
+@pytest.fixture
+def crossbar_kind(monkeypatch):
+    from spikewire.nodes.element import kinds
+
+    cls = _crossbar_kind()
+    monkeypatch.setitem(kinds(), cls.kind, cls)
+    return cls
+
+
+PLUGIN_NETWORK = """
+[network]
+name = "plugin_devices"
+
+[nodes.src]
+kind = "source"
+rate = 10.0
+
+[nodes.xbar]
+kind = "test_crossbar"
+
+[[links]]
+from = "src.out"
+to = "xbar.pre"
+"""
+
+
+def _plugin_session(folder: Path, finished: bool = True) -> Path:
+    """A session of a source feeding the plugin crossbar, recorded as format 2 writes it: status lines and
+    finals carry Figures JSON (devices with r_start), provenance the clock's UTC offset."""
+    folder.mkdir()
+    (folder / "network.toml").write_text(PLUGIN_NETWORK)
+    (folder / "provenance.json").write_text(json.dumps({
+        "format": 2, "created": "2025-01-02T03:04:04.000+00:00", "command_line": ["spikewire", "run", "p.toml"],
+        "host": "lab", "t0_local_clock": T0, "utc_minus_local_clock": 1735787045.0 - T0,
+        "t0_utc": "2025-01-02T03:04:05.000000+00:00", "outcome": "completed", "nodes": {}}))
+    device = {"r": 9000.0, "r_start": 10000.0, "ltp": 1, "ltd": 0}
+    pulse = {"event": "pulse", "t": T0 + 0.3, "device": "d0", "direction": "ltp", "r_before": 10000.0,
+             "r_after": 9000.0}
+    lines = [{"node": "xbar", "type": "status", "t": T0 + 0.5, "elapsed": 0.5,
+              "model": {"elapsed": 0.5, "populations": {}, "devices": {"d0": device}, "rejected": {}, "held": {}},
+              "log": [pulse]}]
+    if finished:
+        lines.append({"node": "xbar", "type": "final", "t": T0 + 0.7, "log": [], "summary": {
+            "node": "xbar", "kind": "test_crossbar", "model": {"elapsed": 0.6, "populations": {},
+                                                              "devices": {"d0": device}}}})
+        (folder / "summary.json").write_text(json.dumps({"duration_s": 0.6, "outcome": "completed",
+                                                         "nodes": {"src": {"final": True}, "xbar": {"final": True}}}))
+    (folder / "status.jsonl").write_text("".join(json.dumps(ln) + "\n" for ln in lines))
+    _journal(folder, "src", ["out"], [(SENT, "out", _packet(Kind.SPIKE, i, t, 0, 1.0)) for i, t in enumerate(SPIKES)])
+    _journal(folder, "xbar", ["out", "src.out"],
+             [(SENT, "out", _packet(Kind.SPIKE, i, t + 0.001, 0, 4e-9)) for i, t in enumerate(SPIKES)])
+    return folder
+
+
+def test_a_plugin_kind_that_declares_devices_is_devices_never_units(crossbar_kind, tmp_path):
+    session = _plugin_session(tmp_path / "session")
+    path = export_nwb(session, tmp_path / "out.nwb")
+    with NWBHDF5IO(str(path), "r") as io:
+        nwb = io.read()
+        assert set(_units(nwb)) == {("src", "out", 0)}  # the source's spikes; the crossbar is no neuron
+        synaptic = nwb.events["synaptic_events"].to_dataframe()
+        assert set(synaptic["node"]) == {"xbar"} and len(synaptic) == len(SPIKES)
+        r = nwb.acquisition["resistance_d0"]
+        assert "wordline 3, bitline 4" in r.description and "test_crossbar" not in r.description
+        # r_start from the status figures (format 2), the exact pulse, then the sample
+        assert list(r.timestamps[:]) == pytest.approx([0.0, 0.3, 0.5]) and list(r.data[:]) == [10000.0, 9000.0, 9000.0]
+        pulses = nwb.events["plasticity_pulses"].to_dataframe()
+        assert list(pulses["voltage"]) == [1.2] and list(pulses["duration"]) == [5e-5]  # as declared
+        # t0's UTC as the writer recorded it; simulated neurons only: an in-silico subject
+        assert nwb.session_start_time == datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+        assert nwb.subject.description.startswith("In silico")
+
+    from spikewire.monitor.plot import read_session as plot_data
+
+    data = plot_data(session)
+    assert [n.name for n in data.nodes] == ["src"] and set(data.resistance) == {"d0"}
+    assert list(data.resistance["d0"][1]) == [10000.0, 9000.0, 9000.0] and data.pulses["d0"][2].tolist() == [True]
+
+
+def test_r_start_from_the_status_figures_when_the_run_was_killed(crossbar_kind, tmp_path):
+    """Format 2: every status line says where each device started, so a killed run needs no guess (its
+    first sample, 9000, came after a pulse its log no longer has)."""
+    from spikewire.config.session import read_session
+
+    session = _plugin_session(tmp_path / "session", finished=False)
+    lines = [json.loads(ln) for ln in (session / "status.jsonl").read_text().splitlines()]
+    lines[0]["log"] = []
+    (session / "status.jsonl").write_text("".join(json.dumps(ln) + "\n" for ln in lines))
+    with pytest.warns(DamagedSessionWarning) as caught:
+        s = read_session(session)
+    assert any("no summary.json" in str(w.message) for w in caught)
+    (d0,) = s.devices()
+    assert (d0.node, d0.name, d0.r_start, d0.r_start_from) == ("xbar", "d0", 10000.0, "the status figures")
+    assert d0.declared is not None and d0.declared.address == {"wordline": 3, "bitline": 4}
+    assert [list(a) for a in d0.steps()] == [[0.0, 0.5], [10000.0, 9000.0]]
+
+
+def test_a_rig_is_told_by_its_figures_not_its_kind(tmp_path):
+    """A node whose figures come from a rig recorded a preparation: the subject says what is unknown."""
+    session = _handmade_session(tmp_path / "session")
+    with open(session / "status.jsonl", "a") as f:
+        f.write(json.dumps({"node": "padova", "type": "status", "t": T0 + 0.5, "elapsed": 0.5,
+                            "model": {"elapsed": 0.5, "populations": {}, "devices": {}, "rig": {"stream": "x"}},
+                            "log": []}) + "\n")
+    with pytest.warns(DamagedSessionWarning, match="padova recorded a rig"):
+        path = export_nwb(session, tmp_path / "out.nwb")
+    with NWBHDF5IO(str(path), "r") as io:
+        assert io.read().subject.description == "the preparation recorded by padova; not described by spikewire"
+
+
+def test_the_writer_records_what_readers_needed_to_guess(tmp_path):
+    """Provenance says its format, relates the local_clock to UTC from the start and gives t0 in UTC, so
+    the reader guesses neither t0 nor the session's start."""
+    from spikewire.config.session import FORMAT, Session, read_session
+    from spikewire.streams.clock import local_clock
+
+    folder = tmp_path / "session"
+    session = Session(folder, NETWORKS / "paper_loop.toml", nodes=["zurich"])
+    prov = json.loads((folder / "provenance.json").read_text())
+    assert prov["format"] == FORMAT == 2 and "t0_utc" not in prov
+    assert abs(prov["utc_minus_local_clock"] + local_clock() - datetime.now(timezone.utc).timestamp()) < 0.05
+    session.node_event("zurich", "ready", local_clock())
+    t0 = local_clock() + 0.2
+    session.provenance["t0_local_clock"] = t0  # as the supervisor does at the start
+    session.write()
+    prov = json.loads((folder / "provenance.json").read_text())
+    t0_utc = datetime.fromisoformat(prov["t0_utc"])
+    assert abs(t0_utc.timestamp() - (datetime.now(timezone.utc).timestamp() + 0.2)) < 0.05
+    with pytest.warns(DamagedSessionWarning) as caught:  # killed now: no summary, no journal, no status
+        s = read_session(folder)
+    assert s.t0 == t0 and s.t0_from == "recorded" and s.format == 2
+    assert abs((s.start_utc - t0_utc).total_seconds()) < 1e-5
+    said = " | ".join(str(w.message) for w in caught)
+    assert "no summary.json" in said and "zurich.swj: missing" in said and "t0 recovered" not in said
