@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 from spikewire.config.network import Network, NetworkError, load_network
+from spikewire.config.session import SessionError, StatusLog, check_session_folder, read_json_object, read_status
 from spikewire.streams.journal import RECEIVED, SENT, JournalWriter, Record, read_journal
 from spikewire.streams.wire import Kind, encode
 
@@ -69,7 +70,7 @@ class SiteSession:
     provenance: dict
     network: dict  # network.toml, parsed: compared between sites
     summary: dict | None  # None: the site's run did not finish
-    status_lines: list[str]
+    status: StatusLog
     offset_s: float = 0.0  # this site's clock minus the reference's
     offset_source: str = ""
 
@@ -83,11 +84,12 @@ class MergeResult:
 
 def read_site_session(folder: str | Path) -> SiteSession:
     """One site's session; MergeError if the folder is not a session of one site."""
-    folder = Path(folder)
-    missing = [n for n in ("network.toml", "provenance.json", "journal") if not (folder / n).exists()]
-    if not folder.is_dir() or missing:
-        raise MergeError(f"{folder}: not a spikewire session folder (no {', '.join(missing) or 'folder'})")
-    prov = _json(folder / "provenance.json")
+    try:
+        folder = check_session_folder(folder)
+        prov = read_json_object(folder / "provenance.json", "provenance")
+        summary = read_json_object(folder / "summary.json", "summary") if (folder / "summary.json").is_file() else None
+    except SessionError as e:
+        raise MergeError(str(e)) from None
     site = prov.get("site")
     if not isinstance(site, str) or not site:
         why = "a merged session" if prov.get("merged_from") else "a run of the whole network"
@@ -97,20 +99,7 @@ def read_site_session(folder: str | Path) -> SiteSession:
         network = tomllib.loads((folder / "network.toml").read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise MergeError(f"{folder / 'network.toml'}: unreadable ({e})") from None
-    summary = _json(folder / "summary.json") if (folder / "summary.json").is_file() else None
-    status = folder / "status.jsonl"
-    lines = status.read_text().splitlines() if status.is_file() else []
-    return SiteSession(folder, site, prov, network, summary, lines)
-
-
-def _json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except ValueError as e:
-        raise MergeError(f"{path}: not JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise MergeError(f"{path}: not a JSON object")
-    return data
+    return SiteSession(folder, site, prov, network, summary, read_status(folder / "status.jsonl"))
 
 
 def check_one_run(sessions: list[SiteSession], force: bool) -> list[str]:
@@ -281,14 +270,9 @@ def merge_status(sessions: list[SiteSession], node_site: dict[str, str]) -> tupl
     offset = {s.site: s.offset_s for s in sessions}
     timed, torn = [], []
     for s in sessions:
-        for line in s.status_lines:
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                msg = None
-            if not isinstance(msg, dict):
-                torn.append(line)
-                continue
+        torn += [text for _, text in s.status.torn]
+        for line in s.status.lines:
+            msg = json.loads(json.dumps(line))  # a copy to shift
             d = offset.get(node_site.get(msg.get("node")), s.offset_s)
             if _finite(msg.get("t")):
                 msg["t"] -= d
@@ -330,7 +314,7 @@ def merge_summary(sessions: list[SiteSession], network: Network, node_site: dict
             out["nodes"].update(s.summary.get("nodes", {}))
             out["killed_at_stop"].update(s.summary.get("killed_at_stop") or {})
             continue
-        finals = {msg.get("node") for msg in _messages(s.status_lines) if msg.get("type") == "final"}
+        finals = s.status.final_nodes()
         for node in _nodes_run(s, node_site):
             out["nodes"][node] = {"final": node in finals}
     out["probes"] = next((s.summary["probes"] for s in have if s.summary.get("probes")), None)
@@ -341,18 +325,6 @@ def merge_summary(sessions: list[SiteSession], network: Network, node_site: dict
             if _t0(s) is not None and _finite(s.summary.get("duration_s"))]
     if t0 is not None and ends:
         out["duration_s"] = max(ends) - t0
-    return out
-
-
-def _messages(lines: list[str]) -> list[dict]:
-    out = []
-    for line in lines:
-        try:
-            msg = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(msg, dict):
-            out.append(msg)
     return out
 
 
