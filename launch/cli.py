@@ -171,21 +171,34 @@ PASS_THROUGH = {"top": _top, "rig-sim": _rig_sim, "fault-proxy": _fault_proxy}
 
 
 def cmd_replay(args) -> int:
-    import json
+    import warnings
     from pathlib import Path
 
+    from spikewire.config.session import DamagedSessionWarning, SessionError, read_session
     from spikewire.launch.supervisor import Supervisor
 
-    session = Path(args.session)
-    if not (session / "network.toml").is_file() or not (session / "journal").is_dir():
-        print(f"{session}: not a spikewire session folder (no network.toml / journal/)", file=sys.stderr)
-        return 2
-    net = _load(str(session / "network.toml"), check_keys=False)
-    site = json.loads((session / "provenance.json").read_text()).get("site") if (session / "provenance.json").is_file() \
-        else None
-    if site:
-        print(f"{session}: a session of site {site!r} only; replay needs every node's recording (record a "
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DamagedSessionWarning)
+        try:
+            s = read_session(args.session, journals=False)  # each replayed node reads its own journal
+        except SessionError as e:
+            print(f"spikewire replay: {e}", file=sys.stderr)
+            return 2
+    for w in caught:
+        if issubclass(w.category, DamagedSessionWarning):
+            print(f"spikewire replay: warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    session, net = s.folder, s.network
+    if s.site:
+        print(f"{session}: a session of site {s.site!r} only; replay needs every node's recording (record a "
               "multi-site network on one machine with `spikewire run FILE` without --site)", file=sys.stderr)
+        return 2
+    if s.t0_from != "recorded":
+        # The replayed nodes' processes take t0 from provenance.json until the supervisor hands them the
+        # reader's (replay["t0"]): refuse here, in one line, rather than have every one of them fail.
+        print(f"{session}: provenance.json records no t0 (the run did not finish); replay needs the run's recorded "
+              "start", file=sys.stderr)
         return 2
     live = [n for n in args.nodes.split(",") if n]
     unknown = [n for n in live if n not in net.nodes]
@@ -194,17 +207,18 @@ def cmd_replay(args) -> int:
               f"got {args.nodes!r}", file=sys.stderr)
         return 2
     replayed = [n for n in net.nodes if n not in live]
-    missing = [n for n in replayed if not (session / "journal" / f"{n}.swj").is_file()]
+    missing = [n for n in replayed if not s.journal_path(n).is_file()]
     if missing:
         print(f"{session}: no journal for {', '.join(missing)}", file=sys.stderr)
         return 2
-    duration = args.duration
-    if duration is None:
-        duration = json.loads((session / "summary.json").read_text()).get("duration_s") or 10.0
+    duration = args.duration or (s.end_s if s.end_s > 0 else 10.0)
     out_dir = args.session_dir or str(session / "replays" / Path(str(default_session_dir())).name)
     print(f"spikewire: replaying {', '.join(replayed)} from {session} into live {', '.join(live)}")
+    # t0 and the journals as the reader found them, for the replayed nodes (ReplayNode's t0= and journal=)
+    replay = {"session": str(session), "replayed": replayed, "speed": args.speed, "t0": s.t0,
+              "journals": {n: str(s.journal_path(n)) for n in replayed}}
     sup = Supervisor(net, duration=duration / args.speed, json_path=args.json, reset_state=True,
-                     session_dir=out_dir, replay={"session": str(session), "replayed": replayed, "speed": args.speed})
+                     session_dir=out_dir, replay=replay)
     return sup.run()
 
 
@@ -214,7 +228,8 @@ def cmd_export(args) -> int:
     when nothing was written (not a session, the file exists)."""
     import warnings
 
-    from spikewire.monitor.nwb_export import DamagedSessionWarning, SessionError, export_nwb
+    from spikewire.config.session import DamagedSessionWarning, SessionError
+    from spikewire.monitor.nwb_export import export_nwb
 
     error = None
     with warnings.catch_warnings(record=True) as caught:
@@ -258,13 +273,25 @@ def cmd_merge(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from spikewire.monitor.plot import NotASession, plot_session
+    """Exit 0 when the figure was written (damage found is printed, one line per problem, and noted under
+    the figure); 2 when nothing was (not a session)."""
+    import warnings
 
-    try:
-        out = plot_session(args.session, args.out, dpi=args.dpi)
-    except (FileNotFoundError, NotASession) as e:
-        print(f"spikewire plot: {e}", file=sys.stderr)
-        return 2
+    from spikewire.config.session import DamagedSessionWarning, SessionError
+    from spikewire.monitor.plot import plot_session
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DamagedSessionWarning)
+        try:
+            out = plot_session(args.session, args.out, dpi=args.dpi)
+        except (SessionError, FileNotFoundError) as e:
+            print(f"spikewire plot: {e}", file=sys.stderr)
+            return 2
+    for w in caught:
+        if issubclass(w.category, DamagedSessionWarning):
+            print(f"spikewire plot: damaged: {w.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     print(f"wrote {out}")
     return 0
 

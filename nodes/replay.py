@@ -6,11 +6,16 @@ same output port (same source id, so the live node cannot tell) when its origina
 session's start has elapsed again (divided by ``speed``). Event times are shifted by the same amount, so
 they stay consistent with the new session's clock. Loop probes are not replayed (they measured the
 original run).
+
+What to replay comes from the session reader (config/session.py, a layer above): the node's journal and
+the original run's t0, handed in as ``journal`` and ``t0``. Without them (an older caller) the node finds
+its journal in the session folder and takes t0 from provenance.json, which must then record it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -26,18 +31,17 @@ class ReplayNode(Node):
     Settings = NodeSettings
 
     def __init__(self, name: str, settings: NodeSettings, outputs: dict[str, OutPort], session: Path,
-                 speed: float = 1.0):
+                 speed: float = 1.0, *, journal: Path | None = None, t0: float | None = None):
         super().__init__(name, settings, ports=({}, outputs))  # consumes nothing, publishes what was recorded
+        if not (isinstance(speed, (int, float)) and math.isfinite(speed) and speed > 0):
+            raise ValueError(f"replay speed must be a finite number > 0, got {speed!r}")
         self.speed = speed
-        journal = read_journal(Path(session) / "journal" / f"{name}.swj")
-        self.skipped_bytes = journal.skipped_bytes
-        t0_orig = json.loads((Path(session) / "provenance.json").read_text()).get("t0_local_clock")
-        if t0_orig is None:
-            raise ValueError(f"{session}: provenance.json has no t0_local_clock (the session never started)")
-        self.t0_orig = float(t0_orig)
+        recording = read_journal(Path(journal) if journal is not None else Path(session) / "journal" / f"{name}.swj")
+        self.skipped_bytes = recording.skipped_bytes
+        self.t0_orig = float(t0) if t0 is not None else _recorded_t0(Path(session))
         # (offset from the original t0, port, events with t made relative to the original t0)
         self.queue: list[tuple[float, str, np.ndarray]] = []
-        for rec in journal.records:
+        for rec in recording.records:
             if rec.direction != SENT or rec.packet is None or rec.packet.kind == Kind.PROBE:
                 continue
             if rec.port not in outputs or not len(rec.packet.events):
@@ -74,3 +78,15 @@ class ReplayNode(Node):
             info.update(replayed_events=self.replayed_events, recorded_packets=len(self.queue),
                         journal_skipped_bytes=self.skipped_bytes)
         return Figures(elapsed=now - self.t0, info=info)
+
+
+def _recorded_t0(session: Path) -> float:
+    """The original run's t0 as its provenance.json records it (what a caller without the reader's gets)."""
+    try:
+        t0 = json.loads((session / "provenance.json").read_text()).get("t0_local_clock")
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{session}: provenance.json unreadable ({e})") from None
+    if not isinstance(t0, (int, float)) or isinstance(t0, bool) or not math.isfinite(t0):
+        raise ValueError(f"{session}: provenance.json records no t0_local_clock (the run did not finish), and no "
+                         "t0 was handed in")
+    return float(t0)
