@@ -603,9 +603,10 @@ def _devices(s: RecordedSession) -> list[DeviceRecord]:
             record(node, dev.name)
     starts: dict[tuple[str, str], tuple[float, str]] = {}
     for row in s.summary.get("memristors") or []:  # the run report's device rows
-        if isinstance(row, dict) and row.get("node") in s.network.nodes and _number(row.get("r_start")):
-            record(row["node"], str(row["name"]))
-            starts.setdefault((row["node"], str(row["name"])), (float(row["r_start"]), "summary.json"))
+        if isinstance(row, dict) and row.get("node") in s.network.nodes and isinstance(row.get("name"), str) \
+                and _number(row.get("r_start")):
+            record(row["node"], row["name"])
+            starts.setdefault((row["node"], row["name"]), (float(row["r_start"]), "summary.json"))
     for node in s.network.nodes:
         final = s.final(node)
         for name, d in (final.devices if final else {}).items():
