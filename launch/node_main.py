@@ -22,9 +22,10 @@ import zmq
 
 from spikewire.launch.control import ControlClient
 from spikewire.config.network import curve_config, load_network
+from spikewire.config.plan import node_plan
 from spikewire.monitor.exporter import MetricsServer
 from spikewire.nodes.probes import ProbeState
-from spikewire.nodes.runtime import InputPlan, LinkOptions, Runtime
+from spikewire.nodes.runtime import Runtime
 from spikewire.streams.clock import local_clock
 
 log = logging.getLogger("spikewire.node")
@@ -79,35 +80,14 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as e:  # a state file spoilt since the run's pre-flight check: one line, no traceback
             control.send({"type": "error", "message": str(e)})
             return 1
-        source_ids = {port: network.source_ids[(spec.name, port)] for port in spec.outputs}
-        site = spec.settings.site
-        # A downstream node opens one connection per upstream port, however many of its inputs it feeds.
-        # Only links inside the site are waited for: other sites come and go on their own.
-        expected: dict[str, set[str]] = {}
-        for ln in network.links_from(spec.name):
-            if not ln.inter_site and ln.dst_node not in replayed:  # a replayed node subscribes to nothing
-                expected.setdefault(ln.src_port, set()).add(ln.dst_node)
-        fixed = {port: ep for port in spec.outputs if (ep := network.fixed_endpoint(spec.name, port, bind=True))}
-        curve_ports = frozenset(port for port in spec.outputs if network.curve_port(spec.name, port))
-        # Keys are needed to serve CURVE ports, to reach other sites, and to subscribe (even from inside the
-        # site) to a port that also feeds other sites: one socket, one security setting.
-        needs_curve = curve_ports or any(ln.inter_site or (ln.src_node and network.curve_port(ln.src_node, ln.src_port))
-                                         for ln in network.links_into(spec.name))
-        curve = curve_config(network, site, args.secret_key) if needs_curve else None
-        # An output port's send queue: the largest hwm of its links; its kernel buffer: the smallest sockbuf set.
-        port_queues = {}
-        for port in spec.outputs:
-            out_links = [ln for ln in network.links_from(spec.name) if ln.src_port == port]
-            if out_links:
-                bufs = [ln.sockbuf for ln in out_links if ln.sockbuf]
-                port_queues[port] = (max(ln.hwm for ln in out_links), min(bufs) if bufs else 0)
-        runtime = Runtime(node, ctx, source_ids, expected, bind_host=spec.settings.bind, endpoints=fixed,
-                          curve=curve, curve_ports=curve_ports, transport=network.transport, safety=network.safety,
-                          port_queues=port_queues, remote_ports=frozenset(fixed))
+        plan = node_plan(network, spec.name, replayed=frozenset(replayed))
+        curve = curve_config(network, plan.site, args.secret_key) if plan.needs_curve else None
+        runtime = Runtime(node, ctx, plan.source_ids, plan.expected, endpoints=plan.binds, curve=curve,
+                          curve_ports=plan.curve_ports, transport=network.transport, safety=network.safety,
+                          port_queues=plan.port_queues, remote_ports=plan.remote_ports)
         runtime.control = control
-        for ln in network.links_from(spec.name):  # every subscriber the file names, at any site (pong budget)
-            pub = runtime.publishers[ln.src_port]
-            pub.expected = pub.expected | {ln.dst_node}
+        for port, names in plan.subscribers.items():  # every subscriber the file names, at any site (pong budget)
+            runtime.publishers[port].expected = names
         mon = network.monitor
         origin = None
         if mon.probe_from:
@@ -121,20 +101,8 @@ def main(argv: list[str] | None = None) -> int:
 
         control.send({"type": "bound", "outputs": runtime.endpoints, "pid": os.getpid()})
         msg = control.wait("connect", args.timeout)
-        plans = []
-        for port, sources in msg["inputs"].items():
-            if port not in node.inputs:
-                continue  # a replayed node consumes nothing
-            links = [ln for ln in network.links_into(spec.name) if ln.dst_port == port]
-            hwm = max((ln.hwm for ln in links), default=None)
-            bufs = [ln.sockbuf for ln in links if ln.sockbuf]
-            options = {ln.label: LinkOptions(ln.delay, ln.late, ln.inter_site, ln.src_site,
-                                             bool(ln.src_node) and network.curve_port(ln.src_node, ln.src_port),
-                                             ln.auto_delay, ln.clock)
-                       for ln in links}
-            plans.append(InputPlan(port, tuple((int(s), str(e), str(label)) for s, e, label in sources),
-                                   hwm or 100_000, options, min(bufs) if bufs else 0))
-        runtime.connect(plans)
+        # A replayed node consumes nothing: it has no input ports.
+        runtime.connect([p for p in plan.input_plans(msg["inputs"]) if p.port in node.inputs])
         if args.session:
             from pathlib import Path
 

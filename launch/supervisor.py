@@ -29,6 +29,7 @@ import zmq
 
 from spikewire.launch.control import ControlServer
 from spikewire.config.network import Network
+from spikewire.config.plan import node_plan
 from spikewire.config.session import START_MARGIN, Session
 from spikewire.monitor.report import build_report, render_status, render_text
 from spikewire.streams.clock import MACHINE_SCOPED_LSL_CONFIG, local_clock
@@ -296,14 +297,11 @@ class Supervisor:
         self._wait_all("bound", lambda c: c.bound)
         for name in self.children:
             inputs: dict[str, list] = {}
-            for link in self.network.links_into(name):
-                if link.endpoint or link.via:
-                    endpoint = link.endpoint or link.via
-                elif link.src_node in self.children:
-                    endpoint = self.children[link.src_node].endpoints[link.src_port]
-                else:  # another site's node: its fixed port (or the relay the link goes via)
-                    endpoint = link.via or self.network.fixed_endpoint(link.src_node, link.src_port, bind=False)
-                inputs.setdefault(link.dst_port, []).append([link.source_id, endpoint, link.label])
+            for src in node_plan(self.network, name, self.site).sources:
+                # Known from the file (an external publisher, a relay, another site's fixed port), or where
+                # a node of this run bound.
+                endpoint = src.endpoint or self.children[src.upstream[0]].endpoints[src.upstream[1]]
+                inputs.setdefault(src.port, []).append([src.source_id, endpoint, src.label])
             self.control.send(name, {"type": "connect", "inputs": inputs})
         self._wait_all("ready", lambda c: c.ready)
 
