@@ -483,7 +483,7 @@ class MemristorNode(Node):
             for pre, post, wl, bl in cfg.table:
                 label = syn if len(cfg.table) == 1 else f"{syn}[{pre}->{post}]"
                 devices.append(Device(label, syn, {"wordline": int(wl), "bitline": int(bl)}, pulse))
-        return Declaration(devices=tuple(devices))
+        return Declaration(devices=tuple(devices), keywords=cls.keywords)
 
     def figures(self, now: float, final: bool = False) -> Figures:
         devices = {label: DeviceFigures(r=float(self.r[g.wl[row], g.bl[row]]),
