@@ -14,7 +14,7 @@ export LSLAPICFG ?= $(CURDIR)/streams/lsl_api.cfg
 .PHONY: demo rig-demo sites-demo test bench venv ref prometheus-bin clean
 
 # The element-contract examples are packages of their own, installed beside spikewire as a lab's would be.
-EXAMPLES := examples/lif_plugin
+EXAMPLES := examples/lif_plugin examples/linear_crossbar
 
 $(STAMP): pyproject.toml $(EXAMPLES:%=%/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)

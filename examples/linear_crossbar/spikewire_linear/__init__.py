@@ -1,0 +1,1 @@
+"""A linear-drift memristor model for spikewire, added from outside through the Crossbar seam."""
