@@ -34,13 +34,13 @@ from typing import Literal
 import numpy as np
 
 from spikewire.core.settings import Settings, SettingsError, in_range, non_empty, non_negative, positive, setting
+from spikewire.nodes import plasticity
 from spikewire.nodes.base import InPort, Node, NodeSettings, OutPort
 from spikewire.nodes.crossbar import Crossbar, CrossbarError, CrossbarSpec, crossbar_class
 from spikewire.nodes.element import Declaration, Device, Role, element
 from spikewire.nodes.figures import DeviceFigures, Figures
 from spikewire.nodes.kernels import memristor as mk
 from spikewire.nodes.plasticity import PlasticitySettings, Pulse, Rule, rule_for
-from spikewire.nodes import plasticity
 from spikewire.streams.wire import Kind
 
 log = logging.getLogger("spikewire.memristor")
