@@ -69,9 +69,6 @@ NOT_BIO = -1
 """``bio_event_type`` of a spike that is no biological event (a silicon neuron's)."""
 NO_EVENTS = np.zeros(0, EVENT_DTYPE)
 BASE_KEYWORDS = ["spiking neural network", "hybrid network"]
-UNDECLARED_KEYWORDS = "memristor neuromorphic plasticity".split()
-"""What every session's keywords added before kinds declared their own (Declaration.keywords): a session
-whose kinds declare none still gets them."""
 
 
 # --- the file ---------------------------------------------------------------------------------------------
@@ -184,10 +181,9 @@ def _session_start(s: Session) -> datetime:
 
 
 def _keywords(s: Session) -> list[str]:
-    """The network's kinds' own keywords (Declaration.keywords), after spikewire's; a session of kinds that
-    declare none keeps the keywords every session had before kinds declared theirs."""
+    """spikewire's keywords, then the network's kinds' own (Declaration.keywords), sorted."""
     declared = sorted({k for spec in s.network.nodes.values() for k in spec.declaration.keywords} - set(BASE_KEYWORDS))
-    return BASE_KEYWORDS + (declared or UNDECLARED_KEYWORDS)
+    return BASE_KEYWORDS + declared
 
 
 def recordings(s: Session) -> list[str]:

@@ -249,6 +249,7 @@ def _read_state(path: Path, s: MemristorSettings) -> tuple[np.ndarray, dict]:
 class MemristorNode(Node):
     kind = "memristor"
     Settings = MemristorSettings
+    keywords = ("memristor", "plasticity")
     interlocked = True  # programs devices, and its stimulus outputs drive the CME
 
     def __init__(self, name: str, settings: MemristorSettings):

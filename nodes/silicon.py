@@ -196,6 +196,7 @@ def _plausible_current(pop: PopulationSettings) -> tuple[float, float]:
 class SiliconNode(Node):
     kind = "silicon"
     Settings = SiliconSettings
+    keywords = ("neuromorphic",)
     supports_lookahead = True
 
     def __init__(self, name: str, settings: SiliconSettings):
