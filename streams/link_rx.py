@@ -41,7 +41,8 @@ log = logging.getLogger("spikewire.link")
 
 REORDER_WINDOW = 4096
 """Lost sequence numbers are remembered this far behind the newest, so a reordered packet arriving late
-un-counts its loss; one later than that stays counted as lost (and as out of order)."""
+un-counts its loss; one later than that stays counted as lost, and is refused as a repeat (counted in
+``duplicates``): past the window a late packet and a replayed one look the same."""
 RESYNC_AFTER = 16
 """This many packets in a row that look wrong against a link's sequence (all far ahead, or all behind)
 mean the baseline is what is wrong (a corrupt packet set it): the link starts its sequence over."""
