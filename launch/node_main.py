@@ -51,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--replay-from", help="a recorded session: the --replayed nodes republish its recording")
     ap.add_argument("--replayed", default="", help="comma-separated nodes that are replayed, not live")
     ap.add_argument("--speed", type=float, default=1.0, help="replay speed factor")
+    ap.add_argument("--replay-t0", type=float, default=None, help="the recorded session's t0 (local_clock) as "
+                    "its reader found it; default: its provenance.json's")
     ap.add_argument("--secret-key", help="this site's CURVE secret key file (instead of the network file's)")
     ap.add_argument("--journal-max-mb", type=int, help="cap of this node's session journal [MB]")
     args = ap.parse_args(argv)
@@ -70,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
 
             from spikewire.nodes.replay import ReplayNode
 
-            node = ReplayNode(spec.name, spec.settings, spec.outputs, Path(args.replay_from), args.speed)
+            node = ReplayNode(spec.name, spec.settings, spec.outputs, Path(args.replay_from), args.speed,
+                              t0=args.replay_t0)
         else:
             node = spec.cls(spec.name, spec.settings)
         node.context = network.node_context(args.reset_state, args.session or "")

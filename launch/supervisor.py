@@ -214,6 +214,8 @@ class Supervisor:
             if self.replay:
                 cmd += ["--replay-from", str(self.replay["session"]), "--replayed", ",".join(self.replay["replayed"]),
                         "--speed", str(self.replay.get("speed", 1.0))]
+                if self.replay.get("t0") is not None:  # as the session reader found it (recorded or recovered)
+                    cmd += ["--replay-t0", repr(float(self.replay["t0"]))]
             proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdin=subprocess.DEVNULL)
             self.children[name] = Child(name, proc)
         self.say(f"spikewire: started {len(self.children)} nodes{f' of site {self.site}' if self.site else ''}: "

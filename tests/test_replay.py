@@ -94,4 +94,4 @@ def test_replay_refuses_what_it_cannot_replay_in_one_line(tmp_path, capsys):
     killed.write()
     assert main(["replay", str(tmp_path / "killed"), "--nodes", "zurich"]) == 2
     err = capsys.readouterr().err
-    assert "records no t0" in err and err.count("\n") == err.count("spikewire replay: warning: ") + 1, err
+    assert "no t0 recorded" in err and err.count("\n") == err.count("spikewire replay: warning: ") + 1, err
