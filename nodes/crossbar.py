@@ -31,11 +31,11 @@ pattern of nodes/sdk_thread.py).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import metadata
 from typing import ClassVar
 
 import numpy as np
 
+from spikewire.core.registry import Registry
 from spikewire.core.settings import Settings, SettingsError, parse
 
 ENTRY_POINT_GROUP = "spikewire.crossbars"
@@ -154,54 +154,18 @@ class ModelCrossbar(Crossbar):
 
 
 # --- the registry ------------------------------------------------------------------------------------
-_BUILTIN: dict[str, type[Crossbar]] = {}
-_ALL: dict[str, type[Crossbar]] | None = None
+def _builtins() -> None:
+    from spikewire.nodes import tiox  # noqa: F401  (its @crossbar registers the default model)
 
 
-def crossbar(cls: type[Crossbar]) -> type[Crossbar]:
-    """Class decorator: register a built-in crossbar model under its ``model`` name."""
-    name = getattr(cls, "model", None)
-    if not isinstance(name, str) or not name:
-        raise CrossbarError(f"{cls.__qualname__}: a crossbar class needs a `model` name")
-    other = _BUILTIN.get(name)
-    if other is not None and other is not cls:
-        raise CrossbarError(f"crossbar model {name!r} registered twice: {other.__module__}.{other.__qualname__} "
-                            f"and {cls.__module__}.{cls.__qualname__}")
-    _BUILTIN[name] = cls
-    return cls
-
-
-def _entry_points() -> dict[str, type[Crossbar]]:
-    found = {}
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        where = f"entry point {ep.name!r} ({ep.value}) of group {ENTRY_POINT_GROUP!r}"
-        try:
-            cls = ep.load()
-        except (ImportError, AttributeError, SyntaxError) as e:
-            raise CrossbarError(f"{where} cannot be loaded: {type(e).__name__}: {e}") from e
-        if not (isinstance(cls, type) and issubclass(cls, Crossbar)):
-            raise CrossbarError(f"{where} is {cls!r}, not a spikewire.nodes.crossbar.Crossbar subclass")
-        if getattr(cls, "model", None) != ep.name:
-            raise CrossbarError(f"{where}: the class's model is {getattr(cls, 'model', None)!r}; name the entry "
-                                "point after it")
-        found[ep.name] = cls
-    return found
+REGISTRY = Registry("crossbar model", "model", ENTRY_POINT_GROUP, lambda: Crossbar, CrossbarError, _builtins)
+crossbar = REGISTRY.register
+"""Class decorator: register a built-in crossbar model under its ``model`` name."""
 
 
 def crossbars() -> dict[str, type[Crossbar]]:
     """Every crossbar model by name: the built-in ones and those of installed packages (loaded once)."""
-    global _ALL
-    if _ALL is None:
-        from spikewire.nodes import tiox  # noqa: F401  (its @crossbar registers the default model)
-
-        out = dict(_BUILTIN)
-        for name, cls in _entry_points().items():
-            if name in out and out[name] is not cls:
-                raise CrossbarError(f"crossbar model {name!r} of {cls.__module__} clashes with the built-in one of "
-                                    f"{out[name].__module__}; rename it")
-            out[name] = cls
-        _ALL = out
-    return _ALL
+    return REGISTRY.all()
 
 
 def crossbar_class(name: str) -> type[Crossbar]:

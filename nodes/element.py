@@ -26,7 +26,8 @@ from __future__ import annotations
 import enum
 import logging
 from dataclasses import dataclass, field
-from importlib import metadata
+
+from spikewire.core.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -116,57 +117,22 @@ class ElementError(ValueError):
     """A kind that cannot be registered or loaded; ``str()`` is one line naming it."""
 
 
-_BUILTIN: dict[str, type] = {}
-_ALL: dict[str, type] | None = None
-
-
-def element(cls):
-    """Class decorator: register a built-in kind under its ``kind`` name."""
-    name = getattr(cls, "kind", None)
-    if not isinstance(name, str) or not name:
-        raise ElementError(f"{cls.__qualname__}: an element class needs a `kind` name")
-    other = _BUILTIN.get(name)
-    if other is not None and other is not cls:
-        raise ElementError(f"kind {name!r} registered twice: {other.__module__}.{other.__qualname__} and "
-                           f"{cls.__module__}.{cls.__qualname__}")
-    _BUILTIN[name] = cls
-    return cls
-
-
 def _builtins() -> None:
     # Importing the kinds' modules runs their @element decorators.
     from spikewire.nodes import biological, hub_bridge, memristor, probe, silicon  # noqa: F401
 
 
-def _entry_points() -> dict[str, type]:
+def _node_class() -> type:
     from spikewire.nodes.base import Node
 
-    found: dict[str, type] = {}
-    for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
-        where = f"entry point {ep.name!r} ({ep.value}) of group {ENTRY_POINT_GROUP!r}"
-        try:
-            cls = ep.load()
-        except (ImportError, AttributeError, SyntaxError) as e:
-            raise ElementError(f"{where} cannot be loaded: {type(e).__name__}: {e}") from e
-        if not (isinstance(cls, type) and issubclass(cls, Node)):
-            raise ElementError(f"{where} is {cls!r}, not a spikewire.nodes.base.Node subclass")
-        if getattr(cls, "kind", None) != ep.name:
-            raise ElementError(f"{where}: the class's kind is {getattr(cls, 'kind', None)!r}; name the entry "
-                               f"point after it")
-        found[ep.name] = cls
-    return found
+    return Node
+
+
+REGISTRY = Registry("kind", "kind", ENTRY_POINT_GROUP, _node_class, ElementError, _builtins)
+element = REGISTRY.register
+"""Class decorator: register a built-in kind under its ``kind`` name."""
 
 
 def kinds() -> dict[str, type]:
     """Every element kind by name: the built-in ones and those of installed packages (loaded once)."""
-    global _ALL
-    if _ALL is None:
-        _builtins()
-        out = dict(_BUILTIN)
-        for name, cls in _entry_points().items():
-            if name in out and out[name] is not cls:
-                raise ElementError(f"kind {name!r} of {cls.__module__} clashes with the built-in kind of "
-                                   f"{out[name].__module__}; rename it")
-            out[name] = cls
-        _ALL = out
-    return _ALL
+    return REGISTRY.all()

@@ -66,11 +66,11 @@ def installed(monkeypatch):
     eps = [metadata.EntryPoint(name, f"test_crossbar_seam:{cls}", cb.ENTRY_POINT_GROUP)
            for name, cls in (("linear", "LinearCrossbar"), ("twin", "TwinInstrument"))]
     real = metadata.entry_points
-    monkeypatch.setattr(cb.metadata, "entry_points",
+    monkeypatch.setattr(metadata, "entry_points",
                         lambda **kw: eps if kw.get("group") == cb.ENTRY_POINT_GROUP else real(**kw))
-    monkeypatch.setattr(cb, "_ALL", None)
+    cb.REGISTRY.forget()
     yield
-    cb._ALL = None  # the next test loads the real ones again
+    cb.REGISTRY.forget()  # the next test loads the real ones again
 
 
 def ev(*rows) -> np.ndarray:
