@@ -50,7 +50,7 @@ from spikewire.core.settings import (NODE_MEMORY_BUDGET, Settings, SettingsError
                                        non_negative, parse, positive, setting)
 from spikewire.nodes.interlock import SafetySettings
 from spikewire.streams.transport import TransportSettings
-from spikewire.nodes.element import Declaration, ElementError, kinds
+from spikewire.nodes.element import Declaration, broken_kinds, kinds
 from spikewire.nodes.base import ClockedSettings, InPort, Node, OutPort
 from spikewire.nodes.runtime import AUTO_DELAY_MARGIN, AUTO_DELAY_WINDOW
 
@@ -179,12 +179,16 @@ def relative_file_problem(ref: str) -> str | None:
     return None
 
 
+def _plugin_hint(kind: object) -> str:
+    return ("; a kind from another package needs that package installed here (entry-point group "
+            "'spikewire.elements'; a session's provenance.json lists the packages it ran with)"
+            if isinstance(kind, str) and NAME.fullmatch(kind) else "")
+
+
 def node_kinds() -> dict[str, type[Node]]:
-    """Every element kind: spikewire's own and those installed packages add (nodes/element.py)."""
-    try:
-        return kinds()
-    except ElementError as e:
-        raise NetworkError("nodes", f"an element kind cannot be loaded: {e}") from None
+    """Every usable element kind: spikewire's own and those installed packages add (nodes/element.py); a
+    broken plugin is left out (``broken_kinds``), so it stops only a network that uses it."""
+    return kinds()
 
 
 @dataclass(frozen=True)
@@ -546,8 +550,11 @@ def build_network(data: dict, default_name: str = "network", path: Path | None =
         kind = table.get("kind")
         if kind is None:
             raise NetworkError(f"{key}.kind", f"required; one of: {', '.join(sorted(kinds))}")
+        if isinstance(kind, str) and kind in broken_kinds():
+            raise NetworkError(f"{key}.kind", f"the plugin of kind {kind!r} cannot be used: {broken_kinds()[kind]}")
         if not isinstance(kind, str) or kind not in kinds:
-            raise NetworkError(f"{key}.kind", f"unknown node kind {kind!r}; expected one of: {', '.join(sorted(kinds))}")
+            raise NetworkError(f"{key}.kind", f"unknown node kind {kind!r}; expected one of: {', '.join(sorted(kinds))}"
+                               + _plugin_hint(kind))
         cls = kinds[kind]
         try:
             settings = parse(cls.Settings, table, key)

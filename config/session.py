@@ -74,6 +74,22 @@ def _versions() -> dict[str, str | None]:
     return out
 
 
+PLUGIN_GROUPS = ("spikewire.elements", "spikewire.crossbars")
+
+
+def _plugins() -> dict[str, dict[str, dict]]:
+    """Every installed plugin (entry point of spikewire's groups) with its package and version, so that an
+    archived session says what it needs to be read again."""
+    out: dict[str, dict[str, dict]] = {}
+    for group in PLUGIN_GROUPS:
+        for ep in metadata.entry_points(group=group):
+            dist = getattr(ep, "dist", None)
+            out.setdefault(group, {})[ep.name] = {"entry_point": ep.value,
+                                                  "package": dist.metadata["Name"] if dist else None,
+                                                  "version": dist.version if dist else None}
+    return out
+
+
 def _git_commit(where: Path) -> dict:
     """The spikewire source's git commit and whether its tree had uncommitted changes (None outside git)."""
     try:
@@ -124,6 +140,7 @@ class Session:
             "cwd": os.getcwd(),
             "host": socket.gethostname(),
             "versions": _versions(),
+            "plugins": _plugins(),
             "source": {"path": str(source), **_git_commit(source)},
             "lsl_config": os.environ.get("LSLAPICFG"),
             # Every time in the session is on this machine's local_clock; this puts any of them in UTC

@@ -154,6 +154,8 @@ non_empty.rows_within_memory = rows_within_memory
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:
     origin = get_origin(tp)
+    if tp is Any:  # a table handed on as read, for a settings class chosen later (a crossbar model's Params)
+        return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SettingsError(key, f"must be a number, got {describe(value)}")

@@ -113,7 +113,7 @@ def build_report(network: Network, finals: dict[str, dict], duration: float, out
 
 def phase_table(network: Network, finals: dict[str, dict]) -> list[dict]:
     """One row per protocol phase, from the figures each node recorded at every phase end: each
-    population's rate (and typed events: stimulated APs, PSPs), each device's value at the phase's end and
+    population's rate per neuron (and typed events: stimulated APs, PSPs), each device's value at the phase's end and
     the programming pulses applied during it. Phases not reached are left out."""
     rows = [{"phase": name, "start_s": start, "end_s": end} for name, start, end in network.phases]
     for node in network.nodes:
@@ -123,7 +123,8 @@ def phase_table(network: Network, finals: dict[str, dict]) -> list[dict]:
             row, length = rows[i], rows[i]["end_s"] - rows[i]["start_s"]
             for pop, p in mark.populations.items():
                 before = prev.populations.get(pop)
-                row[f"{pop} Hz"] = (p.spikes - (before.spikes if before else 0)) / length
+                # per neuron, as everywhere (summary, top, metrics, plot)
+                row[f"{pop} Hz"] = (p.spikes - (before.spikes if before else 0)) / length / max(p.size, 1)
                 if "stimulated_ap" in p.events:
                     was = before.events if before else {}
                     row[f"{pop} stim AP"] = p.events["stimulated_ap"] - was.get("stimulated_ap", 0)
@@ -233,7 +234,7 @@ def render_status(network: Network, statuses: dict[str, dict], previous: dict[st
         for pop, p in model.populations.items():
             was = before.populations.get(pop)
             n = p.spikes - (was.spikes if was else p.spikes)
-            parts.append(f"{pop} {(n / dt) if dt > 0 else 0.0:5.1f} Hz")
+            parts.append(f"{pop} {(n / dt / max(p.size, 1)) if dt > 0 else 0.0:5.1f} Hz")  # per neuron
             if "stimulated_ap" in p.events:
                 parts.append(f"AP stim/spont {p.events['stimulated_ap']}/{p.events['spontaneous_ap']} "
                              f"PSP {p.events['psp']}")

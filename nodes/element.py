@@ -128,11 +128,27 @@ def _node_class() -> type:
     return Node
 
 
-REGISTRY = Registry("kind", "kind", ENTRY_POINT_GROUP, _node_class, ElementError, _builtins)
+def _check_kind(cls: type) -> str | None:
+    from spikewire.core.settings import Settings
+
+    settings = getattr(cls, "Settings", None)
+    if not (isinstance(settings, type) and issubclass(settings, Settings)):
+        return (f"{cls.__qualname__}.Settings is {settings!r}; it must be a settings class (a subclass of "
+                "spikewire.nodes.base.NodeSettings)")
+    return None
+
+
+REGISTRY = Registry("kind", "kind", ENTRY_POINT_GROUP, _node_class, ElementError, _builtins, _check_kind)
 element = REGISTRY.register
 """Class decorator: register a built-in kind under its ``kind`` name."""
 
 
 def kinds() -> dict[str, type]:
-    """Every element kind by name: the built-in ones and those of installed packages (loaded once)."""
+    """Every usable element kind by name: the built-in ones and those of installed packages (loaded once).
+    A plugin that cannot be used is left out and named by ``broken_kinds``."""
     return REGISTRY.all()
+
+
+def broken_kinds() -> dict[str, str]:
+    """Kind names whose plugin cannot be used, with the one-line reason (a network using one is refused)."""
+    return REGISTRY.broken

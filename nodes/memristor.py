@@ -29,7 +29,7 @@ import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -66,8 +66,8 @@ class DeviceParams(Settings):
     model: str = setting("tiox", "Device model of the crossbar: tiox (the TiOx compact model), or a model an "
                          "installed package adds (entry-point group spikewire.crossbars; docs/elements.md).",
                          check=_installed_model)
-    params: dict[str, float] = setting(doc="Parameters of a model other than tiox, as its Params declare "
-                                       "(e.g. { rate = 2e7 }).", factory=dict)
+    params: dict[str, Any] = setting(doc="Parameters of a model other than tiox, as its Params declare and check "
+                                     "(e.g. { rate = 2e7 }).", factory=dict)
     instrument: str = setting("", "Where a crossbar instrument is, for a model that drives one (a VISA resource, "
                               "a serial port, a URL: the model says); empty for a simulated crossbar.")
     a0: float = setting(17.16e3, "tiox: r_p(v) = a0 + a1 v: intercept [Ohm].")
