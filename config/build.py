@@ -235,6 +235,8 @@ class NetworkBuilder:
         if check:
             build_network(data, default_name=safe_name(path.stem), path=path.resolve())
         text = dumps(data)
+        if not path.resolve().parent.is_dir():
+            raise FileNotFoundError(f"cannot save {path}: no folder {path.resolve().parent}")
         fd, tmp = tempfile.mkstemp(dir=path.resolve().parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -271,7 +273,11 @@ def load(path: str | Path, check: bool = True) -> NetworkBuilder:
     """A network file as a builder, to change or run. With ``check`` (the default) it is validated first,
     so a bad file fails here with the one line ``spikewire check`` prints; ``check=False`` loads a file
     that does not validate (to repair it)."""
-    net = NetworkBuilder.from_dict(read_network_file(path), path)
+    try:
+        data = read_network_file(path)
+    except NetworkError as e:  # the CLI puts the path before the line; from Python, say which file
+        raise NetworkError(e.key, f"{e.reason} ({path})") from None
+    net = NetworkBuilder.from_dict(data, path)
     if check:
         net.check()
     return net
