@@ -49,6 +49,15 @@ def layout(tmp_path_factory):
     return _layout(tmp_path_factory.mktemp("layers"))
 
 
+def test_lint_imports_from_the_repository_root_sees_the_whole_package():
+    """As a developer runs it: `lint-imports` in the repository (spikewire/'s symlinks to the layer
+    folders make the package it finds there the whole one)."""
+    r = subprocess.run([str(LINT), "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "Contracts: 2 kept, 0 broken." in r.stdout, r.stdout + r.stderr
+    analysed = int(re.search(r"Analyzed (\d+) files", r.stdout).group(1))
+    assert analysed > 60, r.stdout  # every layer, not spikewire/__init__.py alone
+
+
 def test_the_import_contracts_hold(layout):
     r = _lint(layout)
     assert r.returncode == 0, r.stdout + r.stderr
