@@ -45,6 +45,20 @@ def example():
     return module
 
 
+@pytest.fixture(scope="module")
+def networks(tmp_path_factory):
+    """The shipped network files with the CURVE keys paper_sites.toml names, in a folder of the test's own:
+    a fresh clone has no keys (`spikewire keygen` makes them), and tests never write into launch/."""
+    from spikewire.streams.security import keygen
+
+    folder = tmp_path_factory.mktemp("networks")
+    for path in SHIPPED:
+        shutil.copy(path, folder / path.name)
+    for site in ("zurich", "southampton", "padova"):
+        keygen(folder / "keys", site)
+    return folder
+
+
 def same_network(a, b) -> bool:
     return dataclasses.replace(a, path=None) == dataclasses.replace(b, path=None)
 
@@ -55,7 +69,8 @@ def same_network(a, b) -> bool:
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
-def test_a_network_file_read_and_written_again_is_the_same_data(path):
+def test_a_network_file_read_and_written_again_is_the_same_data(path, networks):
+    path = networks / path.name
     net = sw.load(path)
     text = net.to_toml()
     assert tomllib.loads(text) == tomllib.loads(path.read_text())
@@ -64,8 +79,9 @@ def test_a_network_file_read_and_written_again_is_the_same_data(path):
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
-def test_the_toml_a_builder_writes_loads_to_an_equal_network(path, tmp_path):
-    shutil.copytree(NETWORKS / "keys", tmp_path / "keys")  # paper_sites names its key files relative to itself
+def test_the_toml_a_builder_writes_loads_to_an_equal_network(path, tmp_path, networks):
+    path = networks / path.name
+    shutil.copytree(networks / "keys", tmp_path / "keys")  # paper_sites names its key files relative to itself
     net = sw.load(path)
     saved = net.save(tmp_path / path.name)
     assert same_network(load_network(saved), load_network(path))
@@ -249,7 +265,7 @@ def test_run_from_another_thread_is_refused_at_once():
     assert "SIGINT" in str(errors[0]) and "spikewire run" in str(errors[0])
 
 
-def test_run_refuses_bad_arguments_and_networks_before_starting(tmp_path):
+def test_run_refuses_bad_arguments_and_networks_before_starting(tmp_path, networks):
     with pytest.raises(ValueError, match="not both"):
         sw.run(NETWORKS / "paper_loop.toml", out=io.StringIO(), quiet=True)
     with pytest.raises(ValueError, match="duration: must be a number of seconds > 0"):
@@ -261,17 +277,17 @@ def test_run_refuses_bad_arguments_and_networks_before_starting(tmp_path):
         sw.run(bad, duration=1.0, session_dir=tmp_path / "s", quiet=True)
     assert not (tmp_path / "s").exists()  # refused before anything started or was recorded
     with pytest.raises(NetworkError, match=r"^sites: no site 'lyon'; sites are: zurich, southampton, padova$"):
-        sw.run(NETWORKS / "paper_sites.toml", site="lyon", record=False, quiet=True)
+        sw.run(networks / "paper_sites.toml", site="lyon", record=False, quiet=True)
 
 
-def test_the_file_nodes_read(tmp_path, monkeypatch):
+def test_the_file_nodes_read(tmp_path, monkeypatch, networks):
     """An unchanged loaded network runs its own file; a changed one a copy that means the same (key files
     absolute; next to its file when a node writes a file named relative to it), removed afterwards."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     (tmp_path / "tmp").mkdir()
-    shutil.copytree(NETWORKS / "keys", tmp_path / "lab" / "keys")
+    shutil.copytree(networks / "keys", tmp_path / "lab" / "keys")
     original = tmp_path / "lab" / "paper_sites.toml"
-    shutil.copy(NETWORKS / "paper_sites.toml", original)
+    shutil.copy(networks / "paper_sites.toml", original)
 
     with _network_file(sw.load(original)) as net:
         assert net.path == original
