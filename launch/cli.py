@@ -149,25 +149,42 @@ PASS_THROUGH = {"top": _top, "rig-sim": _rig_sim, "fault-proxy": _fault_proxy}
 """Commands with their own argument parser: `spikewire top ARGS...` is monitor/top.py's main(ARGS)."""
 
 
-def cmd_replay(args) -> int:
+def _read_session_for(prog: str, damaged: str, work, errors: tuple = ()):
+    """Run ``work()``, which reads a session, and print what the reader found damaged one line each
+    ("spikewire PROG: DAMAGED: ..."), any other warning as Python would, and a refusal (a SessionError or
+    one of ``errors``) in one line. Returns (result, refused, number of damage lines)."""
     import warnings
-    from pathlib import Path
 
-    from spikewire.config.session import DamagedSessionWarning, SessionError, read_session
-    from spikewire.launch.supervisor import Supervisor
+    from spikewire.config.session import DamagedSessionWarning, SessionError
 
+    result = refused = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DamagedSessionWarning)
         try:
-            s = read_session(args.session, journals=False)  # each replayed node reads its own journal
-        except SessionError as e:
-            print(f"spikewire replay: {e}", file=sys.stderr)
-            return 2
-    for w in caught:
-        if issubclass(w.category, DamagedSessionWarning):
-            print(f"spikewire replay: warning: {w.message}", file=sys.stderr)
-        else:
+            result = work()
+        except (SessionError, *errors) as e:
+            refused = e
+    damage = [str(w.message) for w in caught if issubclass(w.category, DamagedSessionWarning)]
+    for w in caught:  # anything else (pynwb, hdmf, matplotlib) as Python would have shown it
+        if not issubclass(w.category, DamagedSessionWarning):
             warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    for problem in damage:
+        print(f"spikewire {prog}: {damaged}: {problem}", file=sys.stderr)
+    if refused is not None:
+        print(f"spikewire {prog}: {refused}", file=sys.stderr)
+    return result, refused, len(damage)
+
+
+def cmd_replay(args) -> int:
+    from pathlib import Path
+
+    from spikewire.config.session import read_session
+    from spikewire.launch.supervisor import Supervisor
+
+    # each replayed node reads its own journal
+    s, refused, _ = _read_session_for("replay", "warning", lambda: read_session(args.session, journals=False))
+    if refused is not None:
+        return 2
     session, net = s.folder, s.network
     if s.site:
         print(f"{session}: a session of site {s.site!r} only; replay needs every node's recording (record a "
@@ -186,6 +203,9 @@ def cmd_replay(args) -> int:
         print(f"{session}: no journal for {', '.join(missing)}", file=sys.stderr)
         return 2
     duration = args.duration or (s.end_s if s.end_s > 0 else 10.0)
+    if s.end_s > 0 and duration > s.end_s * 1.001:
+        print(f"spikewire replay: warning: the recording ends at {s.end_s:.1f} s; the replayed nodes are silent for "
+              f"the last {duration - s.end_s:.1f} s of --duration {duration:g}", file=sys.stderr)
     out_dir = args.session_dir or str(session / "replays" / Path(str(default_session_dir())).name)
     print(f"spikewire: replaying {', '.join(replayed)} from {session} into live {', '.join(live)}")
     # t0 and the journals as the reader found them, for the replayed nodes (ReplayNode's t0= and journal=)
@@ -200,29 +220,13 @@ def cmd_export(args) -> int:
     """Exit 0 when the file was written, damaged session or not: the damage is printed (one line per
     problem) and recorded in the file, and a killed run's record is still the best one there is. Exit 2
     when nothing was written (not a session, the file exists)."""
-    import warnings
-
-    from spikewire.config.session import DamagedSessionWarning, SessionError
     from spikewire.monitor.nwb_export import export_nwb
 
-    error = None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", DamagedSessionWarning)
-        try:
-            out = export_nwb(args.session, args.nwb, overwrite=args.overwrite, experimenter=args.experimenter,
-                             lab=args.lab, institution=args.institution)
-        except (SessionError, FileExistsError, FileNotFoundError, IsADirectoryError) as e:
-            error = e
-    damage = [str(w.message) for w in caught if issubclass(w.category, DamagedSessionWarning)]
-    for w in caught:  # anything else (pynwb, hdmf) as Python would have shown it
-        if not issubclass(w.category, DamagedSessionWarning):
-            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
-    for problem in damage:
-        print(f"spikewire export: damaged: {problem}", file=sys.stderr)
-    if error is not None:
-        print(f"spikewire export: {error}", file=sys.stderr)
+    out, refused, n = _read_session_for("export", "damaged", lambda: export_nwb(
+        args.session, args.nwb, overwrite=args.overwrite, experimenter=args.experimenter, lab=args.lab,
+        institution=args.institution), (FileExistsError, FileNotFoundError, IsADirectoryError))
+    if refused is not None:
         return 2
-    n = len(damage)
     print(f"wrote {out}" + (f" from a damaged session: {n} problem{'s' if n > 1 else ''} (on stderr, and in the "
                             "file's notes)" if n else ""))
     return 0
@@ -249,23 +253,12 @@ def cmd_merge(args) -> int:
 def cmd_plot(args) -> int:
     """Exit 0 when the figure was written (damage found is printed, one line per problem, and noted under
     the figure); 2 when nothing was (not a session)."""
-    import warnings
-
-    from spikewire.config.session import DamagedSessionWarning, SessionError
     from spikewire.monitor.plot import plot_session
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", DamagedSessionWarning)
-        try:
-            out = plot_session(args.session, args.out, dpi=args.dpi)
-        except (SessionError, FileNotFoundError) as e:
-            print(f"spikewire plot: {e}", file=sys.stderr)
-            return 2
-    for w in caught:
-        if issubclass(w.category, DamagedSessionWarning):
-            print(f"spikewire plot: damaged: {w.message}", file=sys.stderr)
-        else:
-            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    out, refused, _ = _read_session_for("plot", "damaged", lambda: plot_session(args.session, args.out, dpi=args.dpi),
+                                        (FileNotFoundError,))
+    if refused is not None:
+        return 2
     print(f"wrote {out}")
     return 0
 

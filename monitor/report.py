@@ -57,6 +57,17 @@ def device_rows(node: str, f: Figures, declaration: Declaration) -> list[dict]:
     return rows
 
 
+def undeclared(declaration: Declaration, f: Figures) -> list[str]:
+    """Populations and devices a node's figures report that its kind does not declare: a plugin's mistake
+    that would make the summary and the NWB export disagree, said once in the report's warnings."""
+    pops = {p.name for p in declaration.populations}
+    devs = {d.name for d in declaration.devices}
+    out = [f"its figures report population {p!r}, which its kind does not declare (declared: "
+           f"{', '.join(sorted(pops)) or 'none'})" for p in f.populations if p not in pops]
+    out += [f"its figures report device {d!r}, which its kind does not declare" for d in f.devices if d not in devs]
+    return out
+
+
 def build_report(network: Network, finals: dict[str, dict], duration: float, outcome: str,
                  only: list[str] | None = None) -> dict:
     """``only``: the nodes this run started (one site's); links are reported from the ends that ran here."""
@@ -105,6 +116,8 @@ def build_report(network: Network, finals: dict[str, dict], duration: float, out
         })
     probes = next((dict(f["probes"], node=n) for n, f in finals.items() if f.get("probes")), None)
     warnings = [f"{name}: {w}" for name in names for w in Figures.from_dict(finals.get(name, {}).get("model")).warnings]
+    warnings += [f"{name}: {w}" for name in names if name in finals for w in undeclared(
+        network.nodes[name].declaration, Figures.from_dict(finals[name].get("model")))]
     return {"network": network.name, "outcome": outcome, "duration_s": duration, "warnings": warnings,
             "neurons": neurons,
             "memristors": memristors, "links": links, "nodes": nodes, "phases": phase_table(network, finals),

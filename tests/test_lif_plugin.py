@@ -105,3 +105,21 @@ def test_a_network_with_the_plugin_kind_runs_and_shows_everywhere(tmp_path, cli_
     assert len(mine) == SIZE and set(mine["population"]) == {"cortex"} and set(mine["node_kind"]) == {"lif"}
     assert sorted(mine["neuron_id"]) == list(range(SIZE))
     assert sum(len(t) for t in mine["spike_times"]) == row["spikes"]
+
+
+def test_figures_of_a_population_the_kind_does_not_declare_are_a_report_warning(tmp_path):
+    """A plugin whose figures name another population than it declares would make the summary and the
+    NWB export disagree: the report says so."""
+    from spikewire.config.network import load_network
+    from spikewire.monitor.report import build_report
+    from spikewire.nodes.figures import Figures, PopulationFigures
+
+    net = tmp_path / "one.toml"
+    net.write_text('[nodes.cortex]\nkind = "silicon"\n[nodes.cortex.populations.cortex]\nsize = 2\n')
+    network = load_network(net)
+    f = Figures(elapsed=1.0, populations={"other": PopulationFigures.of([3, 4])})
+    report = build_report(network, {"cortex": {"model": f.to_dict()}}, 1.0, "completed")
+    assert report["warnings"] == ["cortex: its figures report population 'other', which its kind does not declare "
+                                  "(declared: cortex)"]
+    ok = Figures(elapsed=1.0, populations={"cortex": PopulationFigures.of([3, 4])})
+    assert build_report(network, {"cortex": {"model": ok.to_dict()}}, 1.0, "completed")["warnings"] == []
