@@ -73,12 +73,15 @@ def build_report(network: Network, finals: dict[str, dict], duration: float, out
     """``only``: the nodes this run started (one site's); links are reported from the ends that ran here."""
     names = list(network.nodes) if only is None else only
     neurons, memristors, links, nodes = [], [], [], {}
+    said, misdeclared = [], []  # the kinds' own warnings, then figures that disagree with the declarations
     for name in names:
         f = finals.get(name)
         if f is None:
             nodes[name] = {"final": False}
             continue
         figures = Figures.from_dict(f.get("model"))
+        said += [f"{name}: {w}" for w in figures.warnings]
+        misdeclared += [f"{name}: {w}" for w in undeclared(network.nodes[name].declaration, figures)]
         neurons += neuron_rows(name, figures)
         memristors += device_rows(name, figures, network.nodes[name].declaration)
         nodes[name] = {"final": True, "kind": f.get("kind"), "loop": f.get("loop"), "process": f.get("process"),
@@ -115,9 +118,7 @@ def build_report(network: Network, finals: dict[str, dict], duration: float, out
             "latency_max_s": lat.get("max"), "delay_for_p99_s": rx.get("delay_for_p99_s"),
         })
     probes = next((dict(f["probes"], node=n) for n, f in finals.items() if f.get("probes")), None)
-    warnings = [f"{name}: {w}" for name in names for w in Figures.from_dict(finals.get(name, {}).get("model")).warnings]
-    warnings += [f"{name}: {w}" for name in names if name in finals for w in undeclared(
-        network.nodes[name].declaration, Figures.from_dict(finals[name].get("model")))]
+    warnings = said + misdeclared
     return {"network": network.name, "outcome": outcome, "duration_s": duration, "warnings": warnings,
             "neurons": neurons,
             "memristors": memristors, "links": links, "nodes": nodes, "phases": phase_table(network, finals),

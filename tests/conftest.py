@@ -135,8 +135,10 @@ def sites_copy(tmp_path: Path, curve: bool = True, keys: bool = True, name: str 
     import re
 
     text = (NETWORKS / name).read_text()
-    text = re.sub(r"base_port = \d+", f"base_port = {free_port_block(8)}", text)
-    block = free_port_block(12)
+    # One free block for both, so the metrics ports (8) and the sites' ports (3 x 4) can never overlap.
+    metrics = free_port_block(20)
+    text = re.sub(r"base_port = \d+", f"base_port = {metrics}", text)
+    block = metrics + 8
     for i, site in enumerate(("zurich", "southampton", "padova")):
         text, n = re.subn(rf"(\[sites\.{site}\]\naddress = \"127\.0\.0\.1\"\nport = )\d+", rf"\g<1>{block + 4 * i}",
                           text)
