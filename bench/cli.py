@@ -48,7 +48,14 @@ def _curve(argv: list[str]) -> int:
     return curve_main(argv)
 
 
-PASS_THROUGH = {"adex": (_adex, "largest AdEx population in real time; speed vs Brian2"),
+def _loop(argv: list[str]) -> int:
+    from spikewire.bench.loop import main as loop_main
+
+    return loop_main(argv)
+
+
+PASS_THROUGH = {"loop": (_loop, "the paper's closed loop: round trip, hop by hop, idle CPU and RSS vs raw pyzmq and ezmsg"),
+                "adex": (_adex, "largest AdEx population in real time; speed vs Brian2"),
                 "scrape": (_scrape, "loop lag with and without Prometheus scrapes"),
                 "journal": (_journal, "session journal: write cost per event and the largest rate recorded live"),
                 "detect": (_detect, "spike detection per 1 ms chunk at 256 / 1,024 / 4,096 channels x 30 kHz"),

@@ -230,7 +230,7 @@ class MonitorSettings(Settings):
     base_port: int = setting(9470, "Node i serves metrics on base_port + i (unless it sets metrics_port).",
                              check=in_range(1024, 65000))
     probe_from: str = setting("", "Output port '<node>.<port>' that emits loop probes ('' for none).")
-    probe_every: float = setting(0.1, "Seconds between loop probes.", check=in_range(0.05, 60.0))
+    probe_every: float = setting(0.1, "Seconds between loop probes (1 ms to 60 s).", check=in_range(0.001, 60.0))
     scrape_interval: float = setting(1.0, "Prometheus scrape interval for generated configs [s].", check=positive)
     latency_budget: float = setting(0.005, "Link latency p99 above this fires an alert [s].", check=positive)
     silent_after: float = setting(10.0, "A population silent this long fires an alert [s].", check=positive)

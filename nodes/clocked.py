@@ -48,6 +48,7 @@ class TickScheduler:
         self.batch_inputs: list[tuple[int, tuple]] = []
         self.published = 0  # ticks of the batch already published
         self.snap = None
+        self.rollback_to: tuple[int, float] | None = None  # (tick, arrival) of the earliest input inside the batch
         self.ticks = 0
         self.computed = 0
         self.rollbacks = 0
@@ -61,12 +62,15 @@ class TickScheduler:
 
     # --- input -----------------------------------------------------------------------------------
     def on_input(self, port: str, kind: Kind, events: np.ndarray, now: float) -> None:
+        """Queue input for the tick it belongs to. Input inside the computed batch marks a rollback that
+        ``advance`` does: after the whole drain, so probes and other packets behind this one are not kept
+        waiting by the recomputation, and several inputs in one drain cost one rollback."""
         self.inbox.append((now, port, kind, events))
         if self.batch is None:
             return
         j = max(self.batch_start, int((now - self.t0) / self.period))
-        if j < self.batch_start + len(self.batch):
-            self._rollback(j, now)
+        if j < self.batch_start + len(self.batch) and (self.rollback_to is None or j < self.rollback_to[0]):
+            self.rollback_to = (j, now)
 
     def _rollback(self, j: int, now: float) -> None:
         self._publish_due(now)  # every tick before j is due by construction
@@ -87,6 +91,7 @@ class TickScheduler:
         self.committed = j
         self.batch = None
         self.batch_inputs = []
+        self.rollback_to = None
 
     # --- ticking ---------------------------------------------------------------------------------
     def _deliver(self, k: int, record: bool) -> None:
@@ -128,6 +133,8 @@ class TickScheduler:
 
     def advance(self, now: float) -> float:
         """Run / publish whatever is due at ``now``; returns the wall time of the next wake."""
+        if self.rollback_to is not None:
+            self._rollback(self.rollback_to[0], now)
         if self.batch is not None:
             self._publish_due(now)
             if self.batch is not None:
@@ -164,6 +171,8 @@ class TickScheduler:
     def settle(self, now: float) -> None:
         """Stop at what has been published: publish what is due, and undo ticks computed ahead but not yet
         due, so the model's counts are exactly what left the node (called when the session drains)."""
+        if self.rollback_to is not None:
+            self._rollback(self.rollback_to[0], now)
         if self.batch is None:
             return
         self._publish_due(now)

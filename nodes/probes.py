@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from spikewire.core.histogram import LogHistogram
-from spikewire.streams.wire import EVENT_DTYPE
+from spikewire.streams.wire import EVENT, EVENT_DTYPE
 
 MAX_HOPS = 64
 LOST_AFTER = 1.0  # s: a probe not back by then counts as lost
@@ -31,6 +31,7 @@ class ProbeState:
         self.outstanding: dict[int, float] = {}
         self.expired = 0
         self.latency = LogHistogram()
+        self.forward = LogHistogram()  # in-node time of each probe this node forwards: arrival to sent
         self._event = np.zeros(1, EVENT_DTYPE)
 
     def start(self, t0: float) -> None:
@@ -38,7 +39,8 @@ class ProbeState:
             self.next_at = t0 + self.every
 
     def due(self, now: float) -> np.ndarray | None:
-        """The probe to send now, if one is due."""
+        """The probe to send now, if one is due. Call it right before sending, with the current time: the
+        round trip is measured from this stamp."""
         if now < self.next_at:
             return None
         self.next_at = max(self.next_at + self.every, now)
@@ -52,27 +54,31 @@ class ProbeState:
                 self.expired += 1
         return ev
 
-    def arrived(self, events: np.ndarray, now: float) -> np.ndarray | None:
-        """Handle probes that arrived; returns the ones to forward (hop count incremented) or None."""
+    def arrived(self, events: np.ndarray, now: float) -> tuple[bytes, int] | None:
+        """Handle probes that arrived; returns the ones to forward (hop count incremented) as packed events
+        and their count, or None. Plain Python on purpose: a probe is one event, and numpy's per-call cost
+        would be most of a forward."""
         forward = []
-        for t, pid, value in zip(events["t"], events["id"], events["value"]):
+        pack = EVENT.pack
+        for t, pid, value in events.tolist():
             origin, hops = divmod(int(value), 256)
             if origin == self.node_index and self.origin:
-                if self.outstanding.pop(int(pid), None) is not None:
+                if self.outstanding.pop(pid, None) is not None:
                     self.returned += 1
                     self.latency.record(now - t)
                 continue
             if hops + 1 >= MAX_HOPS:
                 self.dropped_hops += 1
                 continue
-            forward.append((t, pid, value + 1))
+            forward.append(pack(t, pid, value + 1))
         if not forward:
             return None
-        return np.array(forward, dtype=EVENT_DTYPE)
+        return b"".join(forward), len(forward)
 
     def lost(self) -> int:
         return self.expired
 
     def summary(self) -> dict:
-        return {"origin": self.origin, "sent": self.sent, "returned": self.returned, "lost": self.expired,
-                "in_flight": len(self.outstanding), "latency_s": self.latency.summary()}
+        out = {"origin": self.origin, "sent": self.sent, "returned": self.returned, "lost": self.expired,
+               "in_flight": len(self.outstanding), "latency_s": self.latency.summary()}
+        return out

@@ -17,11 +17,14 @@ queue; connections refused by CURVE, mechanism mismatch or non-ZMTP bytes, by re
 
 from __future__ import annotations
 
+import gc
 import resource
 import select
+import time
 
 import zmq
 
+from spikewire.core.histogram import LogHistogram
 from spikewire.nodes.base import Node
 from spikewire.nodes.clocked import TickScheduler
 from spikewire.nodes.interlock import Interlock, SafetySettings
@@ -43,8 +46,12 @@ __all__ = ["AUTO_DELAY_MARGIN", "AUTO_DELAY_MIN_PACKETS", "AUTO_DELAY_WINDOW", "
            "RETRY_AFTER", "InputPlan", "LinkIn", "LinkOptions", "Upstream", "Runtime", "HOUSEKEEPING_PERIOD"]
 
 HOUSEKEEPING_PERIOD = 0.05
-METRICS_SLACK = 0.002
-"""Render the metrics exposition only when the next deadline is at least this far away."""
+SLACK = 0.002
+"""Slow chores (metrics exposition, status, journal write, garbage collection) run only when the next
+deadline is at least this far away and no input is waiting (or when overdue by a period)."""
+METRICS_SLACK = SLACK  # the name it had
+GC_PERIOD = 1.0
+"""Seconds between the loop's own garbage collections (automatic collection is off while it runs)."""
 
 
 class Runtime:
@@ -95,6 +102,8 @@ class Runtime:
         self._backlog: list[Upstream] = []  # upstreams with input left after a budgeted drain
         self._pub_backlog: list[Publisher] = []  # publishers with subscriber messages left after a budgeted poll
         self._deliver_to_node = self._deliver  # bound once: handed to every drain
+        self._probe_routes: dict[str, tuple[Publisher, ...]] = {}  # input port -> where its probes go on
+        self.gc_time = LogHistogram()  # the loop's own garbage collections, each in slack
 
     # The interlock's figures, where the metrics exporter reads them.
     held_since = property(lambda self: self.interlock.held_since)
@@ -167,12 +176,20 @@ class Runtime:
         wake_at = float("inf")
         if self.probe is not None:
             self.probe.start(t0)
+        probe_at = self.probe.next_at if self.probe is not None else float("inf")
         for up in self.upstreams:
             up.last_heard = t0  # silence is judged from the start of the session
         self.interlock.start(t0)
         stop_at = t0 + duration if duration else float("inf")
         next_house = local_clock()
-        next_status = t0 + self.status_period
+        self._next_status = t0 + self.status_period
+        self._next_gc = t0 + GC_PERIOD
+        # Everything built so far (modules, compiled kernels, the network) lives as long as the process: out
+        # of the collector's sight, a full collection takes microseconds, not the ~60 ms it takes with
+        # numba loaded. Collection is then ours to schedule: in slack (see _slack_work).
+        gc.collect()
+        gc.freeze()
+        gc.disable()
         # Only sockets whose notification fd select() reports readable can have new input, so idle
         # ticks touch no socket at all. The fds are edge-triggered: a reported socket is always drained
         # to EAGAIN, and a socket that sends (control, XSUB pings) is drained right after. Publishers
@@ -187,6 +204,7 @@ class Runtime:
             side_fds[self.zap.fd] = self.zap
         own_fds = set(node.fds())  # the node's own I/O (level-triggered OS sockets)
         fds = list(by_fd) + list(pub_fds) + list(side_fds) + list(own_fds)
+        in_fds = list(by_fd)  # input waiting here means no slack for slow work
         ready: list[int] = fds
         held = self.jitter.queue  # (due, n, link, packet) heap: held[0][0] is the next release
         backlog = self._backlog
@@ -212,33 +230,46 @@ class Runtime:
                         node.on_readable(fd, local_clock())
                         self._flush()
             now = local_clock()
+            if probe_at <= now:
+                probe_at = self._send_probe()
             if held and held[0][0] <= now:
                 self._release(now)
             if self.draining:
                 wake_at = float("inf")
-            elif sched is not None and (sched.batch is None or now >= wake_at):
+            elif sched is not None and (sched.batch is None or now >= wake_at or sched.rollback_to is not None):
                 wake_at = sched.advance(now)
             if now >= next_house:
                 next_house = now + HOUSEKEEPING_PERIOD
                 self._housekeeping(now)
-                if self.probe is not None and not self.draining:
-                    probe = self.probe.due(now)
-                    if probe is not None:
-                        self.publishers[self.probe.origin].publish(probe, Kind.PROBE)
-                # Render metrics only with room before the next deadline: a scrape then costs the loop
-                # nothing (the HTTP thread serves these bytes).
-                if self.metrics is not None and self.metrics.due(now) and (
-                        wake_at - now > METRICS_SLACK or now - self.metrics.rendered_at > 2 * self.metrics.max_age):
-                    self.metrics.refresh(now)
                 if self.control is not None:
-                    if now >= next_status:
-                        next_status = now + self.status_period
-                        self.control.send({"type": "status", **self.status(now), "log": self.take_log()})
                     self._drain([None])
                 if now >= stop_at:
                     break
-            wait = min(wake_at, next_house, held[0][0] if held else wake_at) - local_clock()
+                # Work that takes more than a few tens of microseconds (the metrics exposition, the status
+                # message, the journal's write, a garbage collection) runs only in slack: no deadline
+                # within SLACK and no input waiting; or when it is overdue, whatever the load.
+                due = min(wake_at, probe_at, held[0][0] if held else wake_at)
+                self._slack_work(now, due - now > SLACK and not select.select(in_fds, [], [], 0)[0])
+            wait = min(wake_at, next_house, probe_at, held[0][0] if held else wake_at) - local_clock()
             ready = select.select(fds, [], [], wait if wait > 0 and not backlog and not self._pub_backlog else 0)[0]
+        gc.enable()
+
+    def _slack_work(self, now: float, slack: bool) -> None:
+        """The loop's slow chores, each when it is due and there is slack, or when overdue by a period."""
+        metrics = self.metrics
+        if metrics is not None and metrics.due(now) and (slack or now - metrics.rendered_at > 2 * metrics.max_age):
+            metrics.refresh(now)  # the HTTP thread serves these bytes: a scrape costs the loop nothing
+        if self.control is not None and now >= self._next_status and (slack or now >= self._next_status + self.status_period):
+            self._next_status = now + self.status_period
+            self.control.send({"type": "status", **self.status(now), "log": self.take_log()})
+            self._drain([None])
+        if self.journal is not None and (slack or now - self.journal.flushed_at > 2 * HOUSEKEEPING_PERIOD):
+            self.journal.flush(now)  # a crash loses at most this window
+        if now >= self._next_gc and (slack or now >= self._next_gc + GC_PERIOD):
+            self._next_gc = now + GC_PERIOD
+            c0 = time.perf_counter()
+            gc.collect()
+            self.gc_time.record(time.perf_counter() - c0)
 
     def _drain(self, upstreams: list[Upstream | None]) -> None:
         """Receive everything waiting on ``upstreams`` (None stands for the control socket), up to each
@@ -272,13 +303,30 @@ class Runtime:
         for due, link, packet in self.jitter.pop_due(now):
             self._deliver(link, packet, due)
 
+    def _send_probe(self) -> float:
+        """Send the loop probe that is due, stamped just before it leaves; returns when the next is due."""
+        probe = self.probe
+        if self.draining:
+            return float("inf")
+        event = probe.due(local_clock())
+        if event is not None:
+            self.publishers[probe.origin].publish(event, Kind.PROBE)
+        return probe.next_at
+
     def _on_probe(self, port: str, events, now: float) -> None:
-        if self.probe is None:
+        probe = self.probe
+        if probe is None:
             return
-        forward = self.probe.arrived(events, now)
-        if forward is not None and not self.draining:
-            for out in self.node.probe_route(port):
-                self.publishers[out].publish(forward, Kind.PROBE)
+        forward = probe.arrived(events, now)
+        if forward is None or self.draining:
+            return
+        route = self._probe_routes.get(port)
+        if route is None:
+            route = self._probe_routes[port] = tuple(self.publishers[out] for out in self.node.probe_route(port))
+        if route:
+            for pub in route:
+                pub.publish_packed(*forward, Kind.PROBE)
+            probe.forward.record(local_clock() - now)  # arrival off the socket to sent: the in-node time
 
     def record_to(self, path, max_bytes: int | None = None) -> None:
         """Journal every packet sent on each output port and received from each upstream to ``path``
@@ -340,8 +388,6 @@ class Runtime:
         if self.interlocked and self.interlock.check(now):
             self.node.held = self.interlock.holding
         self.node.housekeeping(now)
-        if self.journal is not None:
-            self.journal.flush()  # every 50 ms: a crash loses at most this window
 
     def take_log(self) -> list[dict]:
         """The node's model log and the runtime's own events since the last call."""
@@ -397,9 +443,12 @@ class Runtime:
         out = {"node": self.node.name, "kind": self.node.kind, "elapsed": end - self.started_at,
                "model": self.node.summary(end), "phases": list(self.node.phase_marks),
                "loop": self.loop_summary(), **self.io_summary(now),
-               "process": {"cpu_s": usage.ru_utime + usage.ru_stime, "max_rss_mb": usage.ru_maxrss / 1024}}
+               "process": {"cpu_s": usage.ru_utime + usage.ru_stime, "max_rss_mb": usage.ru_maxrss / 1024,
+                           "gc_s": self.gc_time.summary()}}
         if self.probe is not None and self.probe.origin:
             out["probes"] = self.probe.summary()
+        if self.probe is not None and self.probe.forward.count:
+            out["probe_forward_s"] = self.probe.forward.summary()
         if self.metrics is not None:
             out["metrics"] = {"port": self.metrics.port, "render_s": self.metrics.render_time.summary(),
                               "refused": self.metrics.refused, "timed_out": self.metrics.timed_out}

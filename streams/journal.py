@@ -55,6 +55,7 @@ class JournalWriter:
         self.records = 0
         self.bytes = 0
         self.flushes = 0
+        self.flushed_at = -1e9  # the loop time of the last flush (the loop flushes in slack, at least every 0.1 s)
         self.last_fsync = time.monotonic()
         self.max_bytes = max_bytes  # 0: no cap
         self.dropped = 0  # records not written because the journal reached max_bytes
@@ -72,7 +73,10 @@ class JournalWriter:
         self.buf += body
         self.records += 1
 
-    def flush(self) -> None:
+    def flush(self, now: float | None = None) -> None:
+        """Write what is buffered; ``now`` (the loop's time) is kept as ``flushed_at``."""
+        if now is not None:
+            self.flushed_at = now
         if self.buf:
             n = os.write(self.fd, self.buf)
             while n < len(self.buf):  # a short write (rare): finish it

@@ -25,7 +25,7 @@ import numpy as np
 import zmq
 
 from spikewire.streams.clock import local_clock
-from spikewire.streams.wire import EVENT_DTYPE, Kind, WireError, decode, encode
+from spikewire.streams.wire import EVENT_DTYPE, Kind, WireError, decode, encode, encode_events
 
 DEFAULT_HWM = 100_000
 LOOPBACK_ANY_PORT = "tcp://127.0.0.1:*"
@@ -116,19 +116,27 @@ class Publisher:
         loop probes). False (and counted) if the send queue is full."""
         # A packet dropped here does not consume a sequence number: a receiver's gaps are exactly what
         # was lost between the two ends, and this end counts its own drops, so the two never overlap.
-        seq = self.sequence
         now = local_clock()
-        data = encode(self.kind if kind is None else kind, self.source, seq, now, events)
+        return self._send(encode(self.kind if kind is None else kind, self.source, self.sequence, now, events),
+                          len(events), now)
+
+    def publish_packed(self, payload: bytes, count: int, kind: int | None = None) -> bool:
+        """``publish`` for ``count`` events already packed (``wire.EVENT``): no array on the way."""
+        now = local_clock()
+        return self._send(encode_events(self.kind if kind is None else kind, self.source, self.sequence, now,
+                                        payload, count), count, now)
+
+    def _send(self, data: bytes, count: int, now: float) -> bool:
         try:
             self.socket.send(data, zmq.NOBLOCK)
         except zmq.Again:
             self.dropped += 1
             return False
-        self.sequence = seq + 1
+        self.sequence += 1
         if self.on_sent is not None:
             self.on_sent(data)
         self.sent += 1
-        self.events_sent += len(events)
+        self.events_sent += count
         self.last_send = now
         return True
 
@@ -250,6 +258,11 @@ class Subscriber:
             return self.socket.recv(zmq.NOBLOCK, copy=True)
         except zmq.Again:
             return None
+
+    def pending(self) -> bool:
+        """Whether a message is queued now (reading ZMQ_EVENTS also re-arms the notification fd: when it
+        says no, the fd fires again for the next message)."""
+        return bool(self.socket.get(zmq.EVENTS) & zmq.POLLIN)
 
     def ping(self, nonce: int) -> float:
         """Send a clock-sync ping; returns its send time t1. (A send can consume the fd's edge: the

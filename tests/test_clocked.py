@@ -44,7 +44,7 @@ def _drive(make, horizon: int, inputs: list[float], duration: float = 0.6):
             ev = np.zeros(1, EVENT_DTYPE)
             ev["t"], ev["id"], ev["value"] = now, 1, value
             sched.on_input(port, kind, ev, now)
-        if sched.batch is None or now >= wake:
+        if sched.batch is None or now >= wake or sched.rollback_to is not None:  # as the runtime's loop
             wake = sched.advance(now)
     return node, sched, published
 
