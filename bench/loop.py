@@ -21,12 +21,15 @@ JSON (stable; ``version`` changes if a key does):
 ``{"bench": "loop", "version": 1, "rounds": R, "duration_s": D, "rates": {"10": {SYSTEM: RESULT}}, "ratios":
 {"10": {"p50": spikewire/raw, "p99": ...}}}``; a RESULT has ``round_trip_us`` {p50, p99, p999, max},
 ``sent``, ``returned``, ``hops`` {name: {p50, p99}} in µs, ``processes`` {name: {cpu_pct, rss_mb}},
-``idle_cpu_pct`` (the sum), and for spikewire ``spike_to_input_us`` {count, p50, p99, max}.
+``loop_cpu_pct`` (their sum: at 10 Hz, the loop's idle cost), and for spikewire ``spike_to_input_us``
+{count, p50, p99, max} and per process ``wakes_per_s``. spikewire's hops are named "A -> B" (a transit) and
+"in B" (a forward); the baselines' "Z->S", "S fwd 1", ... (bench/loop_baselines.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import subprocess
@@ -152,7 +155,9 @@ def run_spikewire(rate: float, duration: float, network: Path = PAPER_LOOP, metr
         finals = {n: f.get("summary", f) for n, f in read_status(session / "status.jsonl").finals().items()}
         result = {"system": "spikewire", "rate_hz": rate, "hops": {}, "processes": {}}
         for name, f in finals.items():
-            result["processes"][name] = {"cpu_pct": cpu.get(name), "rss_mb": f["process"]["max_rss_mb"]}
+            proc_f = f["process"]
+            result["processes"][name] = {"cpu_pct": cpu.get(name), "rss_mb": proc_f["max_rss_mb"],
+                                         "wakes_per_s": proc_f.get("wakes", 0) / max(f.get("elapsed") or duration, 1e-9)}
             if f.get("probes"):
                 pr = f["probes"]
                 result.update(sent=pr["sent"], returned=pr["returned"], round_trip_us=_us(pr["latency_s"]))
@@ -165,7 +170,7 @@ def run_spikewire(rate: float, duration: float, network: Path = PAPER_LOOP, metr
                     if "probe_latency_s" in link and source not in seen:  # one connection feeding two ports
                         seen.add(source)
                         result["hops"][f"{source} -> {name}"] = _us(link["probe_latency_s"])
-        result["idle_cpu_pct"] = sum(p["cpu_pct"] or 0.0 for p in result["processes"].values())
+        result["loop_cpu_pct"] = sum(p["cpu_pct"] or 0.0 for p in result["processes"].values())
         zurich = session / "journal" / "zurich.swj"
         if zurich.exists():
             result["spike_to_input_us"] = spike_to_input(zurich)
@@ -195,7 +200,7 @@ def _row(name: str, r: dict) -> str:
     rss = max((p.get("rss_mb") or 0 for p in procs.values()), default=0)
     return (f"{name:<12}{rt.get('p50', float('nan')):>8.0f}{rt.get('p99', float('nan')):>8.0f}"
             f"{rt.get('p999', float('nan')):>8.0f}{rt.get('max', float('nan')):>8.0f}"
-            f"{r.get('idle_cpu_pct', float('nan')):>9.2f}{rss:>9.0f}   {r.get('returned', '-')}/{r.get('sent', '-')}")
+            f"{r.get('loop_cpu_pct', float('nan')):>9.2f}{rss:>9.0f}   {r.get('returned', '-')}/{r.get('sent', '-')}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -214,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     systems = {"raw pyzmq": lambda rate: base.run_raw(rate, int(rate * (args.duration - SETTLE))),
                "spikewire": lambda rate: run_spikewire(rate, args.duration, scrape=args.scrape)}
     if not args.no_ezmsg:
-        if base.ezmsg_available():
+        if importlib.util.find_spec("ezmsg") is not None:
             systems["ezmsg"] = lambda rate: base.run_ezmsg(rate, int(rate * (args.duration - SETTLE)))
         else:
             print("ezmsg is not installed (pip install 'spikewire[bench]'): measuring raw pyzmq and spikewire")

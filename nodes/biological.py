@@ -27,7 +27,9 @@ from spikewire.nodes.backends import Backend, Emit, backend, backend_class
 from spikewire.nodes.base import ClockedSettings, InPort, Node, OutPort, step_of
 from spikewire.nodes.element import Role, element
 from spikewire.nodes.figures import Figures, PopulationFigures
-from spikewire.nodes.kernels import izhikevich
+from spikewire.nodes.kernels import lazy
+
+izhikevich = lazy("izhikevich")
 from spikewire.nodes.rig import RigSettings
 from spikewire.streams.wire import BioEvent, Kind
 

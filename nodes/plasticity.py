@@ -25,7 +25,9 @@ from typing import ClassVar, Literal, NamedTuple
 import numpy as np
 
 from spikewire.core.settings import Settings, SettingsError, in_range, positive, setting
-from spikewire.nodes.kernels import memristor as mk
+from spikewire.nodes.kernels import lazy
+
+mk = lazy("memristor")
 
 
 @dataclass(frozen=True)

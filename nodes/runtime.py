@@ -104,6 +104,8 @@ class Runtime:
         self._deliver_to_node = self._deliver  # bound once: handed to every drain
         self._probe_routes: dict[str, tuple[Publisher, ...]] = {}  # input port -> where its probes go on
         self.gc_time = LogHistogram()  # the loop's own garbage collections, each in slack
+        self.wakes = 0  # loop iterations (each a return from select: the idle cost is mostly these)
+        self.woken_by_input = 0  # ... of which some fd was ready
 
     # The interlock's figures, where the metrics exporter reads them.
     held_since = property(lambda self: self.interlock.held_since)
@@ -205,6 +207,7 @@ class Runtime:
         own_fds = set(node.fds())  # the node's own I/O (level-triggered OS sockets)
         fds = list(by_fd) + list(pub_fds) + list(side_fds) + list(own_fds)
         in_fds = list(by_fd)  # input waiting here means no slack for slow work
+        journal = self.journal
         ready: list[int] = fds
         held = self.jitter.queue  # (due, n, link, packet) heap: held[0][0] is the next release
         backlog = self._backlog
@@ -250,8 +253,13 @@ class Runtime:
                 # within SLACK and no input waiting; or when it is overdue, whatever the load.
                 due = min(wake_at, probe_at, held[0][0] if held else wake_at)
                 self._slack_work(now, due - now > SLACK and not select.select(in_fds, [], [], 0)[0])
+            if journal is not None:
+                journal.commit()  # what passed through this iteration, now that its answers have left
             wait = min(wake_at, next_house, probe_at, held[0][0] if held else wake_at) - local_clock()
             ready = select.select(fds, [], [], wait if wait > 0 and not backlog and not self._pub_backlog else 0)[0]
+            self.wakes += 1
+            if ready:
+                self.woken_by_input += 1
         gc.enable()
 
     def _slack_work(self, now: float, slack: bool) -> None:
@@ -336,8 +344,9 @@ class Runtime:
         names = list(self.publishers) + [up.source_name for up in self.upstreams]
         self.journal = journal = JournalWriter(path, self.node.name, names,
                                                DEFAULT_MAX_BYTES if max_bytes is None else max_bytes)
+        note = journal.note
         for port, pub in self.publishers.items():
-            pub.on_sent = lambda data, port=port: journal.log(SENT, port, local_clock(), data)
+            pub.on_sent = lambda data, now, port=port: note((SENT, port, now, data))
 
     def export_lsl(self, network_name: str) -> None:
         """Mirror the node's ``lsl_export`` output ports as LSL streams."""
@@ -444,7 +453,7 @@ class Runtime:
                "model": self.node.summary(end), "phases": list(self.node.phase_marks),
                "loop": self.loop_summary(), **self.io_summary(now),
                "process": {"cpu_s": usage.ru_utime + usage.ru_stime, "max_rss_mb": usage.ru_maxrss / 1024,
-                           "gc_s": self.gc_time.summary()}}
+                           "gc_s": self.gc_time.summary(), "wakes": self.wakes, "woken_by_input": self.woken_by_input}}
         if self.probe is not None and self.probe.origin:
             out["probes"] = self.probe.summary()
         if self.probe is not None and self.probe.forward.count:

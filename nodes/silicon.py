@@ -27,7 +27,9 @@ from spikewire.nodes.base import STEP_TOLERANCE, ClockedSettings, InPort, Node, 
 from spikewire.nodes.drives import Drive, DriveSettings
 from spikewire.nodes.element import Role, element
 from spikewire.nodes.figures import Figures, PopulationFigures
-from spikewire.nodes.kernels import adex
+from spikewire.nodes.kernels import lazy
+
+adex = lazy("adex")
 from spikewire.streams.wire import Kind
 
 

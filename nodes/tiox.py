@@ -12,7 +12,9 @@ import numpy as np
 
 from spikewire.core.settings import SettingsError
 from spikewire.nodes.crossbar import CrossbarSpec, ModelCrossbar, crossbar
-from spikewire.nodes.kernels import memristor as mk
+from spikewire.nodes.kernels import lazy
+
+mk = lazy("memristor")
 
 
 @crossbar

@@ -52,6 +52,8 @@ class JournalWriter:
         header = json.dumps({"node": node, "ports": ports, "created": time.time()}).encode()
         os.write(self.fd, MAGIC + struct.pack("<H", len(header)) + header)
         self.buf = bytearray()
+        self.noted: list[tuple[int, str, float, bytes]] = []  # ``note``d, not yet encoded (``commit``)
+        self.note = self.noted.append  # note((direction, port, t, packet)): a list append on the hot path
         self.records = 0
         self.bytes = 0
         self.flushes = 0
@@ -73,8 +75,20 @@ class JournalWriter:
         self.buf += body
         self.records += 1
 
+    def commit(self) -> None:
+        """Encode every ``note``d record (in order) into the buffer. A node notes packets as they pass and
+        commits once its answers have left: framing and checksumming a record costs ~20 us cold, which a
+        packet would otherwise wait for twice (in and out) on its way through."""
+        noted = self.noted
+        if noted:
+            log_ = self.log
+            for rec in noted:
+                log_(*rec)
+            noted.clear()
+
     def flush(self, now: float | None = None) -> None:
-        """Write what is buffered; ``now`` (the loop's time) is kept as ``flushed_at``."""
+        """Write what is buffered (``commit``ting first); ``now`` (the loop's time) is kept as ``flushed_at``."""
+        self.commit()
         if now is not None:
             self.flushed_at = now
         if self.buf:

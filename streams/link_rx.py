@@ -501,17 +501,18 @@ class Upstream:
         pending = self.subscriber.pending
         links = self.links
         events = self.events
-        for i in range(budget):
-            # Asking whether more is queued (ZMQ_EVENTS, ~3 us) is far cheaper than a receive that fails
-            # (zmq.Again: an exception, ~15 us cold), and re-arms the edge-triggered fd just the same.
-            if i and not pending():
+        for _ in range(budget):
+            # Asking whether a message is queued (ZMQ_EVENTS) is far cheaper than a receive that fails
+            # (zmq.Again: an exception, ~15 us cold), and re-arms the edge-triggered fd just the same. A
+            # wake often has no message behind it (libzmq's own commands also fire the fd).
+            if not pending():
                 return False
             buf = recv()
             if buf is None:
                 return False
             now = local_clock()
-            if journal is not None:  # everything that arrived, garbage included
-                journal.log(RECEIVED, self.source_name, now, buf)
+            if journal is not None:  # everything that arrived, garbage included (encoded after the answer)
+                journal.note((RECEIVED, self.source_name, now, buf))
             try:
                 packet = decode(buf)
             except WireError as e:

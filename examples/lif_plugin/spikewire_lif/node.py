@@ -11,8 +11,10 @@ from spikewire.core.settings import SettingsError, non_negative, positive, setti
 from spikewire.nodes.base import STEP_TOLERANCE, ClockedSettings, InPort, Node, OutPort, step_of
 from spikewire.nodes.element import Role
 from spikewire.nodes.figures import Figures, PopulationFigures
+from spikewire.nodes.kernels import lazy
 from spikewire.streams.wire import Kind
-from spikewire_lif import kernel
+
+kernel = lazy("spikewire_lif.kernel")  # numba loads only in a process that runs this kind
 
 
 @dataclass(frozen=True)
