@@ -209,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=3, help="alternating rounds per rate (default 3)")
     ap.add_argument("--duration", type=float, default=12.0, help="seconds per spikewire run (default 12)")
     ap.add_argument("--no-ezmsg", action="store_true", help="leave ezmsg out even when it is installed")
+    ap.add_argument("--network", type=Path, default=PAPER_LOOP, help="spikewire's network (default the paper's "
+                    "loop; its [monitor] probe_from must go round a loop)")
     ap.add_argument("--scrape", action="store_true", help="scrape every node's /metrics at 1 Hz during spikewire's runs")
     ap.add_argument("--json", metavar="PATH", help="write the figures as JSON")
     args = ap.parse_args(argv)
@@ -217,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     from spikewire.bench import loop_baselines as base
 
     systems = {"raw pyzmq": lambda rate: base.run_raw(rate, int(rate * (args.duration - SETTLE))),
-               "spikewire": lambda rate: run_spikewire(rate, args.duration, scrape=args.scrape)}
+               "spikewire": lambda rate: run_spikewire(rate, args.duration, args.network, scrape=args.scrape)}
     if not args.no_ezmsg:
         if importlib.util.find_spec("ezmsg") is not None:
             systems["ezmsg"] = lambda rate: base.run_ezmsg(rate, int(rate * (args.duration - SETTLE)))

@@ -51,6 +51,7 @@ from spikewire.core.settings import (NODE_MEMORY_BUDGET, Settings, SettingsError
 from spikewire.nodes.interlock import SafetySettings
 from spikewire.streams.transport import TransportSettings
 from spikewire.nodes.element import Declaration, broken_kinds, kinds
+from spikewire.nodes import placement
 from spikewire.nodes.base import ClockedSettings, InPort, Node, OutPort
 from spikewire.nodes.runtime import AUTO_DELAY_MARGIN, AUTO_DELAY_WINDOW
 
@@ -961,6 +962,19 @@ def check_local_binds(net: Network, site: str | None = None) -> None:
                 raise NetworkError(key, f"{address} is not an address of this machine ({e.strerror or e})") from None
 
 
+def _check_spinning_cores(net: Network, started: list[str]) -> None:
+    """A spinning node's CPU must be its own: anything else pinned there would wait for its time slice."""
+    for name in started:
+        spin = net.nodes[name].settings
+        if not spin.spin:
+            continue
+        for other in started:
+            shared = set(spin.cpu) & set(net.nodes[other].settings.cpu) if other != name else set()
+            if shared:
+                raise NetworkError(f"nodes.{name}.cpu", f"CPU {min(shared)} is also listed by node {other!r}, and "
+                                   f"{name!r} spins on it: give a spinning node a core of its own")
+
+
 def preflight(net: Network, reset_state: bool = False, session: str = "", site: str | None = None,
               secret_key: str | None = None) -> None:
     """Everything ``run`` checks on this machine before any process starts: the site to start (None: all of
@@ -980,9 +994,15 @@ def preflight(net: Network, reset_state: bool = False, session: str = "", site: 
         for started in [site] if site else sorted({net.site_of(n) for n in net.nodes}):
             curve_config(net, started, secret_key)
     context = net.node_context(reset_state, session)
-    for name in net.site_nodes(site) if site else net.nodes:
+    started = list(net.site_nodes(site) if site else net.nodes)
+    for name in started:
         spec = net.nodes[name]
+        try:
+            placement.check(f"nodes.{name}", spec.settings)
+        except SettingsError as e:
+            raise NetworkError(e.key, e.reason) from None
         try:
             spec.cls.preflight(name, spec.settings, context)
         except ValueError as e:
             raise NetworkError(f"nodes.{name}", str(e)) from None
+    _check_spinning_cores(net, started)

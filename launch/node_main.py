@@ -23,7 +23,9 @@ import zmq
 from spikewire.launch.control import ControlClient
 from spikewire.config.network import curve_config, load_network
 from spikewire.config.plan import node_plan
+from spikewire.core.settings import SettingsError
 from spikewire.monitor.exporter import MetricsServer
+from spikewire.nodes import placement
 from spikewire.nodes.probes import ProbeState
 from spikewire.nodes.runtime import Runtime
 from spikewire.streams.clock import local_clock
@@ -114,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         t_warm = local_clock()
         node.warm_up()
         warm_up_s = local_clock() - t_warm
+        placed = placement.apply(f"nodes.{spec.name}", spec.settings)  # after compiling, before the first packet
+        if placed:
+            log.info("placed: %s", placed)
         runtime.export_lsl(network.name)
         runtime.wait_for_subscribers(args.timeout)
         node.wait_for_consumers(args.timeout)
@@ -131,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except InterruptedError:
         return 0
+    except SettingsError as e:  # a placement the OS refused: one line naming the key
+        control.send({"type": "error", "message": str(e)})
+        return 1
     except Exception as e:  # report, then fail loudly: the supervisor stops the run and names this node
         traceback.print_exc()
         control.send({"type": "error", "message": f"{type(e).__name__}: {e}"})

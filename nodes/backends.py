@@ -24,7 +24,7 @@ from spikewire.nodes.base import OutPort
 from spikewire.nodes.figures import Figures
 from spikewire.streams.wire import BioEvent
 
-Emit = Callable[[float, int, BioEvent], None]
+Emit = Callable[..., None]  # emit(t, neuron, kind: BioEvent, due: float | None = None)
 """``emit(t, neuron, kind)``: the node counts a typed event and publishes it (at its source time ``t``)."""
 
 
@@ -72,8 +72,14 @@ class Backend:
         raise NotImplementedError
 
     def tick(self, t_start: float, t_end: float, emit: Emit) -> None:
-        """Advance over [t_start, t_end) and ``emit`` every typed event of it."""
+        """Advance over [t_start, t_end) and ``emit(t, neuron, kind, due=None)`` every typed event of it
+        (``due``: when an event decided after its time became final; see ``Outbox.emit``)."""
         raise NotImplementedError
+
+    def reserve_span(self, ticks: int) -> int:
+        """With ``computes_ahead``: make ``tick`` take spans of up to ``ticks`` ticks at once, emitting every
+        event with its own time (or ``due``); return how many it will take (1: tick by tick)."""
+        return 1
 
     def fds(self) -> list[int]:
         """File descriptors the node's loop waits on for this backend (an SDK thread's wake-up)."""

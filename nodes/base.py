@@ -54,6 +54,12 @@ class OutPort:
     """The population or device set it belongs to (None for a SPIKES/BIO_EVENTS port: the node's own name)."""
 
 
+def _cpus(cpus: tuple[int, ...]) -> str | None:
+    if any(c < 0 or c >= 4096 for c in cpus) or len(set(cpus)) != len(cpus):
+        return f"must be distinct CPU numbers from 0, got {list(cpus)}"
+    return None
+
+
 @dataclass(frozen=True)
 class NodeSettings(Settings):
     """Keys every node table has, whatever its kind."""
@@ -71,9 +77,25 @@ class NodeSettings(Settings):
         doc="Plausible event value range per input port, overriding the model's default: "
         "{ \"anpost.input\" = [-2e-8, 2e-8] }. Events outside it are refused and counted (out_of_range).",
         factory=dict)
-    lookahead: float = setting(0.02, "How far a clock-driven node may compute ahead while no input arrives [s]; "
-                               "outputs still leave at their deadlines and input rolls the model back. "
-                               "0 wakes the process every tick. At most 1 s.", check=in_range(0.0, 1.0))
+    lookahead: float = setting(0.1, "How far a clock-driven node may compute ahead while no input arrives [s] "
+                               "(batches shrink while input keeps coming); outputs still leave no earlier than "
+                               "they are final and input rolls the model back. 0 wakes the process every tick. "
+                               "At most 1 s.", check=in_range(0.0, 1.0))
+    cpu: tuple[int, ...] = setting((), "CPUs the node's process may run on, e.g. [1] (Linux affinity; [] any). "
+                                   "Give a latency-critical node a core no other node lists.", check=_cpus)
+    priority: int = setting(0, "Real-time priority of the node's process: 0 normal, 1-99 SCHED_FIFO (needs root, "
+                            "CAP_SYS_NICE or an rtprio limit; refused before the run starts where the OS does "
+                            "not allow it).", check=in_range(0, 99))
+    spin: bool = setting(False, "Poll instead of sleeping between packets and deadlines: the lowest wake-up "
+                         "latency, for all of one core. Needs cpu (a core of the node's own) and priority 0.")
+
+    def validate(self, key: str) -> None:
+        super().validate(key)
+        if self.spin and not self.cpu:
+            raise SettingsError(f"{key}.spin", "needs cpu: a spinning node takes all of a core, so name one for it")
+        if self.spin and self.priority:
+            raise SettingsError(f"{key}.spin", "cannot go with priority > 0: a real-time process that never "
+                                "sleeps starves everything else on its core, its own I/O thread included")
 
 
 STEP_TOLERANCE = 1e-3
@@ -98,6 +120,7 @@ class ClockedSettings(NodeSettings):
         return int(round(self.tick / self.dt))
 
     def validate(self, key: str) -> None:
+        super().validate(key)
         steps = self.tick / self.dt
         if abs(steps - round(steps)) > 1e-6 or round(steps) < 1:
             raise SettingsError(f"{key}.tick", f"must be a whole number of dt ({self.dt!r}), got {self.tick!r}")
@@ -109,6 +132,7 @@ class Outbox:
     def __init__(self, ports: dict[str, OutPort], capacity: int = 1024):
         self.buffers = {p: np.zeros(capacity, dtype=EVENT_DTYPE) for p in ports}
         self.counts = dict.fromkeys(ports, 0)
+        self.dues: dict[str, dict[int, float]] = {}  # port -> {index: due} for events decided after their time
 
     def _room(self, port: str, extra: int) -> np.ndarray:
         buf = self.buffers[port]
@@ -119,11 +143,17 @@ class Outbox:
             self.buffers[port] = buf = grown
         return buf
 
-    def emit(self, port: str, t: float, ident: int, value: float) -> None:
+    def emit(self, port: str, t: float, ident: int, value: float, due: float | None = None) -> None:
+        """Add one event. ``due``: when the event became final, if later than ``t`` plus one model step
+        (a biological PSP is one only once its window has passed without an action potential). A node
+        with ``timed_outputs`` must give it for such events: its outputs may leave as soon as they are
+        final, and without it an output would be taken as final when it happened."""
         buf = self._room(port, 1)
         n = self.counts[port]
         buf[n] = (t, ident, value)
         self.counts[port] = n + 1
+        if due is not None:
+            self.dues.setdefault(port, {})[n] = due
 
     def emit_many(self, port: str, t: np.ndarray, ident: np.ndarray, value: np.ndarray | float) -> None:
         k = len(t)
@@ -143,9 +173,17 @@ class Outbox:
             if n:
                 yield port, self.buffers[port][:n]
 
+    def pending_dues(self):
+        """(port, events, {index: due}) for every port with events (see ``emit``); valid until ``clear``."""
+        for port, n in self.counts.items():
+            if n:
+                yield port, self.buffers[port][:n], self.dues.get(port, {})
+
     def clear(self) -> None:
         for port in self.counts:
             self.counts[port] = 0
+        if self.dues:
+            self.dues.clear()
 
 
 class Node:
@@ -157,6 +195,13 @@ class Node:
     """Subject keywords the kind adds to a session's records ("memristor", "neuromorphic")."""
     supports_lookahead: ClassVar[bool] = False
     """True when ``snapshot``/``restore`` capture all model state, so the runtime may compute ahead."""
+    timed_outputs: ClassVar[bool] = False
+    """True when every output is final by the end of the model step its time falls in (``output_step`` after
+    its time, or the tick's end if sooner), or carries ``due=`` (``Outbox.emit``): an output computed ahead
+    then leaves when it is final instead of at its tick's deadline. False: at the deadline."""
+    span_ticks: ClassVar[bool] = False
+    """True when ``tick(t_start, t_end)`` may cover many periods at once (up to what ``reserve_span``
+    granted), with ``timed_outputs``: a compute-ahead batch is then one call instead of one per tick."""
     interlocked: ClassVar[bool] = False
     """True for a node that stimulates tissue or programs devices: the safety interlock holds it (sets
     ``held``) while its input is stale or lossy. While held it must not program or stimulate (and count
@@ -249,10 +294,20 @@ class Node:
         that contains ``now`` and must apply them in that tick (and keep nothing pending beyond it)."""
 
     def tick(self, t_start: float, t_end: float) -> None:
-        """Advance the clock-driven model over [t_start, t_end)."""
+        """Advance the clock-driven model over [t_start, t_end): one tick, or with ``span_ticks`` several."""
+
+    def reserve_span(self, ticks: int) -> int:
+        """Make room for ``tick`` spans of up to ``ticks`` periods (``span_ticks`` kinds); returns how many
+        it will take (fewer where its buffers would grow too large)."""
+        return 1
+
+    @property
+    def output_step(self) -> float:
+        """How long after its time an output is final (``timed_outputs``): the model's step."""
+        return getattr(self.settings, "dt", 0.0)
 
     def housekeeping(self, now: float) -> None:
-        """Called every housekeeping period (~50 ms) in the loop's slack, never between a packet's arrival
+        """Called every housekeeping period (~0.1 s) in the loop's slack, never between a packet's arrival
         and its answer: batched work such as saving state. Default: nothing."""
 
     def fds(self) -> list[int]:

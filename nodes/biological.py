@@ -81,6 +81,10 @@ class BiologicalSettings(ClockedSettings):
         backend_class(self.backend).validate(self, key)
 
 
+SPAN_ELEMENTS = 1 << 20
+"""A compute-ahead span's per-step buffers hold at most this many values each (8 MB)."""
+
+
 @backend
 class IzhikevichModel(Backend):
     """The simulated culture: ``size`` Izhikevich cells, stimulus currents, white noise (module docstring)."""
@@ -104,14 +108,23 @@ class IzhikevichModel(Backend):
         self.abcd = tuple(np.full(n, x) for x in (p.a, p.b, p.c, p.d))
         self.i_bias = np.full(n, p.i_bias)
         self.stim_decay = np.full(n, math.exp(-s.dt / s.stim_tau))
-        self.stim_in = np.zeros((self.n_steps, n))
-        self.noise = np.zeros((self.n_steps, n))
         self.rng = np.random.default_rng(s.seed)
-        self.spike_step = np.zeros(max(16, self.n_steps * n), np.int64)
-        self.spike_id = np.zeros_like(self.spike_step)
+        self._reserve(self.n_steps)
         self.pending: list[tuple[float, np.ndarray]] = []
         # [time, neuron, answered]: stimuli whose window is still open; unanswered ones become PSPs
         self.open_stimuli: deque[list] = deque()
+
+    def _reserve(self, steps: int) -> None:
+        n = self.settings.size
+        self.stim_in = np.zeros((steps, n))
+        self.noise = np.zeros((steps, n))
+        self.spike_step = np.zeros(max(16, steps * n), np.int64)
+        self.spike_id = np.zeros_like(self.spike_step)
+
+    def reserve_span(self, ticks: int) -> int:
+        ticks = max(1, min(ticks, SPAN_ELEMENTS // max(1, self.n_steps * self.settings.size)))
+        self._reserve(ticks * self.n_steps)
+        return ticks
 
     def warm_up(self) -> None:
         izhikevich.warm_up()
@@ -120,16 +133,16 @@ class IzhikevichModel(Backend):
         if len(events):
             self.pending.append((now, events.copy()))
 
-    def _apply_stimuli(self, t_start: float, t_end: float) -> None:
+    def _apply_stimuli(self, t_start: float, t_end: float, stim_in: np.ndarray) -> None:
         keep = []
         dt = self.settings.dt
         for arrival, events in self.pending:
             if arrival >= t_end:
                 keep.append((arrival, events))
                 continue
-            step = step_of(arrival, t_start, dt, self.n_steps - 1)
+            step = step_of(arrival, t_start, dt, len(stim_in) - 1)
             ids = events["id"].astype(np.intp)
-            np.add.at(self.stim_in[step], ids, events["value"] * self.settings.stim_gain)
+            np.add.at(stim_in[step], ids, events["value"] * self.settings.stim_gain)
             np.add.at(self.stimuli, ids, 1)
             t_stim = t_start + step * dt
             self.open_stimuli.extend([t_stim, int(i), False] for i in ids)
@@ -137,12 +150,14 @@ class IzhikevichModel(Backend):
 
     def tick(self, t_start: float, t_end: float, emit: Emit) -> None:
         s = self.settings
-        self._apply_stimuli(t_start, t_end)
-        self.rng.standard_normal(out=self.noise)
-        self.noise *= s.noise_sigma
+        steps = int(round((t_end - t_start) / s.dt))  # one tick, or a span of them (reserve_span)
+        stim_in, noise = self.stim_in[:steps], self.noise[:steps]
+        self._apply_stimuli(t_start, t_end, stim_in)
+        self.rng.standard_normal(out=noise)  # the same stream drawn tick by tick or at once
+        noise *= s.noise_sigma
         n = izhikevich.izhikevich_run(self.v, self.u, self.i_stim, *self.abcd, self.i_bias, self.stim_decay,
-                                      self.stim_in, self.noise, s.dt * 1e3, self.spike_step, self.spike_id)
-        self.stim_in.fill(0.0)
+                                      stim_in, noise, s.dt * 1e3, self.spike_step, self.spike_id)
+        stim_in.fill(0.0)
         for j in range(min(n, len(self.spike_step))):
             t_spike = t_start + (self.spike_step[j] + 1) * s.dt
             neuron = int(self.spike_id[j])
@@ -154,8 +169,8 @@ class IzhikevichModel(Backend):
             emit(t_spike, neuron, kind)
         while self.open_stimuli and self.open_stimuli[0][0] + s.stim_window < t_end:
             t_stim, neuron, answered = self.open_stimuli.popleft()
-            if not answered:
-                emit(t_stim, neuron, BioEvent.PSP)
+            if not answered:  # final once its window has passed without an action potential
+                emit(t_stim, neuron, BioEvent.PSP, t_stim + s.stim_window)
 
     def snapshot(self) -> object:
         return (self.v.copy(), self.u.copy(), self.i_stim.copy(), self.stimuli.copy(),
@@ -180,6 +195,7 @@ class BiologicalNode(Node):
         super().__init__(name, settings)
         self.backend: Backend = backend_class(settings.backend)(name, settings)
         self.supports_lookahead = self.backend.computes_ahead  # a rig is the model: nothing to compute ahead
+        self.timed_outputs = self.span_ticks = self.backend.computes_ahead  # events final at their step's end
         self.counts = np.zeros((settings.size, 3), np.int64)  # per neuron: PSP, stimulated AP, spontaneous AP
         self.rejected: dict[str, int] = {}
         self.held_stimuli = 0  # stimulus events the safety interlock held back
@@ -238,15 +254,18 @@ class BiologicalNode(Node):
     def tick(self, t_start: float, t_end: float) -> None:
         self.backend.tick(t_start, t_end, self._emit)
 
+    def reserve_span(self, ticks: int) -> int:
+        return self.backend.reserve_span(ticks)
+
     def fds(self) -> list[int]:
         return self.backend.fds()
 
     def on_readable(self, fd: int, now: float) -> None:
         self.backend.on_readable(fd, now, self._emit)
 
-    def _emit(self, t: float, neuron: int, kind: BioEvent) -> None:
+    def _emit(self, t: float, neuron: int, kind: BioEvent, due: float | None = None) -> None:
         self.counts[neuron, kind] += 1
-        self.outbox.emit("events", t, neuron, float(kind))
+        self.outbox.emit("events", t, neuron, float(kind), due)
         if self.copy_port is not None and kind != BioEvent.PSP:
             self.outbox.emit(self.copy_port, t, neuron, 1.0)
 

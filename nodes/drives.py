@@ -76,6 +76,7 @@ class Drive:
         self.dt = dt
         self.rng = rng
         self.active = cfg.kind != "none"
+        self.random = cfg.kind == "poisson"  # draws as it goes: fill it tick by tick to draw as paced ticks do
         self.segments = cfg.segments()
         self.n = n if cfg.kind == "poisson" else 1
         self.next_kick = np.full(self.n, math.inf)

@@ -89,6 +89,7 @@ class HubBridgeSettings(NodeSettings):
     peer_port: int = setting(0, "UDP port of the partner's hub (required).", check=in_range(0, 65535))
 
     def validate(self, key: str) -> None:
+        super().validate(key)
         if self.peer_port == 0:
             raise SettingsError(f"{key}.peer_port", "required: the UDP port of the partner's hub (1-65535)")
         if not self.peer_host:

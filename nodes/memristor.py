@@ -148,6 +148,7 @@ class MemristorSettings(NodeSettings):
     synapses: dict[str, SynapseSettings] = setting(doc="Synapse groups by name.", factory=dict, check=non_empty)
 
     def validate(self, key: str) -> None:
+        super().validate(key)
         if not self.device.r_min <= self.r_init <= self.device.r_max:
             raise SettingsError(f"{key}.r_init", f"must lie in the device range [{self.device.r_min!r}, "
                                 f"{self.device.r_max!r}], got {self.r_init!r}")

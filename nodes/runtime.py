@@ -2,7 +2,7 @@
 
 One iteration drains every input socket without blocking (decoding, validating and dispatching each
 packet to the node at once, then publishing what the node emitted), runs any clock-driven ticks that are
-due, and does housekeeping (control messages, status) every 50 ms. When nothing arrived it sleeps in
+due, and does housekeeping (control messages, status) every 0.1 s. When nothing arrived it sleeps in
 ``select()`` on the sockets' notification fds until the next deadline: microsecond timeouts and no
 busy-waiting (``zmq.poll`` only has millisecond resolution, which is a whole tick).
 
@@ -45,11 +45,14 @@ __all__ = ["AUTO_DELAY_MARGIN", "AUTO_DELAY_MIN_PACKETS", "AUTO_DELAY_WINDOW", "
            "LOSS_MIN_PACKETS", "MAX_AGE", "MAX_EARLY", "MAX_SEQUENCE_JUMP", "REORDER_WINDOW", "RESYNC_AFTER",
            "RETRY_AFTER", "InputPlan", "LinkIn", "LinkOptions", "Upstream", "Runtime", "HOUSEKEEPING_PERIOD"]
 
-HOUSEKEEPING_PERIOD = 0.05
+_PROBE = Kind.PROBE
+HOUSEKEEPING_PERIOD = 0.1
 SLACK = 0.002
 """Slow chores (metrics exposition, status, journal write, garbage collection) run only when the next
 deadline is at least this far away and no input is waiting (or when overdue by a period)."""
 METRICS_SLACK = SLACK  # the name it had
+METRICS_SLICES = 16
+"""Most slices of a metrics render per housekeeping period (a render has ~9; see monitor/exporter.py)."""
 GC_PERIOD = 1.0
 """Seconds between the loop's own garbage collections (automatic collection is off while it runs)."""
 
@@ -207,7 +210,7 @@ class Runtime:
         own_fds = set(node.fds())  # the node's own I/O (level-triggered OS sockets)
         fds = list(by_fd) + list(pub_fds) + list(side_fds) + list(own_fds)
         in_fds = list(by_fd)  # input waiting here means no slack for slow work
-        journal = self.journal
+        spin = node.settings.spin  # poll, never sleep: on a core of its own (NodeSettings.validate)
         ready: list[int] = fds
         held = self.jitter.queue  # (due, n, link, packet) heap: held[0][0] is the next release
         backlog = self._backlog
@@ -237,8 +240,8 @@ class Runtime:
                 probe_at = self._send_probe()
             if held and held[0][0] <= now:
                 self._release(now)
-            if self.draining:
-                wake_at = float("inf")
+            if self.draining:  # the settled tick's last outputs, as they fall due (TickScheduler.finish)
+                wake_at = sched.finish(now) if sched is not None else float("inf")
             elif sched is not None and (sched.batch is None or now >= wake_at or sched.rollback_to is not None):
                 wake_at = sched.advance(now)
             if now >= next_house:
@@ -252,28 +255,39 @@ class Runtime:
                 # message, the journal's write, a garbage collection) runs only in slack: no deadline
                 # within SLACK and no input waiting; or when it is overdue, whatever the load.
                 due = min(wake_at, probe_at, held[0][0] if held else wake_at)
-                self._slack_work(now, due - now > SLACK and not select.select(in_fds, [], [], 0)[0])
-            if journal is not None:
-                journal.commit()  # what passed through this iteration, now that its answers have left
+                self._slack_work(now, due, in_fds)
             wait = min(wake_at, next_house, probe_at, held[0][0] if held else wake_at) - local_clock()
-            ready = select.select(fds, [], [], wait if wait > 0 and not backlog and not self._pub_backlog else 0)[0]
+            ready = select.select(fds, [], [], wait if wait > 0 and not (backlog or self._pub_backlog or spin) else 0)[0]
             self.wakes += 1
             if ready:
                 self.woken_by_input += 1
         gc.enable()
 
-    def _slack_work(self, now: float, slack: bool) -> None:
-        """The loop's slow chores, each when it is due and there is slack, or when overdue by a period."""
+    def _slack_work(self, now: float, due: float, in_fds: list[int]) -> None:
+        """The loop's slow chores, each when it is due and there is slack (no deadline within SLACK, no input
+        waiting), or when overdue by a period. The metrics exposition is rendered in slices of tens of
+        microseconds with a look at the inputs between them, so a packet waits for one slice at most."""
+        def slack() -> bool:
+            return due - local_clock() > SLACK and not select.select(in_fds, [], [], 0)[0]
+
+        has_slack = slack()
         metrics = self.metrics
-        if metrics is not None and metrics.due(now) and (slack or now - metrics.rendered_at > 2 * metrics.max_age):
-            metrics.refresh(now)  # the HTTP thread serves these bytes: a scrape costs the loop nothing
-        if self.control is not None and now >= self._next_status and (slack or now >= self._next_status + self.status_period):
+        if metrics is not None and metrics.due(now):
+            if now - metrics.rendered_at > 2 * metrics.max_age:
+                metrics.refresh(now)  # overdue: all at once, whatever the load
+            else:
+                spent = 0
+                while has_slack and spent < METRICS_SLICES and metrics.refresh_step(now):
+                    spent += 1
+                    has_slack = slack()
+        if self.control is not None and now >= self._next_status and (has_slack or now >= self._next_status + self.status_period):
             self._next_status = now + self.status_period
             self.control.send({"type": "status", **self.status(now), "log": self.take_log()})
             self._drain([None])
-        if self.journal is not None and (slack or now - self.journal.flushed_at > 2 * HOUSEKEEPING_PERIOD):
+            has_slack = slack()
+        if self.journal is not None and (has_slack or now - self.journal.flushed_at > 2 * HOUSEKEEPING_PERIOD):
             self.journal.flush(now)  # a crash loses at most this window
-        if now >= self._next_gc and (slack or now >= self._next_gc + GC_PERIOD):
+        if now >= self._next_gc and (has_slack or now >= self._next_gc + GC_PERIOD):
             self._next_gc = now + GC_PERIOD
             c0 = time.perf_counter()
             gc.collect()
@@ -291,7 +305,7 @@ class Runtime:
 
     def _deliver(self, link: LinkIn, packet, now: float) -> None:
         """Hand one packet's events to the node (or forward a probe), as if it arrived at ``now``."""
-        if packet.kind == Kind.PROBE:
+        if packet.kind == _PROBE:
             self._on_probe(link.port, packet.events, now)
             return
         events = packet.events
@@ -334,7 +348,10 @@ class Runtime:
         if route:
             for pub in route:
                 pub.publish_packed(*forward, Kind.PROBE)
-            probe.forward.record(local_clock() - now)  # arrival off the socket to sent: the in-node time
+            # The in-node time: arrival off the socket to the send stamp (the packet's header time; the
+            # send itself, ~50 us of handing it to ZeroMQ's I/O thread, is the next hop's transit).
+            if route[0].last_send >= now:  # not dropped at a full queue
+                probe.forward.record(route[0].last_send - now)
 
     def record_to(self, path, max_bytes: int | None = None) -> None:
         """Journal every packet sent on each output port and received from each upstream to ``path``

@@ -154,12 +154,18 @@ class Population:
             self.refr_steps = np.round(p["t_ref"] / dt).astype(np.int32)
             self.input_first, self.stamp_offset = True, 1
         self.syn_decay = np.exp(-dt / p["tau_syn"])
-        self.syn_in = np.zeros((n_steps, n))
-        cap = max(16, n_steps * n)
-        self.spike_step = np.zeros(cap, np.int64)
-        self.spike_id = np.zeros(cap, np.int64)
+        self.tick_steps = n_steps
+        self.reserve(n_steps)
         self.spike_counts = np.zeros(n, np.int64)
         self.drive = Drive(cfg.drive, n, dt, rng)
+
+    def reserve(self, steps: int) -> None:
+        """Buffers for spans of up to ``steps`` model steps (input per step, the spikes they can hold)."""
+        n = self.size
+        self.syn_in = np.zeros((steps, n))
+        cap = max(16, steps * n)
+        self.spike_step = np.zeros(cap, np.int64)
+        self.spike_id = np.zeros(cap, np.int64)
 
     def start(self, t0: float) -> None:
         self.drive.start(t0)
@@ -168,11 +174,19 @@ class Population:
         np.add.at(self.syn_in[step], ids, weights)
 
     def step(self, t_start: float, t_end: float) -> tuple[np.ndarray, np.ndarray]:
-        """Advance over [t_start, t_end); returns (spike times, neuron ids) of this tick."""
-        self.drive.fill(self.syn_in, t_start, t_end)
+        """Advance over [t_start, t_end) (whole steps; one tick or a span of them); returns (spike times,
+        neuron ids)."""
+        steps = int(round((t_end - t_start) / self.dt))
+        syn_in = self.syn_in[:steps]
+        n = self.tick_steps
+        if self.drive.random and steps > n:  # a random drive draws tick by tick: the same stream as paced
+            for i in range(0, steps, n):
+                self.drive.fill(syn_in[i : i + n], t_start + i * self.dt, t_start + (i + n) * self.dt)
+        else:
+            self.drive.fill(syn_in, t_start, t_end)
         n = adex.adex_run(self.v, self.w, self.i_syn, self.refr, self.coef, self.refr_steps, self.syn_decay,
-                          self.syn_in, self.input_first, self.dt, self.spike_step, self.spike_id)
-        self.syn_in.fill(0.0)
+                          syn_in, self.input_first, self.dt, self.spike_step, self.spike_id)
+        syn_in.fill(0.0)
         if n == 0:
             return self.spike_step[:0].astype(float), self.spike_id[:0]
         n = min(n, len(self.spike_step))
@@ -181,6 +195,9 @@ class Population:
         return t_start + (self.spike_step[:n] + self.stamp_offset) * self.dt, ids
 
 
+SPAN_ELEMENTS = 1 << 20
+"""A compute-ahead span's per-step input buffer holds at most this many values (8 MB): a large population
+computes ahead in shorter spans rather than in a buffer of hundreds of megabytes."""
 PLAUSIBLE_DEPOLARISATION = 100.0
 """A synaptic step is implausible when its charge alone would move the membrane by more than this many
 times the distance from rest to the spike cut-off (at the defaults, |I| > ~0.17 uA against 4 nA kicks)."""
@@ -200,6 +217,8 @@ class SiliconNode(Node):
     Settings = SiliconSettings
     keywords = ("neuromorphic",)
     supports_lookahead = True
+    timed_outputs = True  # a spike is final at the end of its step
+    span_ticks = True
 
     def __init__(self, name: str, settings: SiliconSettings):
         super().__init__(name, settings)
@@ -243,16 +262,24 @@ class SiliconNode(Node):
         if len(events):
             self.pending.append((pop, now, events.copy()))
 
+    def reserve_span(self, ticks: int) -> int:
+        neurons = sum(p.size for p in self.pops.values())
+        ticks = max(1, min(ticks, SPAN_ELEMENTS // max(1, self.n_steps * neurons)))
+        for pop in self.pops.values():
+            pop.reserve(ticks * self.n_steps)
+        return ticks
+
     def tick(self, t_start: float, t_end: float) -> None:
         if self.pending:
             keep = []
             # an arrival on the tick's end (to float rounding) belongs to the next tick's first step
             next_tick = t_end - STEP_TOLERANCE * self.settings.dt
+            last_step = int(round((t_end - t_start) / self.settings.dt)) - 1
             for pop, arrival, events in self.pending:
                 if arrival >= next_tick:
                     keep.append((pop, arrival, events))
                     continue
-                step = step_of(arrival, t_start, self.settings.dt, self.n_steps - 1)
+                step = step_of(arrival, t_start, self.settings.dt, last_step)
                 pop.add_input(step, events["id"].astype(np.intp), events["value"].astype(float))
             self.pending = keep
         for name, pop in self.pops.items():

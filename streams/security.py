@@ -37,6 +37,7 @@ from zmq.utils.monitor import parse_monitor_message
 from zmq.utils.z85 import encode as z85_encode
 
 log = logging.getLogger("spikewire.security")
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)  # plain ints: pyzmq's enum operators cost per use
 
 ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 ZAP_DOMAIN = b"spikewire"
@@ -158,13 +159,15 @@ class ZapHandler:
     def poll(self) -> int:
         """Answer every waiting request; returns how many were answered."""
         n = 0
-        while True:
+        sock = self.socket
+        while sock.get(_EVENTS) & _POLLIN:  # asked first: a receive that finds nothing raises (~15 us cold)
             try:
-                frames = self.socket.recv_multipart(zmq.NOBLOCK)
+                frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return n
             n += 1
-            self.socket.send_multipart(self.answer(frames))
+            sock.send_multipart(self.answer(frames))
+        return n
 
     def answer(self, frames: list[bytes]) -> list[bytes]:
         """The reply frames for one request (RFC 27: version, request id, status code, text, user, metadata)."""
@@ -233,9 +236,10 @@ class HandshakeWatch:
         return self.monitor.getsockopt(zmq.FD)
 
     def poll(self) -> None:
-        while True:
+        monitor = self.monitor
+        while monitor.get(_EVENTS) & _POLLIN:  # asked first: a receive that finds nothing raises (~15 us cold)
             try:
-                frames = self.monitor.recv_multipart(zmq.NOBLOCK)
+                frames = monitor.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
             try:

@@ -66,8 +66,12 @@ def test_lookahead_matches_paced_ticking(make):
     assert a.keys() == b.keys() and a
     for port in a:
         # The lookahead run may be a few ticks further along at the end; compare the common span.
-        horizon = min(a[port]["t"].max(), b[port]["t"].max())
-        np.testing.assert_array_equal(a[port][a[port]["t"] <= horizon], b[port][b[port]["t"] <= horizon])
+        horizon = min(a[port]["t"].max(), b[port]["t"].max()) + 1e-9
+        x, y = a[port][a[port]["t"] <= horizon], b[port][b[port]["t"] <= horizon]
+        # Times to the last bits: a span computes them from its own start, a tick from the tick's.
+        assert len(x) == len(y)
+        np.testing.assert_allclose(x["t"], y["t"], rtol=0, atol=1e-12)
+        np.testing.assert_array_equal(x[["id", "value"]], y[["id", "value"]])
     assert ahead.rollbacks > 0, "the inputs should have forced rollbacks"
     assert ahead.computed > ahead.ticks  # recomputation happened
     for wall, _, ev in ahead_out:
@@ -111,8 +115,29 @@ def test_settle_leaves_exactly_what_was_published():
         wake = sched.advance(now)
     assert sched.batch is not None, "the run should stop in the middle of a computed-ahead batch"
     sched.settle(0.3)
+    sched.finish(1.0)  # the tick under way leaves as its outputs fall due
     sent = {}
     for port, ev in published:
         sent[port] = sent.get(port, 0) + len(ev)
     for name, pop in node.pops.items():
         assert int(pop.spike_counts.sum()) == sent.get(f"{name}.spikes", 0), name
+
+
+@pytest.mark.parametrize("make", [_silicon, _biological], ids=["silicon", "biological"])
+def test_outputs_computed_ahead_leave_when_final(make):
+    """With compute-ahead, an output leaves once it is final (a model step after it happened, a PSP once its
+    window has passed without an action potential), not at its tick's deadline; never before."""
+    rng = np.random.default_rng(5)
+    inputs = sorted(set(np.round(rng.uniform(0.01, 0.55, 25), 7)))
+    node, ahead, out = _drive(make, 20, inputs)
+    dt = node.settings.dt
+    gap = 0.37e-3  # the driver's step between instants: a release is seen at the first instant after it
+    waits = []
+    for wall, _, ev in out:
+        for t, _, value in ev.tolist():
+            final = t + node.settings.stim_window if (make is _biological and value == 0.0) else t
+            assert wall >= final - 1e-12, "an output left before it was final"
+            waits.append(wall - final)
+    assert ahead.summary()["timed_outputs"] and ahead.summary()["span_ticks"] == 20
+    assert max(waits) <= dt + gap + 1e-9, "an output waited past its step for the tick's deadline"
+    assert np.median(waits) < PERIOD / 2
