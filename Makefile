@@ -19,7 +19,7 @@ EXAMPLES := examples/lif_plugin examples/linear_crossbar
 $(STAMP): pyproject.toml $(EXAMPLES:%=%/pyproject.toml)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,bench]'
 	$(PY) -m pip install --quiet --no-deps $(EXAMPLES:%=-e %)
 	$(PY) -m spikewire.nodes.kernels
 	touch $(STAMP)

@@ -214,8 +214,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scrape", action="store_true", help="scrape every node's /metrics at 1 Hz during spikewire's runs")
     ap.add_argument("--json", metavar="PATH", help="write the figures as JSON")
     args = ap.parse_args(argv)
-    if args.rounds < 1 or args.duration < SETTLE + 3 or any(not 0.1 <= r <= 2000 for r in args.rates):
-        ap.error(f"--rounds >= 1, --duration >= {SETTLE + 3:g} s, rates 0.1-2000 Hz")
+    if args.rounds < 1 or args.duration < SETTLE + 3 or any(not 1 <= r <= 1000 for r in args.rates):
+        ap.error(f"--rounds must be >= 1, --duration >= {SETTLE + 3:g} s, and rates 1-1000 Hz (a probe every 1 ms "
+                 "to 1 s)")
+    try:
+        probe_from = tomllib.loads(args.network.read_text()).get("monitor", {}).get("probe_from")
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        ap.error(f"--network {args.network}: {e}")
+    if not probe_from:
+        ap.error(f"--network {args.network}: no [monitor] probe_from, so no loop probe to time")
     from spikewire.bench import loop_baselines as base
 
     systems = {"raw pyzmq": lambda rate: base.run_raw(rate, int(rate * (args.duration - SETTLE))),

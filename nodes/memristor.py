@@ -34,7 +34,6 @@ from typing import Any, Literal
 import numpy as np
 
 from spikewire.core.settings import Settings, SettingsError, in_range, non_empty, non_negative, positive, setting
-from spikewire.nodes import plasticity
 from spikewire.nodes.base import InPort, Node, NodeSettings, OutPort
 from spikewire.nodes.crossbar import Crossbar, CrossbarError, CrossbarSpec, crossbar_class
 from spikewire.nodes.element import Declaration, Device, Role, element
@@ -309,7 +308,8 @@ class MemristorNode(Node):
         return inputs, outputs
 
     def warm_up(self) -> None:
-        plasticity.warm_up()
+        for group in self.groups.values():  # only a rule that runs a kernel loads numba
+            group.rule.warm_up()
         self.crossbar.warm_up()
         if not self.crossbar.persistent:  # an instrument, open now: its devices are where this run starts
             self.r_start = self.crossbar.read_all()

@@ -84,6 +84,9 @@ class Rule:
         """The session starts at ``t0``."""
         self.t0 = t0
 
+    def warm_up(self) -> None:
+        """Compile what the rule runs (in the node process, before it reports ready). Default: nothing."""
+
     def pre(self, pre: int, now: float) -> None:
         """Remember presynaptic neuron ``pre``'s spike at ``now`` (every accepted one, before ``on_pre``)."""
 
@@ -116,6 +119,9 @@ class Srdp(Rule):
         self.head = np.zeros(n_pre, np.int64)
         self.warming = 0  # decisions skipped before a full window of history existed
         self.window, self.ltp_above, self.ltd_below = cfg.window, cfg.ltp_above, cfg.ltd_below
+
+    def warm_up(self) -> None:
+        mk.warm_up()
 
     def pre(self, pre: int, now: float) -> None:
         mk.record_spike(self.ring, self.head, pre, now)
@@ -165,4 +171,5 @@ def rule_for(cfg: PlasticitySettings, n_pre: int, n_post: int) -> Rule:
 
 
 def warm_up() -> None:
+    """Compile the rules' kernels (``python -m spikewire.nodes.kernels`` caches them at install)."""
     mk.warm_up()
