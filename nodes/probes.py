@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from spikewire.core.histogram import LogHistogram
-from spikewire.streams.wire import EVENT, EVENT_DTYPE
+from spikewire.streams.wire import EVENT
 
 MAX_HOPS = 64
 LOST_AFTER = 1.0  # s: a probe not back by then counts as lost
@@ -32,27 +32,28 @@ class ProbeState:
         self.expired = 0
         self.latency = LogHistogram()
         self.forward = LogHistogram()  # in-node time of each probe this node forwards: arrival to sent
-        self._event = np.zeros(1, EVENT_DTYPE)
 
     def start(self, t0: float) -> None:
         if self.origin:
             self.next_at = t0 + self.every
 
-    def due(self, now: float) -> np.ndarray | None:
-        """The probe to send now, if one is due. Call it right before sending, with the current time: the
-        round trip is measured from this stamp."""
+    def due(self, now: float) -> tuple[bytes, int] | None:
+        """The probe to send now, if one is due, packed (``Publisher.publish_packed``). Call it right before
+        sending, with the current time: the round trip is measured from this stamp."""
         if now < self.next_at:
             return None
         self.next_at = max(self.next_at + self.every, now)
-        ev = self._event
-        ev["t"], ev["id"], ev["value"] = now, self.sent, self.node_index * 256
-        self.outstanding[self.sent] = now
+        pid = self.sent
+        self.outstanding[pid] = now
         self.sent += 1
+        return EVENT.pack(now, pid, self.node_index * 256), 1
+
+    def expire(self, now: float) -> None:
+        """Count probes out longer than LOST_AFTER as lost (after the send: it is no part of the probe's path)."""
         for pid, t in list(self.outstanding.items()):
             if now - t > LOST_AFTER:
                 del self.outstanding[pid]
                 self.expired += 1
-        return ev
 
     def arrived(self, events: np.ndarray, now: float) -> tuple[bytes, int] | None:
         """Handle probes that arrived; returns the ones to forward (hop count incremented) as packed events

@@ -330,9 +330,11 @@ class Runtime:
         probe = self.probe
         if self.draining:
             return float("inf")
-        event = probe.due(local_clock())
-        if event is not None:
-            self.publishers[probe.origin].publish(event, Kind.PROBE)
+        now = local_clock()
+        packed = probe.due(now)
+        if packed is not None:
+            self.publishers[probe.origin].publish_packed(*packed, Kind.PROBE)
+            probe.expire(now)
         return probe.next_at
 
     def _on_probe(self, port: str, events, now: float) -> None:
