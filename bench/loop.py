@@ -31,6 +31,8 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import math
+import os
 import statistics
 import subprocess
 import sys
@@ -50,6 +52,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PAPER_LOOP = ROOT / "launch" / "networks" / "paper_loop.toml"
 CAUSAL_WINDOW = 0.05
 """An ANpost input counts as caused by the last ANpre spike if it came within this many seconds of it."""
+BIO_TYPES = {0.0: "psp", 1.0: "stimulated ap", 2.0: "spontaneous ap"}
 SETTLE = 3.0
 """Seconds after the start before CPU is sampled (compilation and joins are over)."""
 
@@ -107,10 +110,44 @@ def spike_to_input(journal_path: Path, spike_port: str = "anpre.spikes", source:
     return {"count": len(x), "p50": float(np.median(x)), "p99": float(np.percentile(x, 99)), "max": float(x.max())}
 
 
+def _cpu_seconds(proc: psutil.Process) -> float:
+    """CPU time of every thread of ``proc`` [s], to the nanosecond where Linux's schedstat has it (psutil's
+    figure counts 10 ms ticks: too coarse for a process at 2 % of a core over ten seconds)."""
+    try:
+        tasks = os.listdir(f"/proc/{proc.pid}/task")
+        return sum(int(Path(f"/proc/{proc.pid}/task/{t}/schedstat").read_text().split()[0]) for t in tasks) / 1e9
+    except (OSError, ValueError, IndexError):  # not Linux, or a thread gone meanwhile: the coarse figure
+        return sum(proc.cpu_times()[:2])
+
+
+def event_to_sent(session: Path) -> dict:
+    """Per node.port: how long after its time each data event left (the journal's send stamp minus the
+    event's time), µs. With outputs released when final this is at most about a model step."""
+    from spikewire.streams.journal import SENT, read_journal
+    from spikewire.streams.wire import DATA_KINDS, Kind
+
+    out = {}
+    for path in sorted((session / "journal").glob("*.swj")):
+        waits: dict[str, list[float]] = {}
+        for rec in read_journal(path).records:
+            p = rec.packet
+            if rec.direction == SENT and p is not None and p.kind in DATA_KINDS and p.kind != Kind.PROBE:
+                if p.kind == Kind.BIO:  # by type: a PSP is final only when its window has passed
+                    for t, _, value in p.events.tolist():
+                        waits.setdefault(f"{rec.port}[{BIO_TYPES.get(value, value)}]", []).append(rec.logged - t)
+                else:
+                    waits.setdefault(rec.port, []).extend((rec.logged - p.events["t"]).tolist())
+        for port, w in waits.items():
+            x = np.array(w) * 1e6
+            out[f"{path.stem}.{port}"] = {"count": len(x), "p50": float(np.median(x)), "p99": float(np.percentile(x, 99)),
+                                          "max": float(x.max())}
+    return out
+
+
 def run_spikewire(rate: float, duration: float, network: Path = PAPER_LOOP, metrics: bool = True,
                   scrape: bool = False, timeout: float = 120.0) -> dict:
     """One run of the paper loop with its probe at ``rate``; see the module docstring for the figures."""
-    from spikewire.config.session import read_status
+    from spikewire.monitor.report import probe_hops
 
     with tempfile.TemporaryDirectory(prefix="swbench-") as tmp:
         tmp = Path(tmp)
@@ -120,14 +157,14 @@ def run_spikewire(rate: float, duration: float, network: Path = PAPER_LOOP, metr
                                  "--session-dir", str(session), "--status-every", "60"],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         stop = threading.Event()
-        scraper = None
         try:
             deadline = time.monotonic() + timeout
-            line = ""
-            while "all nodes ready" not in line:
+            lines = []
+            while not lines or "all nodes ready" not in lines[-1]:
                 if time.monotonic() > deadline or proc.poll() is not None:
-                    raise RuntimeError(f"the loop did not become ready: {line.strip()}")
-                line = proc.stdout.readline()
+                    rest = proc.stdout.read() if proc.poll() is not None else ""
+                    raise RuntimeError("the loop did not become ready:\n" + "".join(lines[-20:]) + rest)
+                lines.append(proc.stdout.readline())
             nodes = {}
             for child in psutil.Process(proc.pid).children():
                 cmd = child.cmdline()
@@ -135,15 +172,15 @@ def run_spikewire(rate: float, duration: float, network: Path = PAPER_LOOP, metr
                     nodes[cmd[cmd.index("--node") + 1]] = child
             if scrape:
                 base = tomllib.loads(net.read_text()).get("monitor", {}).get("base_port", 9470)
-                scraper = threading.Thread(target=_scraper, args=([base + i for i in range(len(nodes))], stop),
-                                           daemon=True)
-                scraper.start()
+                threading.Thread(target=_scraper, args=([base + i for i in range(len(nodes))], stop),
+                                 daemon=True).start()
             time.sleep(SETTLE)
-            cpu0 = {n: sum(p.cpu_times()[:2]) for n, p in nodes.items()}
+            cpu0 = {n: _cpu_seconds(p) for n, p in nodes.items()}
             t0 = time.monotonic()
             time.sleep(max(1.0, duration - SETTLE - 1.5))
-            span = time.monotonic() - t0
-            cpu = {n: (sum(p.cpu_times()[:2]) - cpu0[n]) / span * 100 for n, p in nodes.items()}
+            window = time.monotonic() - t0
+            cpu = {n: (_cpu_seconds(p) - cpu0[n]) / window * 100 for n, p in nodes.items()}
+            pids = {n: p.pid for n, p in nodes.items()}
             out, _ = proc.communicate(timeout=timeout)
             if proc.returncode != 0:
                 raise RuntimeError(f"spikewire run failed ({proc.returncode}): {out[-2000:]}")
@@ -152,25 +189,18 @@ def run_spikewire(rate: float, duration: float, network: Path = PAPER_LOOP, metr
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
-        finals = {n: f.get("summary", f) for n, f in read_status(session / "status.jsonl").finals().items()}
+        report = json.loads((session / "summary.json").read_text())
         result = {"system": "spikewire", "rate_hz": rate, "hops": {}, "processes": {}}
-        for name, f in finals.items():
-            proc_f = f["process"]
-            result["processes"][name] = {"cpu_pct": cpu.get(name), "rss_mb": proc_f["max_rss_mb"],
-                                         "wakes_per_s": proc_f.get("wakes", 0) / max(f.get("elapsed") or duration, 1e-9)}
-            if f.get("probes"):
-                pr = f["probes"]
-                result.update(sent=pr["sent"], returned=pr["returned"], round_trip_us=_us(pr["latency_s"]))
-            if f.get("probe_forward_s"):
-                result["hops"][f"in {name}"] = _us(f["probe_forward_s"])
-            seen = set()
-            for port in f.get("inputs", {}).values():
-                for link in port["links"].values():
-                    source = link["label"].split(" -> ")[0]
-                    if "probe_latency_s" in link and source not in seen:  # one connection feeding two ports
-                        seen.add(source)
-                        result["hops"][f"{source} -> {name}"] = _us(link["probe_latency_s"])
+        for name, f in report["nodes"].items():
+            p = f.get("process") or {}
+            elapsed = report.get("duration_s") or duration
+            result["processes"][name] = {"pid": pids.get(name), "cpu_pct": cpu.get(name), "window_s": window,
+                                         "rss_mb": p.get("max_rss_mb"), "wakes_per_s": p.get("wakes", 0) / elapsed}
+        pr = report.get("probes") or {}
+        result.update(sent=pr.get("sent", 0), returned=pr.get("returned", 0), round_trip_us=_us(pr.get("latency_s")))
+        result["hops"] = {name: _us(h) for name, h in probe_hops(report)}
         result["loop_cpu_pct"] = sum(p["cpu_pct"] or 0.0 for p in result["processes"].values())
+        result["event_to_sent_us"] = event_to_sent(session)
         zurich = session / "journal" / "zurich.swj"
         if zurich.exists():
             result["spike_to_input_us"] = spike_to_input(zurich)
@@ -214,14 +244,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scrape", action="store_true", help="scrape every node's /metrics at 1 Hz during spikewire's runs")
     ap.add_argument("--json", metavar="PATH", help="write the figures as JSON")
     args = ap.parse_args(argv)
-    if args.rounds < 1 or args.duration < SETTLE + 3 or any(not 1 <= r <= 1000 for r in args.rates):
+    if args.rounds < 1 or not args.duration >= SETTLE + 3 or not math.isfinite(args.duration) \
+            or any(not 1 <= r <= 1000 for r in args.rates):
         ap.error(f"--rounds must be >= 1, --duration >= {SETTLE + 3:g} s, and rates 1-1000 Hz (a probe every 1 ms "
                  "to 1 s)")
-    try:
-        probe_from = tomllib.loads(args.network.read_text()).get("monitor", {}).get("probe_from")
-    except (OSError, tomllib.TOMLDecodeError) as e:
+    from spikewire.config.network import NetworkError, load_network, preflight
+
+    try:  # the checks `spikewire run` makes, before anything runs
+        net = load_network(args.network)
+        preflight(net, reset_state=True)
+    except NetworkError as e:
         ap.error(f"--network {args.network}: {e}")
-    if not probe_from:
+    if not net.monitor.probe_from:
         ap.error(f"--network {args.network}: no [monitor] probe_from, so no loop probe to time")
     from spikewire.bench import loop_baselines as base
 
@@ -242,6 +276,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"rate {rate:g} Hz, round {rnd + 1}/{args.rounds}: {name} ...", flush=True)
                 runs[name].append(systems[name](rate))
         med = {name: _median_result(rs) for name, rs in runs.items() if rs and rs[0] is not None}
+        if not med["spikewire"].get("returned"):
+            print(f"no loop probe came back to {net.monitor.probe_from}: [monitor] probe_from must start a path that "
+                  "returns to its node", file=sys.stderr)
+            return 1
         key = f"{rate:g}"
         report["rates"][key] = med
         raw, sw = med.get("raw pyzmq", {}).get("round_trip_us", {}), med["spikewire"].get("round_trip_us", {})
@@ -249,17 +287,24 @@ def main(argv: list[str] | None = None) -> int:
         if "ezmsg" in med:
             ez = med["ezmsg"].get("round_trip_us", {})
             report["ratios"][key].update({f"{q}_vs_ezmsg": sw[q] / ez[q] for q in ("p50", "p99") if ez.get(q) and sw.get(q)})
-        print(f"\nround trip at {rate:g} Hz (µs, median of {args.rounds} rounds)")
+        rounds = "1 round" if args.rounds == 1 else f"median of {args.rounds} rounds"
+        print(f"\nround trip at {rate:g} Hz (µs, {rounds}; CPU: the whole loop, % of one core)")
         print(f"{'system':<12}{'p50':>8}{'p99':>8}{'p99.9':>8}{'max':>8}{'CPU %':>9}{'RSS MB':>9}   returned")
         for name, r in med.items():
             print(_row(name, r))
-        print("spikewire / raw pyzmq: " + ", ".join(f"{q} {v:.2f}x" for q, v in report["ratios"][key].items()))
-        print("spikewire's probe, hop by hop (p50 / p99 µs):")
+        ratios = report["ratios"][key]
+        print("spikewire / raw pyzmq: " + ", ".join(f"{q} {v:.2f}x" for q, v in ratios.items() if "_vs_" not in q))
+        if "p50_vs_ezmsg" in ratios:
+            print("spikewire / ezmsg: " + ", ".join(f"{q[:-9]} {v:.2f}x" for q, v in ratios.items() if "_vs_" in q))
+        print("spikewire's probe, hop by hop, in the loop's order (p50 / p99 µs):")
         for hop, h in med["spikewire"].get("hops", {}).items():
-            print(f"  {hop:<34}{h.get('p50', float('nan')):>8.0f}{h.get('p99', float('nan')):>8.0f}")
+            print(f"  {hop:<44}{h.get('p50', float('nan')):>8.0f}{h.get('p99', float('nan')):>8.0f}")
+        for port, w in med["spikewire"].get("event_to_sent_us", {}).items():
+            print(f"  {port + ': event -> sent':<44}{w['p50']:>8.0f}{w['p99']:>8.0f}")
         s2i = med["spikewire"].get("spike_to_input_us", {})
         if s2i.get("count"):
-            print(f"  ANpre spike -> ANpost input       {s2i['p50']:>8.0f}{s2i['p99']:>8.0f}   ({s2i['count']:.0f} pairs)")
+            print(f"  {'ANpre spike -> ANpost input (through BN)':<44}{s2i['p50']:>8.0f}{s2i['p99']:>8.0f}"
+                  f"   ({s2i['count']:.0f} pairs)")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))
         print(f"figures written to {args.json}")

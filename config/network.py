@@ -641,6 +641,7 @@ def build_network(data: dict, default_name: str = "network", path: Path | None =
         links.append(Link(i, src_node, src_port, dst_node, dst_port, source_id, ls.endpoint, ls.hwm, delay,
                           ls.late, ls.sockbuf, ls.via, src_site, dst_site, clock, auto_delay))
     warnings = _check_link_fit(nodes, links) + _unconnected(nodes, links, monitor.probe_from)
+    _check_spinning_cores(nodes, sites is None)
     if monitor.probe_from:
         _port(nodes, monitor.probe_from, "monitor.probe_from", "output")
     if monitor.metrics:
@@ -962,14 +963,15 @@ def check_local_binds(net: Network, site: str | None = None) -> None:
                 raise NetworkError(key, f"{address} is not an address of this machine ({e.strerror or e})") from None
 
 
-def _check_spinning_cores(net: Network, started: list[str]) -> None:
-    """A spinning node's CPU must be its own: anything else pinned there would wait for its time slice."""
-    for name in started:
-        spin = net.nodes[name].settings
-        if not spin.spin:
+def _check_spinning_cores(nodes: dict[str, NodeSpec], one_machine: bool) -> None:
+    """A spinning node's CPU must be its own among the nodes on its machine (all of them, or its site's when
+    the file has [sites]): anything else pinned there would wait for the spinner's time slice."""
+    for name, spec in nodes.items():
+        if not spec.settings.spin:
             continue
-        for other in started:
-            shared = set(spin.cpu) & set(net.nodes[other].settings.cpu) if other != name else set()
+        for other, o in nodes.items():
+            same_machine = other != name and (one_machine or o.settings.site == spec.settings.site)
+            shared = set(spec.settings.cpu) & set(o.settings.cpu) if same_machine else set()
             if shared:
                 raise NetworkError(f"nodes.{name}.cpu", f"CPU {min(shared)} is also listed by node {other!r}, and "
                                    f"{name!r} spins on it: give a spinning node a core of its own")
@@ -1005,4 +1007,3 @@ def preflight(net: Network, reset_state: bool = False, session: str = "", site: 
             spec.cls.preflight(name, spec.settings, context)
         except ValueError as e:
             raise NetworkError(f"nodes.{name}", str(e)) from None
-    _check_spinning_cores(net, started)

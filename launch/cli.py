@@ -82,11 +82,15 @@ def cmd_run(args) -> int:
     except NetworkError as e:
         print(f"{args.network}: {e}", file=sys.stderr)
         return 2
+    try:
+        sup = Supervisor(net, duration=args.duration, json_path=args.json, ready_timeout=args.ready_timeout,
+                         status_every=args.status_every, reset_state=args.reset_weights, session_dir=session,
+                         site=args.site, secret_key=args.secret_key, journal_max_mb=args.journal_max_mb,
+                         start_wait=args.start_wait)
+    except FileExistsError as e:  # a --session-dir that is not empty: nothing has started
+        print(f"spikewire run: {e}", file=sys.stderr)
+        return 2
     _warn(net)  # after the last refusal, so that a refused run stays one line
-    sup = Supervisor(net, duration=args.duration, json_path=args.json, ready_timeout=args.ready_timeout,
-                     status_every=args.status_every, reset_state=args.reset_weights, session_dir=session,
-                     site=args.site, secret_key=args.secret_key, journal_max_mb=args.journal_max_mb,
-                     start_wait=args.start_wait)
     return sup.run()
 
 

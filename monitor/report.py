@@ -91,6 +91,8 @@ def build_report(network: Network, finals: dict[str, dict], duration: float, out
                        "interlock": f.get("interlock"), "outputs": f.get("outputs", {}), "journal": f.get("journal"),
                        "malformed": sum(sum(ln["malformed"].values()) for p in f.get("inputs", {}).values()
                                         for ln in p["links"].values())}
+        if f.get("probe_forward_s"):  # the loop probe's time inside this node, per input port it came in on
+            nodes[name]["probe_forward_s"] = f["probe_forward_s"]
     for link in network.links:
         if link.dst_node not in names and link.src_node not in names:
             continue
@@ -117,12 +119,35 @@ def build_report(network: Network, finals: dict[str, dict], duration: float, out
             "latency_p50_s": lat.get("p50"), "latency_p99_s": lat.get("p99"), "latency_p999_s": lat.get("p999"),
             "latency_max_s": lat.get("max"), "delay_for_p99_s": rx.get("delay_for_p99_s"),
         })
+        if rx.get("probe_latency_s"):  # the loop probe's transit on this link (its part of the round trip)
+            links[-1]["probe_latency_s"] = rx["probe_latency_s"]
     probes = next((dict(f["probes"], node=n) for n, f in finals.items() if f.get("probes")), None)
     warnings = said + misdeclared
     return {"network": network.name, "outcome": outcome, "duration_s": duration, "warnings": warnings,
             "neurons": neurons,
             "memristors": memristors, "links": links, "nodes": nodes, "phases": phase_table(network, finals),
             "probes": probes}
+
+
+def probe_hops(report: dict) -> list[tuple[str, dict]]:
+    """The loop probe's path in the order of the network's links: each link's transit, then the time inside
+    the node it reached (when the probe went on from there)."""
+    chosen: dict[tuple[str, str], tuple[str, dict, dict | None]] = {}  # (source, node) -> one connection's hop
+    for link in report.get("links", []):
+        if not link.get("probe_latency_s"):
+            continue
+        source, _, dest = link["link"].partition(" -> ")
+        node, _, port = dest.partition(".")
+        inside = (report["nodes"].get(node) or {}).get("probe_forward_s", {}).get(port)
+        # One connection feeding two ports carries each probe once: keep the port it went on from.
+        if (source, node) not in chosen or (inside and chosen[(source, node)][2] is None):
+            chosen[(source, node)] = (link["link"], link["probe_latency_s"], inside and (f"in {node} ({port})", inside))
+    hops = []
+    for label, transit, inside in chosen.values():
+        hops.append((label, transit))
+        if inside:
+            hops.append(inside)
+    return hops
 
 
 def phase_table(network: Network, finals: dict[str, dict]) -> list[dict]:
@@ -197,7 +222,11 @@ def render_text(report: dict) -> str:
         lat = pr["latency_s"]
         out += [f"Loop probes from {pr['node']}.{pr['origin']}: sent {pr['sent']}, returned {pr['returned']}, "
                 f"lost {pr['lost']}; round trip p50 {_us(lat.get('p50'))} us, p99 {_us(lat.get('p99'))} us, "
-                f"max {_us(lat.get('max'))} us", ""]
+                f"max {_us(lat.get('max'))} us"]
+        hops = probe_hops(report)
+        if hops:
+            out.append("  hop by hop, p50 us: " + ", ".join(f"{name} {_us(h.get('p50'))}" for name, h in hops))
+        out.append("")
     if report.get("phases"):
         cols = [c for c in report["phases"][0] if c not in ("phase", "start_s", "end_s")]
         fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731

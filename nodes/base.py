@@ -55,8 +55,8 @@ class OutPort:
 
 
 def _cpus(cpus: tuple[int, ...]) -> str | None:
-    if any(c < 0 or c >= 4096 for c in cpus) or len(set(cpus)) != len(cpus):
-        return f"must be distinct CPU numbers from 0, got {list(cpus)}"
+    if any(c < 0 or c > 4095 for c in cpus) or len(set(cpus)) != len(cpus):
+        return f"must be distinct CPU numbers 0-4095, got {list(cpus)}"
     return None
 
 
@@ -81,7 +81,8 @@ class NodeSettings(Settings):
                                "(batches shrink while input keeps coming); outputs still leave no earlier than "
                                "they are final and input rolls the model back. 0 wakes the process every tick. "
                                "At most 1 s.", check=in_range(0.0, 1.0))
-    cpu: tuple[int, ...] = setting((), "CPUs the node's process may run on, e.g. [1] (Linux affinity; [] any). "
+    cpu: tuple[int, ...] = setting((), "CPUs the node's process may run on, e.g. [1] (Linux affinity; [], the "
+                                   "default: any). Checked against the machine when the node starts, like bind. "
                                    "Give a latency-critical node a core no other node lists.", check=_cpus)
     priority: int = setting(0, "Real-time priority of the node's process: 0 normal, 1-99 SCHED_FIFO (needs root, "
                             "CAP_SYS_NICE or an rtprio limit; refused before the run starts where the OS does "

@@ -1,7 +1,7 @@
 """Where and how a node's process runs: CPU affinity and real-time priority (``cpu``, ``priority``).
 
 ``check`` runs in the supervisor's pre-flight, before any process starts, against this machine (the CPUs
-it may use, whether it may schedule real-time), so an impossible placement is one line naming the key, not
+it may use; whether the OS lets it schedule real-time, asked by trying it on a throwaway thread), so an impossible placement is one line naming the key, not
 a node dying during setup. ``apply`` runs in the node process once its kernels are warm, just before it
 reports ready: compilation runs at normal priority on any CPU.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import resource
+import threading
 
 from spikewire.core.settings import SettingsError
 
@@ -27,11 +28,30 @@ def check(key: str, settings, available: set[int] | None = None) -> None:
         top = os.sched_get_priority_max(os.SCHED_FIFO)
         if priority > top:
             raise SettingsError(f"{key}.priority", f"this OS allows real-time priorities up to {top}, got {priority}")
-        soft, _ = resource.getrlimit(resource.RLIMIT_RTPRIO)
-        if os.geteuid() != 0 and soft != resource.RLIM_INFINITY and soft < priority:
-            raise SettingsError(f"{key}.priority", f"real-time scheduling at {priority} is not allowed for this "
-                                f"user (rtprio limit {soft}): run as root, grant CAP_SYS_NICE, or raise rtprio in "
-                                "/etc/security/limits.conf; or set priority = 0")
+        if not _may_run_realtime(priority):
+            soft, _ = resource.getrlimit(resource.RLIMIT_RTPRIO)
+            raise SettingsError(f"{key}.priority", f"the OS refuses real-time scheduling at {priority} here (rtprio "
+                                f"limit {soft}; it needs root with CAP_SYS_NICE, or an rtprio limit in "
+                                "/etc/security/limits.conf): set priority = 0, or grant it")
+
+
+def _may_run_realtime(priority: int) -> bool:
+    """Ask the OS itself: a short-lived thread makes itself SCHED_FIFO at ``priority`` and ends (Linux applies
+    the policy per thread, so nothing else changes). The capability, not the user id, decides: root in a
+    container without CAP_SYS_NICE is refused."""
+    answer: list[bool] = []
+
+    def attempt() -> None:
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+            answer.append(True)
+        except PermissionError:
+            answer.append(False)
+
+    thread = threading.Thread(target=attempt, name="rt-check")
+    thread.start()
+    thread.join(5.0)
+    return bool(answer and answer[0])
 
 
 def apply(key: str, settings) -> str:

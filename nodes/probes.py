@@ -31,7 +31,7 @@ class ProbeState:
         self.outstanding: dict[int, float] = {}
         self.expired = 0
         self.latency = LogHistogram()
-        self.forward = LogHistogram()  # in-node time of each probe this node forwards: arrival to sent
+        self.forward: dict[str, LogHistogram] = {}  # per input port: each forwarded probe's arrival to its send
 
     def start(self, t0: float) -> None:
         if self.origin:

@@ -353,7 +353,10 @@ class Runtime:
             # The in-node time: arrival off the socket to the send stamp (the packet's header time; the
             # send itself, ~50 us of handing it to ZeroMQ's I/O thread, is the next hop's transit).
             if route[0].last_send >= now:  # not dropped at a full queue
-                probe.forward.record(route[0].last_send - now)
+                hist = probe.forward.get(port)
+                if hist is None:
+                    hist = probe.forward[port] = LogHistogram()
+                hist.record(route[0].last_send - now)
 
     def record_to(self, path, max_bytes: int | None = None) -> None:
         """Journal every packet sent on each output port and received from each upstream to ``path``
@@ -475,8 +478,8 @@ class Runtime:
                            "gc_s": self.gc_time.summary(), "wakes": self.wakes, "woken_by_input": self.woken_by_input}}
         if self.probe is not None and self.probe.origin:
             out["probes"] = self.probe.summary()
-        if self.probe is not None and self.probe.forward.count:
-            out["probe_forward_s"] = self.probe.forward.summary()
+        if self.probe is not None and self.probe.forward:  # per input port: the loop's in-node times
+            out["probe_forward_s"] = {port: h.summary() for port, h in self.probe.forward.items()}
         if self.metrics is not None:
             out["metrics"] = {"port": self.metrics.port, "render_s": self.metrics.render_time.summary(),
                               "refused": self.metrics.refused, "timed_out": self.metrics.timed_out}

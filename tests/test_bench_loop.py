@@ -36,9 +36,15 @@ def test_bench_loop_measures_all_three_systems_hop_by_hop(tmp_path):
         assert r["loop_cpu_pct"] > 0, name
     sw = systems["spikewire"]
     hops = sw["hops"]
-    for hop in ("in southampton", "in padova", "zurich.anpre.spikes -> southampton", "southampton.mr1.out -> padova",
-                "padova.events -> southampton", "southampton.mr2.out -> zurich"):
-        assert 0 < hops[hop]["p50"] < sw["round_trip_us"]["p50"], hop
+    # in the loop's order, each link's transit then the time inside the node it reached
+    assert list(hops) == ["zurich.anpre.spikes -> southampton.mr1.pre", "in southampton (mr1.pre)",
+                          "southampton.mr1.out -> padova.stim", "in padova (stim)",
+                          "padova.events -> southampton.mr2.pre", "in southampton (mr2.pre)",
+                          "southampton.mr2.out -> zurich.anpost.input"]
+    for hop, h in hops.items():
+        assert 0 < h["p50"] < sw["round_trip_us"]["p50"], hop
+    waits = sw["event_to_sent_us"]  # outputs leave when final: a spike within a few steps of its time
+    assert waits["zurich.anpre.spikes"]["p50"] < 1000 and waits["padova.events[psp]"]["p50"] >= 20_000
     # the hops account for the round trip (the rest: zurich stamping, sending and receiving its own probe)
     assert sum(h["p50"] for h in hops.values()) < 1.2 * sw["round_trip_us"]["p50"]
     assert all(p["wakes_per_s"] > 1 for p in sw["processes"].values())

@@ -32,7 +32,7 @@ def _with(**tables: str) -> str:
 @pytest.mark.parametrize("tables, key, words", [
     ({"zurich": "cpu = [4095]"}, "nodes.zurich.cpu", "not available here"),
     ({"zurich": "cpu = [0, 0]"}, "nodes.zurich.cpu", "distinct"),
-    ({"zurich": "cpu = [-1]"}, "nodes.zurich.cpu", "distinct CPU numbers"),
+    ({"zurich": "cpu = [-1]"}, "nodes.zurich.cpu", "distinct CPU numbers 0-4095"),
     ({"zurich": "cpu = 1"}, "nodes.zurich.cpu", "must be an array"),
     ({"zurich": "spin = true"}, "nodes.zurich.spin", "needs cpu"),
     ({"zurich": f"spin = true\ncpu = [{CPUS[0]}]\npriority = 5"}, "nodes.zurich.spin", "starves"),
@@ -120,3 +120,25 @@ def test_a_node_that_runs_no_kernel_stays_small(cli_run, tmp_path):
     nodes = read_json(out)["nodes"]
     assert nodes["southampton"]["process"]["max_rss_mb"] < 100, nodes["southampton"]["process"]
     assert nodes["zurich"]["process"]["max_rss_mb"] > nodes["southampton"]["process"]["max_rss_mb"] + 30
+
+
+def test_real_time_priority_the_os_refuses_is_refused_before_any_node_starts(tmp_path):
+    """Root without CAP_SYS_NICE (a container, say) may not schedule real-time: `run` asks the OS first."""
+    net = tmp_path / "rt.toml"
+    net.write_text(_with(zurich="priority = 10"))
+    done = subprocess.run(["setpriv", "--inh-caps=-sys_nice", "--bounding-set=-sys_nice", sys.executable, "-m",
+                           "spikewire", "run", str(net), "--duration", "2"], capture_output=True, text=True, timeout=60,
+                          cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "nodes.zurich.priority: the OS refuses real-time scheduling" in done.stderr
+    assert "started" not in done.stdout and "Traceback" not in done.stderr
+
+
+def test_a_spinning_nodes_core_shared_within_its_site_is_refused_by_check(tmp_path):
+    """A property of the file alone: `spikewire check` says so, not only `run`."""
+    net = tmp_path / "spin.toml"
+    net.write_text(_with(zurich=f"spin = true\ncpu = [{CPUS[-1]}]", padova=f"cpu = [{CPUS[-1]}]"))
+    done = subprocess.run([sys.executable, "-m", "spikewire", "check", str(net)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2
+    assert "nodes.zurich.cpu: CPU" in done.stderr and "core of its own" in done.stderr
