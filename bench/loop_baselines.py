@@ -460,11 +460,12 @@ def _result(system: str, rate: float, count: int, out: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--rate", type=float, default=10.0)
-    ap.add_argument("--count", type=int, default=300)
-    ap.add_argument("--rounds", type=int, default=1)
-    ap.add_argument("--json")
+    ap = argparse.ArgumentParser(prog="python -m spikewire.bench.loop_baselines", description=__doc__.split("\n\n")[0],
+                                 epilog="spikewire bench loop runs these beside spikewire's own loop.")
+    ap.add_argument("--rate", type=float, default=10.0, help="probes per second (default 10)")
+    ap.add_argument("--count", type=int, default=300, help="probes measured per round (default 300)")
+    ap.add_argument("--rounds", type=int, default=1, help="rounds, alternating raw pyzmq and ezmsg (default 1)")
+    ap.add_argument("--json", metavar="PATH", help="write the figures as JSON")
     ap.add_argument("--role", choices=[*ROLES, "ezmsg"], help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
