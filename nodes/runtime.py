@@ -50,7 +50,6 @@ HOUSEKEEPING_PERIOD = 0.1
 SLACK = 0.002
 """Slow chores (metrics exposition, status, journal write, garbage collection) run only when the next
 deadline is at least this far away and no input is waiting (or when overdue by a period)."""
-METRICS_SLACK = SLACK  # the name it had
 METRICS_SLICES = 16
 """Most slices of a metrics render per housekeeping period (a render has ~9; see monitor/exporter.py)."""
 GC_PERIOD = 1.0

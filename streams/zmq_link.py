@@ -255,8 +255,9 @@ class Subscriber:
 
     @property
     def fd(self) -> int:
-        """The socket's notification fd: readable when the socket *may* have input (edge-triggered);
-        drain with ``recv_nowait`` until it returns None before waiting on it again."""
+        """The socket's notification fd: readable when the socket *may* have input (edge-triggered). Drain the
+        socket before waiting on it again: receive until ZMQ_EVENTS says no message is queued, which also
+        re-arms the fd (``link_rx.Upstream.receive``), or with ``recv_nowait`` until it returns None."""
         return self.socket.getsockopt(zmq.FD)
 
     def recv_nowait(self) -> bytes | None:
@@ -264,11 +265,6 @@ class Subscriber:
             return self.socket.recv(_NOBLOCK, copy=True)
         except zmq.Again:
             return None
-
-    def pending(self) -> bool:
-        """Whether a message is queued now (reading ZMQ_EVENTS also re-arms the notification fd: when it
-        says no, the fd fires again for the next message)."""
-        return bool(self.socket.get(_EVENTS) & _POLLIN)
 
     def ping(self, nonce: int) -> float:
         """Send a clock-sync ping; returns its send time t1. (A send can consume the fd's edge: the
