@@ -190,8 +190,9 @@ class Runtime:
         self._next_gc = t0 + GC_PERIOD
         # Everything built so far (modules, compiled kernels, the network) lives as long as the process: out
         # of the collector's sight, a full collection takes microseconds, not the ~60 ms it takes with
-        # numba loaded. Collection is then ours to schedule: in slack (see _slack_work).
-        gc.collect()
+        # numba loaded. Collection is then ours to schedule: in slack (see _slack_work). The full
+        # collection before the freeze is the caller's, before it reports ready (``collect_before_start``):
+        # here, at the start, it would hold the first packets for those 60 ms.
         gc.freeze()
         gc.disable()
         # Only sockets whose notification fd select() reports readable can have new input, so idle
@@ -261,6 +262,11 @@ class Runtime:
             if ready:
                 self.woken_by_input += 1
         gc.enable()
+
+    @staticmethod
+    def collect_before_start() -> None:
+        """A full garbage collection, once the node is built and warm and before it reports ready."""
+        gc.collect()
 
     def _slack_work(self, now: float, due: float, in_fds: list[int]) -> None:
         """The loop's slow chores, each when it is due and there is slack (no deadline within SLACK, no input
