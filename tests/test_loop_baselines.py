@@ -79,7 +79,7 @@ def _loop_processes(count: int) -> list[psutil.Process]:
 
 
 @pytest.mark.parametrize("run", [run_raw, pytest.param(run_ezmsg, marks=pytest.mark.skipif(
-    not HAS_EZMSG, reason="ezmsg not installed: no process tree to kill"))])
+    not HAS_EZMSG and not os.environ.get("CI"), reason="ezmsg not installed: no process tree to kill"))])
 def test_a_loop_past_its_timeout_is_killed_with_all_its_processes(run):
     count = 9973  # marks this run's command lines
     shm_before = set(os.listdir("/dev/shm"))
