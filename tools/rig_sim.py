@@ -373,6 +373,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="name of the stimulation command stream to listen to (default spikewire-stim)")
     ap.add_argument("--stim-retry", type=number(above=0), default=1.0,
                     help="seconds between looks for the stimulation stream (default 1)")
+    ap.add_argument("--stim-after", type=number(at_least=0), default=0.0,
+                    help="seconds after start before the stimulator listens, as a stimulator armed after the "
+                    "recording starts (default 0)")
     ap.add_argument("--evoked-latency-ms", type=number(at_least=0), default=5.0,
                     help="command timestamp to evoked spike trough [ms] (default 5)")
     ap.add_argument("--evoked-prob", type=number(at_least=0, at_most=1), default=1.0,
@@ -459,6 +462,7 @@ def main(argv: list[str] | None = None) -> int:
                "evoked_threshold": args.evoked_threshold})
     truth.flush()
     stim = StimListener(args.stim_stream, args.stim_retry, log)
+    stim.next_look = t0 + args.stim_after
     evoke_rng = np.random.default_rng(np.random.SeedSequence(args.seed).spawn(4)[3])
     total = math.ceil(args.duration * rate / chunk) * chunk if args.duration else None
     as_format = _converter(args.format, chunk, args.channels)
