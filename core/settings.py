@@ -49,9 +49,11 @@ class Settings:
 
 
 def setting(default: Any = dataclasses.MISSING, doc: str = "", *, check: Check | None = None,
-            key: str | None = None, factory: Callable[[], Any] | None = None) -> Any:
-    """Declare a settings field. ``key`` is the TOML name when it differs (``from`` is a keyword)."""
-    meta = {"doc": doc, "check": check, "key": key}
+            key: str | None = None, factory: Callable[[], Any] | None = None, unit: str | None = None) -> Any:
+    """Declare a settings field. ``key`` is the TOML name when it differs (``from`` is a keyword). ``unit``
+    is what a number is counted in, for the parameter reference (config/params.py): an SI symbol ("s", "V",
+    "Ohm"), a model's own ("mV", "1/ms"), or a word for a number without one (``DIMENSIONLESS``)."""
+    meta = {"doc": doc, "check": check, "key": key, "unit": unit}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
     return dataclasses.field(default=default, metadata=meta)
@@ -75,7 +77,36 @@ def describe(value: Any) -> str:
     return repr(value)
 
 
-# Checks: each returns None when fine, else the reason.
+DIMENSIONLESS = {
+    "1": "a pure number: a ratio, fraction or factor",
+    "count": "how many of something (packets, samples, neurons, rows)",
+    "id": "a number that names something: a seed, a TCP or UDP port, a CPU, a channel, a source id",
+}
+"""The units of a number that has none, each said on purpose (``setting(..., unit="count")``)."""
+
+
+def unit_of(f: dataclasses.Field) -> str | None:
+    """The unit a settings field declares (None: it declares none)."""
+    return f.metadata.get("unit")
+
+
+# Checks: each returns None when fine, else the reason. Each also states its rule in words (``rule``), for the
+# parameter reference; a check written elsewhere states its own with ``stated``.
+def stated(rule: str, check: Check) -> Check:
+    """``check``, with its rule in words for the parameter reference: ``stated("in (0, 10]", lambda v: ...)``."""
+    check.rule = rule
+    return check
+
+
+def rule_of(check: Check | None) -> str | None:
+    """A check's rule in words ("> 0", "in [0, 1]"); None if it states none."""
+    return getattr(check, "rule", None) if check is not None else None
+
+
+def _number(x: float) -> str:
+    return f"{x:g}" if isinstance(x, float) else str(x)
+
+
 def positive(v: float) -> str | None:
     return None if v > 0 else f"must be > 0, got {v!r}"
 
@@ -87,11 +118,28 @@ def non_negative(v: float) -> str | None:
 def in_range(lo: float, hi: float) -> Check:
     def check(v: float) -> str | None:
         return None if lo <= v <= hi else f"must be between {lo!r} and {hi!r}, got {v!r}"
-    return check
+    return stated(f"in [{_number(lo)}, {_number(hi)}]", check)
 
 
 def non_empty(v: Any) -> str | None:
     return None if len(v) else "must not be empty"
+
+
+def each(check: Check) -> Check:
+    """``check`` applied to a number, or to every element of an array of them (per-neuron parameters)."""
+    def run(v: Any) -> str | None:
+        for x in (v if isinstance(v, tuple) else (v,)):
+            reason = check(x)
+            if reason:
+                return reason
+        return None
+    rule = rule_of(check)
+    return stated(f"each value {rule}", run) if rule else run
+
+
+stated("> 0", positive)
+stated(">= 0", non_negative)
+stated("not empty", non_empty)
 
 
 NODE_MEMORY_BUDGET = 1 << 30
@@ -125,7 +173,7 @@ def within_memory(bytes_each: int, what: str, square: bool = False, budget: int 
         if v > most:
             return _too_big(v * v if square else v, what, bytes_each, most, budget)
         return None
-    return check
+    return stated(f"in [1, {most}]", check)
 
 
 def rows_within_memory(max_rows: int, bytes_per_id: int, what: str, budget: int = NODE_MEMORY_BUDGET) -> Check:
@@ -143,7 +191,7 @@ def rows_within_memory(max_rows: int, bytes_per_id: int, what: str, budget: int 
             if top >= most:
                 return f"row {i} names id {top:,}: " + _too_big(top + 1, what, bytes_per_id, most - 1, budget)
         return None
-    return check
+    return stated(f"1 to {max_rows} rows, each value < {most}", check)
 
 
 # The kinds bound their size fields with these; they are reached through the checks every kind file
