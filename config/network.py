@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Literal
 
 from spikewire.core.settings import (NODE_MEMORY_BUDGET, Settings, SettingsError, format_bytes, in_range,
-                                       non_negative, parse, positive, setting)
+                                       non_negative, parse, positive, setting, stated)
 from spikewire.nodes.interlock import SafetySettings
 from spikewire.streams.transport import TransportSettings
 from spikewire.nodes.element import Declaration, broken_kinds, kinds
@@ -194,14 +194,18 @@ def node_kinds() -> dict[str, type[Node]]:
 
 @dataclass(frozen=True)
 class NetworkInfo(Settings):
+    """What the network is called and what it is for."""
+
     name: str = setting("", "Network name (defaults to the file name).")
     description: str = setting("", "What this network is for.")
 
 
 @dataclass(frozen=True)
 class PhaseSettings(Settings):
+    """One phase of a protocol."""
+
     name: str = setting("", "Phase name (shown in the per-phase table).")
-    duration: float = setting(0.0, "Phase length [s].", check=positive)
+    duration: float = setting(0.0, "Phase length [s].", check=positive, unit="s")
 
     def validate(self, key: str) -> None:
         if not self.name:
@@ -229,12 +233,12 @@ class MonitorSettings(Settings):
         "away; the HTTP thread serves those bytes, so a scrape costs the loop nothing) or 'scrape' (on each "
         "request, in the HTTP thread: fresher, but ~0.5-1 ms of GIL the loop may be waiting for).")
     base_port: int = setting(9470, "Node i serves metrics on base_port + i (unless it sets metrics_port).",
-                             check=in_range(1024, 65000))
+                             check=in_range(1024, 65000), unit="id")
     probe_from: str = setting("", "Output port '<node>.<port>' that emits loop probes ('' for none).")
-    probe_every: float = setting(0.1, "Seconds between loop probes (1 ms to 60 s).", check=in_range(0.001, 60.0))
-    scrape_interval: float = setting(1.0, "Prometheus scrape interval for generated configs [s].", check=positive)
-    latency_budget: float = setting(0.005, "Link latency p99 above this fires an alert [s].", check=positive)
-    silent_after: float = setting(10.0, "A population silent this long fires an alert [s].", check=positive)
+    probe_every: float = setting(0.1, "Seconds between loop probes (1 ms to 60 s).", check=in_range(0.001, 60.0), unit="s")
+    scrape_interval: float = setting(1.0, "Prometheus scrape interval for generated configs [s].", check=positive, unit="s")
+    latency_budget: float = setting(0.005, "Link latency p99 above this fires an alert [s].", check=positive, unit="s")
+    silent_after: float = setting(10.0, "A population silent this long fires an alert [s].", check=positive, unit="s")
 
 
 @dataclass(frozen=True)
@@ -247,8 +251,8 @@ class SiteSettings(Settings):
     port: int = setting(0, "First TCP port of this site's inter-site publishers: its k-th output port with links "
                         "to other sites (in name order) listens on port + k, then the site's session channel. "
                         "Required if any link leaves the site, or other sites run nodes.",
-                        check=lambda v: None if v == 0 or 1024 <= v <= 65000 else
-                        f"must be between 1024 and 65000 (0: none), got {v!r}")
+                        check=stated("0, or in [1024, 65000]", lambda v: None if v == 0 or 1024 <= v <= 65000 else
+                                     f"must be between 1024 and 65000 (0: none), got {v!r}"), unit="id")
     public_key: str = setting("", "This site's CURVE public key file (`spikewire keygen`), relative to the "
                               "network file. Required when [security] curve = \"required\".")
     secret_key: str = setting("", "This site's CURVE secret key file, relative to the network file; read only "
@@ -277,23 +281,28 @@ def _delay_check(v) -> str | None:
     return None if v == "auto" else in_range(0.0, 10.0)(v)
 
 
+stated('"auto", or in [0, 10]', _delay_check)
+
+
 @dataclass(frozen=True)
 class LinkSettings(Settings):
+    """One link: an output port feeding an input port, with its queue, jitter buffer and clock."""
+
     from_: str = setting("", "Output port '<node>.<port>' (leave out for an external publisher).", key="from")
     to: str = setting("", "Input port '<node>.<port>'.")
     endpoint: str = setting("", "External publisher's ZeroMQ endpoint (instead of 'from').")
     source: int = setting(0, "Source id an external publisher stamps on its packets (>= 1000).",
-                          check=in_range(0, SOURCE_ID_MAX))
-    hwm: int = setting(100_000, "High-water mark (packets queued) at each end.", check=in_range(1, MAX_HWM))
+                          check=in_range(0, SOURCE_ID_MAX), unit="id")
+    hwm: int = setting(100_000, "High-water mark (packets queued) at each end.", check=in_range(1, MAX_HWM), unit="count")
     sockbuf: int = setting(0, "Kernel socket buffer at each end [bytes]; 0: the OS default (several MB on Linux "
                            "loopback: under overload, a hidden queue of seconds). Set it with hwm to bound a "
-                           "link's queue in time.", check=in_range(0, 1 << 30))
+                           "link's queue in time.", check=in_range(0, 1 << 30), unit="bytes")
     delay: float | Literal["auto"] = setting(
         0.0, "Jitter buffer: deliver each packet at its send time (in this node's clock) plus this delay, so that "
         "network jitter becomes a constant synaptic delay [s]. 0: deliver on arrival. \"auto\": measure the link's "
         f"one-way latency over its first {AUTO_DELAY_WINDOW:g} s (packets meanwhile delivered on arrival), then fix "
         f"the delay at {AUTO_DELAY_MARGIN:g} x its p99 for the rest of the session (it does not follow later "
-        "changes of the path: a synaptic delay must stay constant).", check=_delay_check)
+        "changes of the path: a synaptic delay must stay constant).", check=_delay_check, unit="s")
     late: Literal["drop", "deliver"] = setting("drop", "A packet arriving after its delivery time: 'drop' it or "
                                                "'deliver' it at once, marked late. Counted either way.")
     via: str = setting("", "Connect to this endpoint instead of the publisher's own (a relay, NAT or fault proxy).")

@@ -13,7 +13,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from spikewire.core.settings import Settings, SettingsError, in_range, non_negative, positive, setting
+from spikewire.core.settings import Settings, SettingsError, in_range, non_negative, positive, setting, stated
 from spikewire.nodes.element import UNIT_ROLES, Declaration, Population, Role
 from spikewire.nodes.figures import Figures
 from spikewire.streams.wire import EVENT_DTYPE, Kind
@@ -68,25 +68,26 @@ class NodeSettings(Settings):
     site: str = setting("local", "Site (lab / host) this node runs at.")
     bind: str = setting("127.0.0.1", "Address the node's output ports bind to.")
     tick: float = setting(1e-3, "Wall-clock period of a clock-driven node's tick [s], 10 us to 1 s.",
-                          check=in_range(1e-5, 1.0))
+                          check=in_range(1e-5, 1.0), unit="s")
     metrics_port: int = setting(0, "HTTP port of this node's Prometheus metrics (0: the network's "
-                                "[monitor] base_port + the node's index).", check=in_range(0, 65535))
+                                "[monitor] base_port + the node's index).", check=in_range(0, 65535), unit="id")
     lsl_export: tuple[str, ...] = setting((), "Output ports also published as LSL streams "
                                           "('<network>.<node>.<port>'), for LabRecorder or any LSL client.")
     input_ranges: dict[str, tuple[float, float]] = setting(
         doc="Plausible event value range per input port, overriding the model's default: "
         "{ \"anpost.input\" = [-2e-8, 2e-8] }. Events outside it are refused and counted (out_of_range).",
-        factory=dict)
+        factory=dict, unit="input unit")
     lookahead: float = setting(0.1, "How far a clock-driven node may compute ahead while no input arrives [s] "
                                "(batches shrink while input keeps coming); outputs still leave no earlier than "
                                "they are final and input rolls the model back. 0 wakes the process every tick. "
-                               "At most 1 s.", check=in_range(0.0, 1.0))
+                               "At most 1 s.", check=in_range(0.0, 1.0), unit="s")
     cpu: tuple[int, ...] = setting((), "CPUs the node's process may run on, e.g. [1] (Linux affinity; [], the "
                                    "default: any). Checked against the machine when the node starts, like bind. "
-                                   "Give a latency-critical node a core no other node lists.", check=_cpus)
+                                   "Give a latency-critical node a core no other node lists.",
+                                   check=stated("distinct CPU numbers in [0, 4095]", _cpus), unit="id")
     priority: int = setting(0, "Real-time priority of the node's process: 0 normal, 1-99 SCHED_FIFO (needs root, "
                             "CAP_SYS_NICE or an rtprio limit; refused before the run starts where the OS does "
-                            "not allow it).", check=in_range(0, 99))
+                            "not allow it).", check=in_range(0, 99), unit="1")
     spin: bool = setting(False, "Poll instead of sleeping between packets and deadlines: the lowest wake-up "
                          "latency, for all of one core. Needs cpu (a core of the node's own) and priority 0.")
 
@@ -114,7 +115,7 @@ def step_of(t: float, t_start: float, dt: float, last: int) -> int:
 class ClockedSettings(NodeSettings):
     """Keys of a clock-driven node: its model steps ``dt`` inside wall-clock ticks of ``tick``."""
 
-    dt: float = setting(1e-4, "Integration step [s].", check=positive)
+    dt: float = setting(1e-4, "Integration step [s].", check=positive, unit="s")
 
     @property
     def steps_per_tick(self) -> int:

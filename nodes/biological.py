@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from spikewire.core.settings import Settings, SettingsError, in_range, non_negative, positive, setting
+from spikewire.core.settings import (Settings, SettingsError, in_range, non_negative, positive, setting,
+                                       stated)
 from spikewire.nodes.backends import Backend, Emit, backend, backend_class
 from spikewire.nodes.base import ClockedSettings, InPort, Node, OutPort, step_of
 from spikewire.nodes.element import Role, element
@@ -41,14 +42,17 @@ MAX_STIM_AMPLITUDE = 10.0
 
 @dataclass(frozen=True)
 class IzhikevichParams(Settings):
-    """Izhikevich (2003) parameters; defaults are regular spiking (pyramidal cell)."""
+    """Izhikevich (2003) parameters in the model's own units, not SI: mV and ms, currents in mV/ms (they add to
+    dv/dt), as Brian2's Izhikevich example writes them; defaults are regular spiking (pyramidal cell)."""
 
-    a: float = setting(0.02, "Recovery time scale [1/ms].")
-    b: float = setting(0.2, "Recovery sensitivity.")
-    c: float = setting(-65.0, "Reset potential [mV].")
-    d: float = setting(8.0, "Recovery increment after a spike.")
-    v_init: float = setting(-65.0, "Initial membrane potential [mV].")
-    i_bias: float = setting(0.0, "Constant input current (model units).")
+    a: float = setting(0.02, "Recovery time scale [1/ms].", unit="1/ms")
+    b: float = setting(0.2, "Sensitivity of the recovery variable u to v [1/ms] (u is in mV/ms, v in mV).",
+                       unit="1/ms")
+    c: float = setting(-65.0, "Reset potential [mV].", unit="mV")
+    d: float = setting(8.0, "Recovery increment of u after a spike [mV/ms].", unit="mV/ms")
+    v_init: float = setting(-65.0, "Initial membrane potential [mV].", unit="mV")
+    i_bias: float = setting(0.0, "Constant input current [mV/ms] (the model's current unit: it adds to dv/dt).",
+                            unit="mV/ms")
 
 
 def _installed_backend(name: str) -> str | None:
@@ -62,19 +66,20 @@ def _installed_backend(name: str) -> str | None:
 @dataclass(frozen=True)
 class BiologicalSettings(ClockedSettings):
     backend: str = setting("model", "model: the simulated neuron below; rig: a recording rig over LSL (see [rig]).",
-                           check=_installed_backend)
+                           check=stated("a registered backend (model, rig)", _installed_backend))
     rig: RigSettings = setting(doc="The rig, when backend = 'rig'.", factory=RigSettings)
-    size: int = setting(1, "Number of neurons.", check=positive.within_memory(256, "neurons"))
-    neuron: IzhikevichParams = setting(doc="Neuron parameters.", factory=IzhikevichParams)
-    stim_gain: float = setting(20.0, "Stimulus current step per volt of CME amplitude (model units / V), 0 to "
+    size: int = setting(1, "Number of neurons.", check=positive.within_memory(256, "neurons"), unit="count")
+    neuron: IzhikevichParams = setting(doc="Izhikevich neuron parameters, in mV and ms (not SI), when backend = "
+                                       "'model'.", factory=IzhikevichParams)
+    stim_gain: float = setting(20.0, "Stimulus current step per volt of CME amplitude [(mV/ms)/V], 0 to "
                                "1000: at 1000, 1 V is ~100 times what fires the default cell.",
-                               check=in_range(0.0, 1000.0))
-    stim_tau: float = setting(3e-3, "Decay time constant of the stimulus current [s].", check=positive)
+                               check=in_range(0.0, 1000.0), unit="(mV/ms)/V")
+    stim_tau: float = setting(3e-3, "Decay time constant of the stimulus current [s].", check=positive, unit="s")
     stim_window: float = setting(20e-3, "An AP this soon after a stimulus counts as stimulated [s].",
-                                 check=positive)
-    noise_sigma: float = setting(10.0, "Std of the white input current noise drawn each step (model units; its effect depends on dt).",
-                                 check=non_negative)
-    seed: int = setting(0, "Seed of the noise.", check=non_negative)
+                                 check=positive, unit="s")
+    noise_sigma: float = setting(10.0, "Std of the white input current noise drawn each step [mV/ms] (its effect "
+                                 "depends on dt).", check=non_negative, unit="mV/ms")
+    seed: int = setting(0, "Seed of the noise.", check=non_negative, unit="id")
 
     def validate(self, key: str) -> None:
         super().validate(key)

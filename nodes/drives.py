@@ -39,13 +39,13 @@ class DriveSettings(Settings):
     """
 
     kind: Literal["none", "pacemaker", "poisson"] = setting("none", "none, pacemaker or poisson.")
-    rate: float = setting(10.0, "Kicks per second (per neuron for poisson) [Hz].", check=non_negative)
+    rate: float = setting(10.0, "Kicks per second (per neuron for poisson) [Hz].", check=non_negative, unit="Hz")
     weight: float = setting(4e-9, "Input step of one kick, in the unit of the population's input (silicon: a "
-                            "synaptic current [A]; 4 nA fires one default AdEx spike).")
+                            "synaptic current [A]; 4 nA fires one default AdEx spike).", unit="input unit")
     start: float = setting(0.0, "Session time the drive starts at ``rate`` [s]; a pacemaker's first kick.",
-                           check=non_negative)
+                           check=non_negative, unit="s")
     schedule: tuple[tuple[float, float], ...] = setting(
-        (), "Rate changes as [[session time s, rate Hz], ...] in time order; replaces start/rate.")
+        (), "Rate changes as [[session time s, rate Hz], ...] in time order; replaces start/rate.", unit="s, Hz")
 
     def validate(self, key: str) -> None:
         last = -math.inf

@@ -20,12 +20,12 @@ class SafetySettings(Settings):
 
     interlock: bool = setting(True, "Hold stimulation and device programming on bad input.")
     stale_after: float = setting(0.5, "An input link silent this long (no data, no heartbeat) holds [s].",
-                                 check=positive)
+                                 check=positive, unit="s")
     max_loss: float = setting(0.05, "An input link losing more than this fraction of packets over "
-                              "loss_window holds.", check=in_range(0.0, 1.0))
-    loss_window: float = setting(2.0, "Window of the loss fraction [s].", check=positive)
+                              "loss_window holds.", check=in_range(0.0, 1.0), unit="1")
+    loss_window: float = setting(2.0, "Window of the loss fraction [s].", check=positive, unit="s")
     release_after: float = setting(0.5, "Input must be healthy this long before a hold is released [s].",
-                                   check=non_negative)
+                                   check=non_negative, unit="s")
 
 
 class Interlock:

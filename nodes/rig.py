@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from spikewire.core.histogram import LogHistogram
-from spikewire.core.settings import Settings, SettingsError, non_negative, positive, setting
+from spikewire.core.settings import Settings, SettingsError, non_negative, positive, setting, stated
 from spikewire.nodes.backends import Backend, Emit, backend
 from spikewire.nodes.base import OutPort
 from spikewire.nodes.element import Role
@@ -48,45 +48,51 @@ class RigSettings(Settings):
     """Where the rig is and how its channels are read."""
 
     stream: str = setting("", "The rig's raw voltage stream: 'name=X', 'type=X' or 'source_id=X' (bare: name).")
-    channels: int = setting(0, "Channels the stream must have (0: accept any).", check=non_negative)
-    cutoff_hz: float = setting(300.0, "High-pass cutoff of the spike band [Hz].", check=positive)
+    channels: int = setting(0, "Channels the stream must have (0: accept any).", check=non_negative, unit="count")
+    cutoff_hz: float = setting(300.0, "High-pass cutoff of the spike band [Hz].", check=positive, unit="Hz")
     lowpass_hz: float = setting(3000.0, "Low-pass cutoff of the spike band [Hz] (0: high-pass only). With 5-SD "
                                 "spikes the 300-3000 Hz band reaches recall ~1.0 where a high-pass alone gets "
-                                "0.92-0.95.", check=non_negative)
+                                "0.92-0.95.", check=non_negative, unit="Hz")
     threshold_sd: float = setting(4.5, "Detection threshold in noise SDs (median absolute deviation).",
-                                  check=positive)
+                                  check=positive, unit="noise SD")
     dead_time: float = setting(1.5e-3, "Per-channel dead time after a detection [s] (1.5 ms skips the filtered "
-                               "spike's own undershoot).", check=positive)
+                               "spike's own undershoot).", check=positive, unit="s")
     calibration: float = setting(0.5, "Seconds of data that set each channel's noise level (no detections "
-                                 "before).", check=positive)
+                                 "before).", check=positive, unit="s")
     channel_map: tuple[int, ...] = setting((), "Neuron id of each rig channel (default: the channel index; -1: "
-                                           "the channel is not used).")
+                                           "the channel is not used).", unit="id")
     stim_stream: str = setting("spikewire-stim", "Name of the stimulation-command outlet the rig's app reads.")
-    stim_channels: tuple[int, ...] = setting((), "Rig channel that stimulates each neuron (default: its id).")
-    stim_width: float = setting(200e-6, "Width of each stimulation pulse [s] (at most max_width).", check=positive)
+    stim_channels: tuple[int, ...] = setting((), "Rig channel that stimulates each neuron (default: its id).",
+                                             unit="id")
+    stim_width: float = setting(200e-6, "Width of each stimulation pulse [s] (at most max_width).", check=positive,
+                                unit="s")
     max_amplitude: float = setting(1.0, "Hard limit of a stimulus's amplitude [V], either sign: a command with "
                                    "|amplitude| above it is refused, never clamped, never sent (counted: amplitude). "
                                    "The stim port declares [-max_amplitude, max_amplitude]. 1 V is the full range of "
                                    "the 2020 loop's CME stimuli (rig_loop.toml's MR1 maps onto 0-1 V). At most 10 V.",
-                                   check=lambda v: None if 0 < v <= 10.0 else f"must be in (0, 10] V, got {v!r}")
+                                   check=stated("in (0, 10]", lambda v: None if 0 < v <= 10.0 else
+                                                f"must be in (0, 10] V, got {v!r}"), unit="V")
     max_width: float = setting(0.5e-3, "Hard limit of a pulse's width [s]: a stim_width above it is refused when the "
                                "file loads, and any wider command is refused (counted: width). 0.5 ms: extracellular "
                                "pulses are 0.1-0.4 ms per phase. At most 10 ms.",
-                               check=lambda v: None if 0 < v <= 0.01 else f"must be in (0, 0.01] s, got {v!r}")
+                               check=stated("in (0, 0.01]", lambda v: None if 0 < v <= 0.01 else
+                                            f"must be in (0, 0.01] s, got {v!r}"), unit="s")
     max_rate: float = setting(50.0, "Hard limit per rig channel [stimuli/s]: a stimulus sooner than 1/max_rate after "
                               "the last one sent on the same channel is refused (counted: rate). 50/s (20 ms apart) "
                               "is five times the paper loop's 10 Hz. At most 1,000/s.",
-                              check=lambda v: None if 0 < v <= 1000.0 else f"must be in (0, 1000] /s, got {v!r}")
+                              check=stated("in (0, 1000]", lambda v: None if 0 < v <= 1000.0 else
+                                           f"must be in (0, 1000] /s, got {v!r}"), unit="1/s")
     max_total_rate: float = setting(200.0, "Hard limit over all channels [stimuli/s]: a stimulus that would make more "
                                     "than this many sent within the last second is refused (counted: rate). At "
                                     "most 10,000/s.",
-                                    check=lambda v: None if 0 < v <= 10000.0 else f"must be in (0, 10000] /s, got {v!r}")
+                                    check=stated("in (0, 10000]", lambda v: None if 0 < v <= 10000.0 else
+                                                 f"must be in (0, 10000] /s, got {v!r}"), unit="1/s")
     stim_wait: float = setting(5.0, "Before reporting ready, wait this long for the rig to subscribe to the "
                                "stimulation stream [s]; after it the run starts anyway with a loud warning, and "
                                "stimuli are held (counted, never sent) until a rig subscribes. rig-sim subscribes "
-                               "within ~1.2 s. 0: do not wait (still warn).", check=non_negative)
-    stale_after: float = setting(0.5, "No data for this long marks the rig down [s].", check=positive)
-    max_chunk: int = setting(8192, "Samples pulled at most per tick (buffer size).", check=positive)
+                               "within ~1.2 s. 0: do not wait (still warn).", check=non_negative, unit="s")
+    stale_after: float = setting(0.5, "No data for this long marks the rig down [s].", check=positive, unit="s")
+    max_chunk: int = setting(8192, "Samples pulled at most per tick (buffer size).", check=positive, unit="count")
 
     def validate(self, key: str) -> None:
         width = float(np.float32(self.stim_width))  # what the rig receives (the command is float32)

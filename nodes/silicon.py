@@ -22,7 +22,7 @@ from typing import Literal
 
 import numpy as np
 
-from spikewire.core.settings import Settings, SettingsError, non_negative, non_empty, positive, setting
+from spikewire.core.settings import Settings, SettingsError, each, non_negative, non_empty, positive, setting
 from spikewire.nodes.base import STEP_TOLERANCE, ClockedSettings, InPort, Node, OutPort, step_of
 from spikewire.nodes.drives import Drive, DriveSettings
 from spikewire.nodes.element import Role, element
@@ -36,17 +36,6 @@ from spikewire.streams.wire import Kind
 PerNeuron = float | tuple[float, ...]
 
 
-def _all(check):
-    """A check applied to a number or to every element of a per-neuron array."""
-    def run(v):
-        for x in (v if isinstance(v, tuple) else (v,)):
-            reason = check(x)
-            if reason:
-                return reason
-        return None
-    return run
-
-
 @dataclass(frozen=True)
 class AdExParams(Settings):
     """AdEx neuron parameters (SI units); defaults are Brette & Gerstner (2005)'s regular-spiking cell.
@@ -56,29 +45,29 @@ class AdExParams(Settings):
     passes them to Brian2 unchanged); ``SiliconSettings.convention`` says how times are counted.
     """
 
-    c_m: PerNeuron = setting(281e-12, "Membrane capacitance [F].", check=_all(positive))
-    g_l: PerNeuron = setting(30e-9, "Leak conductance [S].", check=_all(positive))
-    e_l: PerNeuron = setting(-70.6e-3, "Leak reversal potential [V].")
-    v_t: PerNeuron = setting(-50.4e-3, "Threshold slope-factor midpoint V_T [V].")
-    delta_t: PerNeuron = setting(2e-3, "Slope factor Delta_T [V].", check=_all(positive))
-    a: PerNeuron = setting(4e-9, "Subthreshold adaptation [S].")
-    tau_w: PerNeuron = setting(144e-3, "Adaptation time constant [s].", check=_all(positive))
-    b: PerNeuron = setting(0.0805e-9, "Spike-triggered adaptation increment [A].")
-    v_reset: PerNeuron = setting(-70.6e-3, "Reset potential [V].")
+    c_m: PerNeuron = setting(281e-12, "Membrane capacitance [F].", check=each(positive), unit="F")
+    g_l: PerNeuron = setting(30e-9, "Leak conductance [S].", check=each(positive), unit="S")
+    e_l: PerNeuron = setting(-70.6e-3, "Leak reversal potential [V].", unit="V")
+    v_t: PerNeuron = setting(-50.4e-3, "Threshold slope-factor midpoint V_T [V].", unit="V")
+    delta_t: PerNeuron = setting(2e-3, "Slope factor Delta_T [V].", check=each(positive), unit="V")
+    a: PerNeuron = setting(4e-9, "Subthreshold adaptation [S].", unit="S")
+    tau_w: PerNeuron = setting(144e-3, "Adaptation time constant [s].", check=each(positive), unit="s")
+    b: PerNeuron = setting(0.0805e-9, "Spike-triggered adaptation increment [A].", unit="A")
+    v_reset: PerNeuron = setting(-70.6e-3, "Reset potential [V].", unit="V")
     v_peak: PerNeuron = setting(
         -40.4e-3, "Spike cut-off, usually V_T + 5 Delta_T [V]: a spike when a step's update takes V to it or "
-        "above; the spike is stamped with that step's start (convention brian2) or end (nest).")
+        "above; the spike is stamped with that step's start (convention brian2) or end (nest).", unit="V")
     t_ref: PerNeuron = setting(
         2e-3, "Refractory period [s], counted from the spike's stamp: V held at v_reset (w evolves, no spike) "
         "in every step starting before stamp + t_ref (brian2: steps counted as int(t_ref / dt + 1e-3), "
         "Brian2's timestep(); the shortest interval between spikes is t_ref, or dt below 2 dt). nest: "
         "round(t_ref / dt) steps held after the spike's step; shortest interval t_ref + dt.",
-        check=_all(non_negative))
+        check=each(non_negative), unit="s")
     tau_syn: PerNeuron = setting(
         5e-3, "Synaptic current decay time constant [s]: I_syn is multiplied by exp(-dt / tau_syn) after "
         "every step's update; an input then adds to it (brian2), or adds before the update (nest).",
-        check=_all(positive))
-    i_bias: PerNeuron = setting(0.0, "Constant bias current [A].")
+        check=each(positive), unit="s")
+    i_bias: PerNeuron = setting(0.0, "Constant bias current [A].", unit="A")
 
     def arrays(self, n: int, key: str) -> dict[str, np.ndarray]:
         """Every parameter as a float64 array of length n (SettingsError if an array has another length)."""
@@ -95,12 +84,12 @@ class AdExParams(Settings):
 
 @dataclass(frozen=True)
 class PopulationSettings(Settings):
-    size: int = setting(1, "Number of neurons.", check=positive.within_memory(256, "neurons"))
+    size: int = setting(1, "Number of neurons.", check=positive.within_memory(256, "neurons"), unit="count")
     neuron: AdExParams = setting(doc="Neuron parameters (numbers, or arrays of one value per neuron).",
                                  factory=AdExParams)
     drive: DriveSettings = setting(doc="External drive.", factory=DriveSettings)
     v_init: PerNeuron | None = setting(None, "Initial membrane potential [V]; by default each neuron's e_l "
-                                               "(w and I_syn start at 0).")
+                                               "(w and I_syn start at 0).", unit="V")
 
     def validate(self, key: str) -> None:
         self.neuron.arrays(self.size, f"{key}.neuron")
@@ -113,7 +102,7 @@ Convention = Literal["brian2", "nest"]
 
 @dataclass(frozen=True)
 class SiliconSettings(ClockedSettings):
-    seed: int = setting(0, "Seed of the Poisson drives.", check=non_negative)
+    seed: int = setting(0, "Seed of the Poisson drives.", check=non_negative, unit="id")
     convention: Convention = setting(
         "brian2", "Timing of inputs, spikes and t_ref: brian2 (Brian2's: input acts after the update of the "
         "step containing it, a spike is stamped with the start of its step, t_ref counts from that stamp) "

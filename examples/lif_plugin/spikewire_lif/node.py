@@ -19,15 +19,15 @@ kernel = lazy("spikewire_lif.kernel")  # numba loads only in a process that runs
 
 @dataclass(frozen=True)
 class LifSettings(ClockedSettings):
-    size: int = setting(1, "Number of neurons.", check=positive)
-    tau_m: float = setting(20e-3, "Membrane time constant [s].", check=positive)
-    tau_syn: float = setting(5e-3, "Synaptic current decay time constant [s].", check=positive)
-    r_m: float = setting(1e8, "Membrane resistance [ohm].", check=positive)
-    v_rest: float = setting(-0.065, "Resting potential [V].")
-    v_reset: float = setting(-0.065, "Reset potential [V].")
-    v_th: float = setting(-0.050, "Threshold [V].")
-    t_ref: float = setting(2e-3, "Refractory period [s].", check=non_negative)
-    i_bias: float = setting(0.0, "Constant input current [A].")
+    size: int = setting(1, "Number of neurons.", check=positive, unit="count")
+    tau_m: float = setting(20e-3, "Membrane time constant [s].", check=positive, unit="s")
+    tau_syn: float = setting(5e-3, "Synaptic current decay time constant [s].", check=positive, unit="s")
+    r_m: float = setting(1e8, "Membrane resistance [ohm].", check=positive, unit="Ohm")
+    v_rest: float = setting(-0.065, "Resting potential [V].", unit="V")
+    v_reset: float = setting(-0.065, "Reset potential [V].", unit="V")
+    v_th: float = setting(-0.050, "Threshold [V].", unit="V")
+    t_ref: float = setting(2e-3, "Refractory period [s].", check=non_negative, unit="s")
+    i_bias: float = setting(0.0, "Constant input current [A].", unit="A")
 
     def validate(self, key: str) -> None:
         super().validate(key)

@@ -13,9 +13,9 @@ from spikewire.nodes.crossbar import CrossbarSpec, ModelCrossbar
 @dataclass(frozen=True)
 class LinearParams(Settings):
     rate: float = setting(5e6, "Resistance change per volt-second of pulse [Ohm / (V s)]; a positive pulse "
-                          "lowers R (potentiates), a negative one raises it.", check=positive)
+                          "lowers R (potentiates), a negative one raises it.", check=positive, unit="Ohm/(V s)")
     asymmetry: float = setting(1.0, "Depression steps are this many times the potentiation step of the same "
-                               "|V| x width (1: symmetric).", check=positive)
+                               "|V| x width (1: symmetric).", check=positive, unit="1")
 
 
 class LinearCrossbar(ModelCrossbar):
