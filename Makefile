@@ -11,7 +11,7 @@ REF_STAMP := $(REF)/.installed
 # Keep LSL discovery on this machine unless the caller says otherwise.
 export LSLAPICFG ?= $(CURDIR)/streams/lsl_api.cfg
 
-.PHONY: demo rig-demo sites-demo test bench venv ref prometheus-bin clean
+.PHONY: demo rig-demo sites-demo test bench venv ref prometheus-bin params-docs clean
 
 # The element-contract examples are packages of their own, installed beside spikewire as a lab's would be.
 EXAMPLES := examples/lif_plugin examples/linear_crossbar
@@ -63,6 +63,12 @@ sites-demo: $(STAMP)
 
 test: $(STAMP) $(REF_STAMP) prometheus-bin
 	$(PY) -m pytest -q
+
+# The parameter reference, made from the settings schema (spikewire's own kinds: no installed package's). A test
+# (tests/test_params.py) fails while the committed file differs from what this makes.
+params-docs: $(STAMP)
+	$(PY) -m spikewire.config.params --builtin --format markdown > docs/parameters.md.tmp
+	mv docs/parameters.md.tmp docs/parameters.md
 
 bench: $(STAMP) $(REF_STAMP)
 	$(VENV)/bin/spikewire bench hop
