@@ -57,6 +57,8 @@ SI_NOTE = ("Every number is in SI units (s, Hz, V, A, F, S, Ohm) unless its unit
 UNIT_NAMES = {
     "input unit": "the unit of the events on a population's or port's input (A for silicon and lif, V for a "
                   "biological node's stimuli)",
+    "output unit": "the unit of the events a synapse group sends: V for stimuli, A for synaptic steps (its "
+                   "output setting)",
     "noise SD": "multiples of a channel's noise standard deviation (estimated from its median absolute deviation)",
 }
 """Units that are words, not symbols, beside ``DIMENSIONLESS``."""
