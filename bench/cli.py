@@ -48,6 +48,12 @@ def _curve(argv: list[str]) -> int:
     return curve_main(argv)
 
 
+def _crossbar(argv: list[str]) -> int:
+    from spikewire.bench.crossbar import main as crossbar_main
+
+    return crossbar_main(argv)
+
+
 def _loop(argv: list[str]) -> int:
     from spikewire.bench.loop import main as loop_main
 
@@ -55,6 +61,8 @@ def _loop(argv: list[str]) -> int:
 
 
 PASS_THROUGH = {"loop": (_loop, "the paper's closed loop: round trip, hop by hop, idle CPU and RSS vs raw pyzmq and ezmsg"),
+                "crossbar": (_crossbar, "a 100 x 10 STDP crossbar at 1,000 spikes/s: in-node time per packet, input "
+                             "link latency, CPU"),
                 "adex": (_adex, "largest AdEx population in real time; speed vs Brian2"),
                 "scrape": (_scrape, "loop lag with and without Prometheus scrapes"),
                 "journal": (_journal, "session journal: write cost per event and the largest rate recorded live"),

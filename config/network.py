@@ -570,6 +570,12 @@ def build_network(data: dict, default_name: str = "network", path: Path | None =
             settings = parse(cls.Settings, table, key)
         except SettingsError as e:
             raise NetworkError(e.key, e.reason) from None
+        with_files = getattr(settings, "with_files", None)  # settings that name files to read (a connectivity array)
+        if with_files is not None:
+            try:
+                settings = with_files(path.parent if path is not None else Path.cwd(), key)
+            except SettingsError as e:
+                raise NetworkError(e.key, e.reason) from None
         check_name(f"{key}.site", settings.site, "a site name")
         problem = bind_problem(settings.bind)
         if problem:

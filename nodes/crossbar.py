@@ -6,6 +6,7 @@ by (wordline, bitline). The node decides *when* a device is read (an output per 
 
     read(wl, bl) -> float                         the resistance as read now [Ohm] (hot path)
     pulse(wl, bl, voltage, width) -> float        apply one pulse [V, s]; the new resistance [Ohm]
+    read_many, pulse_many                         the same over index arrays, in order (default: a loop)
     r                                             every device's resistance as last known, (rows, cols)
     read_all() -> ndarray                         read the whole array (once, at start, before ready)
     restore(r)                                    set the state the node saved (non-volatile weights)
@@ -116,6 +117,17 @@ class Crossbar:
         and return the device's new resistance [Ohm] (an instrument: as read back after the pulse)."""
         raise NotImplementedError
 
+    def read_many(self, wl: np.ndarray, bl: np.ndarray) -> np.ndarray:
+        """``read`` of the devices (wl[i], bl[i]) in order, as a float64 array (the node reads a packet's rows
+        at once). Default: one ``read`` each; a model overrides it to read in numpy."""
+        return np.array([self.read(a, b) for a, b in zip(wl.tolist(), bl.tolist())], dtype=np.float64)
+
+    def pulse_many(self, wl: np.ndarray, bl: np.ndarray, voltage: np.ndarray, width: np.ndarray) -> np.ndarray:
+        """``pulse`` each device (wl[i], bl[i]) in order with voltage[i] [V] for width[i] [s]; the new
+        resistances [Ohm]. Default: one ``pulse`` each (an instrument may program a batch in one command)."""
+        return np.array([self.pulse(a, b, v, w) for a, b, v, w in zip(wl.tolist(), bl.tolist(), voltage.tolist(),
+                                                                       width.tolist())], dtype=np.float64)
+
     def read_all(self) -> np.ndarray:
         """Read every device (called once, when ``persistent`` is False, right after ``warm_up`` and before
         the node reports ready); returns a (rows, cols) copy and leaves ``r`` equal to it. Default: ``r``."""
@@ -150,6 +162,12 @@ class ModelCrossbar(Crossbar):
         r = self.r.item(wl, bl)
         if self.read_noise:
             r *= 1.0 + self.read_noise * self.rng.standard_normal()
+        return r
+
+    def read_many(self, wl: np.ndarray, bl: np.ndarray) -> np.ndarray:
+        r = self.r[wl, bl]
+        if self.read_noise:  # the same draws, in the same order, as one read after another
+            r *= 1.0 + self.read_noise * self.rng.standard_normal(len(r))
         return r
 
 

@@ -101,6 +101,27 @@ class Rule:
         """The pulse a postsynaptic event gives the row (pre, post), if any."""
         return None
 
+    # The batched forms the node uses for a packet's events and the rows they touch (a 100 x 10 crossbar: a
+    # postsynaptic spike decides 100 rows at once). Each defaults to the per-row hooks above, so a rule that
+    # implements only those works unchanged; a rule overrides them to decide in numpy or numba. A decision
+    # array holds +1 (LTP), -1 (LTD) or 0 per row, in the rows' order.
+    def pre_many(self, pres: np.ndarray, now: float) -> None:
+        """``pre`` for each id of ``pres`` (distinct ids), in order."""
+        for pre in pres.tolist():
+            self.pre(pre, now)
+
+    def decide_pre(self, pres: np.ndarray, posts: np.ndarray, now: float) -> np.ndarray:
+        """``on_pre`` for the rows (pres[i], posts[i]); asked only if ``acts_on_pre``."""
+        return self._decisions([self.on_pre(a, b, now) for a, b in zip(pres.tolist(), posts.tolist())])
+
+    def decide_post(self, pres: np.ndarray, post: int, now: float) -> np.ndarray:
+        """``on_post`` for the rows (pres[i], post) of one postsynaptic event (``post`` already recorded)."""
+        return self._decisions([self.on_post(a, post, now) for a in pres.tolist()])
+
+    @staticmethod
+    def _decisions(pulses: list) -> np.ndarray:
+        return np.array([0 if p is None else 1 if p.direction == "ltp" else -1 for p in pulses], np.int8)
+
 
 class NoPlasticity(Rule):
     name = "none"
@@ -136,6 +157,15 @@ class Srdp(Rule):
                                     self.ltd_below)
         return self.ltp if decision > 0 else self.ltd if decision < 0 else None
 
+    def pre_many(self, pres: np.ndarray, now: float) -> None:
+        mk.record_spikes(self.ring, self.head, pres.astype(np.int64), now)
+
+    def decide_post(self, pres: np.ndarray, post: int, now: float) -> np.ndarray:
+        if now - self.t0 < self.window:
+            self.warming += len(pres)
+            return np.zeros(len(pres), np.int8)
+        return mk.srdp_decisions(self.ring, pres.astype(np.int64), now, self.window, self.ltp_above, self.ltd_below)
+
 
 class Stdp(Rule):
     """Pair-based STDP with nearest neighbours (module docstring)."""
@@ -159,6 +189,17 @@ class Stdp(Rule):
 
     def on_post(self, pre: int, post: int, now: float) -> Pulse | None:
         return self.ltp if 0.0 <= now - self.last_pre[pre] <= self.cfg.ltp_window else None
+
+    def pre_many(self, pres: np.ndarray, now: float) -> None:
+        self.last_pre[pres] = now
+
+    def decide_pre(self, pres: np.ndarray, posts: np.ndarray, now: float) -> np.ndarray:
+        since = now - self.last_post[posts]
+        return -((since >= 0.0) & (since <= self.cfg.ltd_window)).astype(np.int8)
+
+    def decide_post(self, pres: np.ndarray, post: int, now: float) -> np.ndarray:
+        since = now - self.last_pre[pres]
+        return ((since >= 0.0) & (since <= self.cfg.ltp_window)).astype(np.int8)
 
 
 RULES: dict[str, type[Rule]] = {r.name: r for r in (Srdp, Stdp, NoPlasticity)}

@@ -47,5 +47,10 @@ class TiOxCrossbar(ModelCrossbar):
         self.r[wl, bl] = r
         return r
 
+    def pulse_many(self, wl: np.ndarray, bl: np.ndarray, voltage: np.ndarray, width: np.ndarray) -> np.ndarray:
+        out = np.empty(len(wl))
+        mk.apply_pulses(self.r, wl, bl, voltage, width, self.params, out)
+        return out
+
     def warm_up(self) -> None:
         mk.warm_up()

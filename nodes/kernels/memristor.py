@@ -88,6 +88,44 @@ def srdp_decision(n_recent, ltp_above, ltd_below):
     return 0
 
 
+@njit(cache=True)
+def apply_pulses(r, wl, bl, v, width, params, out):
+    """``apply_pulse`` to devices (wl[i], bl[i]) of the (rows, cols) array ``r`` in order, each with its own
+    voltage and width and its device's ``params[wl, bl]``; writes ``r`` and each new resistance to ``out``."""
+    for i in range(len(wl)):
+        a, b = wl[i], bl[i]
+        r[a, b] = apply_pulse(r[a, b], v[i], width[i], params[a, b])
+        out[i] = r[a, b]
+
+
+@njit(cache=True)
+def record_spikes(ring, head, pres, t):
+    """``record_spike`` for each presynaptic id of ``pres``, in order."""
+    for i in range(len(pres)):
+        record_spike(ring, head, pres[i], t)
+
+
+@njit(cache=True)
+def srdp_decisions(ring, pres, t, window, ltp_above, ltd_below):
+    """``srdp_decision`` of each presynaptic id's recent count: an int8 array of +1, -1 or 0."""
+    out = np.zeros(len(pres), np.int8)
+    for i in range(len(pres)):
+        out[i] = srdp_decision(count_recent(ring, pres[i], t, window), ltp_above, ltd_below)
+    return out
+
+
+@njit(cache=True)
+def gather_rows(ptr, order, ids, out):
+    """The rows of each id (``order[ptr[id]:ptr[id + 1]]``), id after id, into ``out``; returns how many."""
+    n = 0
+    for i in range(len(ids)):
+        k = ids[i]
+        for j in range(ptr[k], ptr[k + 1]):
+            out[n] = order[j]
+            n += 1
+    return n
+
+
 def warm_up() -> None:
     p = np.array([17.16e3, 0.15e3, 24.81e3, 17.91e3, -4.86e-5, 0.12, 1.09e-3, 0.18, 10e3, 17e3])
     apply_pulse(14e3, 0.8, 1e-4, p)
@@ -97,3 +135,9 @@ def warm_up() -> None:
     record_spike(ring, head, 0, 1.0)
     count_recent(ring, 0, 1.0, 1.0)
     srdp_decision(1, 20, 5)
+    r = np.full((1, 1), 14e3)
+    idx = np.zeros(1, np.int64)
+    apply_pulses(r, idx, idx, np.array([0.8]), np.array([1e-4]), p.reshape(1, 1, -1), np.zeros(1))
+    record_spikes(ring, head, idx, 1.0)
+    srdp_decisions(ring, idx, 1.0, 1.0, 20, 5)
+    gather_rows(np.array([0, 1], np.int64), idx, idx, np.zeros(1, np.int64))
