@@ -83,10 +83,10 @@ class HubBridgeSettings(NodeSettings):
     """The bridge's socket (bound on ``bind``, from NodeSettings) and its peer."""
 
     port: int = setting(0, "UDP port the bridge binds on `bind` (0: an ephemeral port, logged at start).",
-                        check=in_range(0, 65535))
+                        check=in_range(0, 65535), unit="id")
     peer_host: str = setting("127.0.0.1", "Host of the partner's hub: every datagram goes there, and only "
                              "datagrams from peer_host:peer_port are accepted.")
-    peer_port: int = setting(0, "UDP port of the partner's hub (required).", check=in_range(0, 65535))
+    peer_port: int = setting(0, "UDP port of the partner's hub (required).", check=in_range(0, 65535), unit="id")
 
     def validate(self, key: str) -> None:
         super().validate(key)

@@ -36,7 +36,7 @@ from typing import Any, Literal
 import numpy as np
 
 from spikewire.core.settings import (NODE_MEMORY_BUDGET, Settings, SettingsError, in_range, non_empty, non_negative,
-                                     positive, setting)
+                                     positive, setting, stated)
 from spikewire.nodes.base import InPort, Node, NodeSettings, OutPort
 from spikewire.nodes.crossbar import Crossbar, CrossbarError, CrossbarSpec, crossbar_class
 from spikewire.nodes.element import Declaration, Device, Role, element
@@ -69,21 +69,21 @@ class DeviceParams(Settings):
 
     model: str = setting("tiox", "Device model of the crossbar: tiox (the TiOx compact model), or a model an "
                          "installed package adds (entry-point group spikewire.crossbars; docs/elements.md).",
-                         check=_installed_model)
+                         check=stated("an installed crossbar model", _installed_model))
     params: dict[str, Any] = setting(doc="Parameters of a model other than tiox, as its Params declare and check "
                                      "(e.g. { rate = 2e7 }).", factory=dict)
     instrument: str = setting("", "Where a crossbar instrument is, for a model that drives one (a VISA resource, "
                               "a serial port, a URL: the model says); empty for a simulated crossbar.")
-    a0: float = setting(17.16e3, "tiox: r_p(v) = a0 + a1 v: intercept [Ohm].")
-    a1: float = setting(0.15e3, "tiox: r_p slope [Ohm/V].")
-    b0: float = setting(24.81e3, "tiox: r_n(v) = b0 + b1 v: intercept [Ohm].")
-    b1: float = setting(17.91e3, "tiox: r_n slope [Ohm/V].")
-    a_p: float = setting(-4.86e-5, "tiox: A_p [1/(Ohm s)].")
-    t_p: float = setting(0.12, "tiox: t_p [V].", check=positive)
-    a_n: float = setting(1.09e-3, "tiox: A_n [1/(Ohm s)].")
-    t_n: float = setting(0.18, "tiox: t_n [V].", check=positive)
-    r_min: float = setting(10e3, "Lowest resistance the device reaches [Ohm].", check=positive)
-    r_max: float = setting(17e3, "Highest resistance the device reaches [Ohm].", check=positive)
+    a0: float = setting(17.16e3, "tiox: r_p(v) = a0 + a1 v: intercept [Ohm].", unit="Ohm")
+    a1: float = setting(0.15e3, "tiox: r_p slope [Ohm/V].", unit="Ohm/V")
+    b0: float = setting(24.81e3, "tiox: r_n(v) = b0 + b1 v: intercept [Ohm].", unit="Ohm")
+    b1: float = setting(17.91e3, "tiox: r_n slope [Ohm/V].", unit="Ohm/V")
+    a_p: float = setting(-4.86e-5, "tiox: A_p [1/(Ohm s)].", unit="1/(Ohm s)")
+    t_p: float = setting(0.12, "tiox: t_p [V].", check=positive, unit="V")
+    a_n: float = setting(1.09e-3, "tiox: A_n [1/(Ohm s)].", unit="1/(Ohm s)")
+    t_n: float = setting(0.18, "tiox: t_n [V].", check=positive, unit="V")
+    r_min: float = setting(10e3, "Lowest resistance the device reaches [Ohm].", check=positive, unit="Ohm")
+    r_max: float = setting(17e3, "Highest resistance the device reaches [Ohm].", check=positive, unit="Ohm")
 
     def validate(self, key: str) -> None:
         if self.r_max <= self.r_min:
@@ -119,33 +119,33 @@ class SynapseSettings(Settings):
     table: tuple[tuple[int, int, int, int], ...] = setting(((0, 0, 0, 0),), "Rows (pre, post, wordline, bitline), "
                                                           "with connect = \"table\" (the default).",
                                                           check=non_empty.rows_within_memory(MAX_TABLE_ROWS, BYTES_PER_ID,
-                                                                                             "ids"))
+                                                                                             "ids"), unit="id")
     connect: Literal["table", "one_to_one", "all_to_all", "random", "file"] = setting(
         "table", "How the rows are made: as written in table, or by a rule over pre x post ids: one_to_one (i -> i), "
         "all_to_all, random (each pair with probability p, drawn from seed), file (a pre x post array whose "
         "nonzero entries connect). A rule's pair (i, j) is the device (wordline + i, bitline + j).")
     pre: int = setting(0, "A rule's presynaptic ids 0..pre-1 (the pre port's size) [count].",
-                       check=in_range(0, 1 << 16))
+                       check=in_range(0, 1 << 16), unit="count")
     post: int = setting(0, "A rule's postsynaptic ids 0..post-1 (the out port's size; one_to_one: default pre) "
-                        "[count].", check=in_range(0, 1 << 16))
-    p: float = setting(1.0, "random: probability of each pre x post pair [1].", check=in_range(0.0, 1.0))
-    seed: int = setting(0, "random: seed of the draw.", check=non_negative)
+                        "[count].", check=in_range(0, 1 << 16), unit="count")
+    p: float = setting(1.0, "random: probability of each pre x post pair [1].", check=in_range(0.0, 1.0), unit="1")
+    seed: int = setting(0, "random: seed of the draw.", check=non_negative, unit="id")
     file: str = setting("", "file: a .npy array, or text (.csv, .txt: numbers separated by commas or blanks), "
                         "pre rows x post columns, relative to the network file's folder; nonzero entries connect.")
-    wordline: int = setting(0, "A rule's first wordline: presynaptic id i is on wordline + i.", check=non_negative)
-    bitline: int = setting(0, "A rule's first bitline: postsynaptic id j is on bitline + j.", check=non_negative)
+    wordline: int = setting(0, "A rule's first wordline: presynaptic id i is on wordline + i.", check=non_negative, unit="id")
+    bitline: int = setting(0, "A rule's first bitline: postsynaptic id j is on bitline + j.", check=non_negative, unit="id")
     output: Literal["stimulus", "synaptic"] = setting("synaptic", "What out events are: CME stimuli [V] or synaptic steps [A].")
-    out_min: float | None = setting(None, "Output value at the lowest conductance (default 0).")
+    out_min: float | None = setting(None, "Output value at the lowest conductance (default 0).", unit="output unit")
     out_max: float | None = setting(None, "Output value at the highest conductance; default 1 V for stimuli, "
-                                    f"{SYNAPTIC_OUT_MAX:g} A for synaptic steps (one default AdEx kick).")
+                                    f"{SYNAPTIC_OUT_MAX:g} A for synaptic steps (one default AdEx kick).", unit="output unit")
 
     @property
     def out_range(self) -> tuple[float, float]:
         """(out_min, out_max) with their defaults, which depend on ``output``."""
         hi = self.out_max if self.out_max is not None else (1.0 if self.output == "stimulus" else SYNAPTIC_OUT_MAX)
         return (self.out_min if self.out_min is not None else 0.0, hi)
-    pre_types: tuple[int, ...] = setting((1, 2), "Biological event types that count as presynaptic spikes.")
-    post_types: tuple[int, ...] = setting((0, 1, 2), "Biological event types that trigger plasticity.")
+    pre_types: tuple[int, ...] = setting((1, 2), "Biological event types that count as presynaptic spikes.", unit="id")
+    post_types: tuple[int, ...] = setting((0, 1, 2), "Biological event types that trigger plasticity.", unit="id")
     plasticity: PlasticitySettings = setting(doc="Plasticity rule.", factory=PlasticitySettings)
 
     def validate(self, key: str) -> None:
@@ -254,16 +254,16 @@ class SynapseSettings(Settings):
 @dataclass(frozen=True)
 class MemristorSettings(NodeSettings):
     rows: int = setting(1, "Crossbar wordlines.",
-                        check=positive.within_memory(112, "devices (a square crossbar)", square=True))
+                        check=positive.within_memory(112, "devices (a square crossbar)", square=True), unit="count")
     cols: int = setting(1, "Crossbar bitlines.",
-                        check=positive.within_memory(112, "devices (a square crossbar)", square=True))
-    r_init: float = setting(14e3, "Initial resistance of every device [Ohm].", check=positive)
+                        check=positive.within_memory(112, "devices (a square crossbar)", square=True), unit="count")
+    r_init: float = setting(14e3, "Initial resistance of every device [Ohm].", check=positive, unit="Ohm")
     device: DeviceParams = setting(doc="Device model parameters.", factory=DeviceParams)
     spread: float = setting(0.0, "Device-to-device relative spread (std) of switching rates and initial R.",
-                            check=in_range(0.0, 0.5))
+                            check=in_range(0.0, 0.5), unit="1")
     read_noise: float = setting(0.0, "Relative noise (std) of each read that sets an output value.",
-                                check=in_range(0.0, 0.5))
-    seed: int = setting(0, "Seed of the spread and the read noise.", check=non_negative)
+                                check=in_range(0.0, 0.5), unit="1")
+    seed: int = setting(0, "Seed of the spread and the read noise.", check=non_negative, unit="id")
     persist: bool = setting(True, "Restore the crossbar at start and save it at shutdown.")
     state_file: str = setting("", "Where the crossbar is kept (relative to the network file); default "
                               ".spikewire/state/<network>.<node>.json under the working directory.")

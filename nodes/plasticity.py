@@ -35,18 +35,18 @@ class PlasticitySettings(Settings):
     """Which rule changes the weights, and the pulses it applies."""
 
     rule: Literal["srdp", "stdp", "none"] = setting("srdp", "srdp (the 2017 hub's rule), stdp or none.")
-    window: float = setting(1.0, "SRDP: presynaptic counting window before a postsynaptic event [s].", check=positive)
+    window: float = setting(1.0, "SRDP: presynaptic counting window before a postsynaptic event [s].", check=positive, unit="s")
     ltp_above: int = setting(20, "SRDP: more presynaptic spikes than this in the window: one LTP pulse.",
-                             check=in_range(0, 1000))
+                             check=in_range(0, 1000), unit="count")
     ltd_below: int = setting(5, "SRDP: fewer presynaptic spikes than this in the window: one LTD pulse.",
-                             check=in_range(0, 1000))
-    ltp_window: float = setting(0.1, "STDP: post this soon after pre potentiates [s].", check=positive)
-    ltd_window: float = setting(0.0375, "STDP: pre this soon after post depresses [s].", check=positive)
-    ltp_voltage: float = setting(0.8, "LTP pulse amplitude [V] (positive lowers R).", check=positive)
-    ltp_width: float = setting(100e-6, "LTP pulse width [s].", check=positive)
+                             check=in_range(0, 1000), unit="count")
+    ltp_window: float = setting(0.1, "STDP: post this soon after pre potentiates [s].", check=positive, unit="s")
+    ltd_window: float = setting(0.0375, "STDP: pre this soon after post depresses [s].", check=positive, unit="s")
+    ltp_voltage: float = setting(0.8, "LTP pulse amplitude [V] (positive lowers R).", check=positive, unit="V")
+    ltp_width: float = setting(100e-6, "LTP pulse width [s].", check=positive, unit="s")
     ltd_voltage: float = setting(-0.9, "LTD pulse amplitude [V] (negative raises R; below about -0.9 V the "
-                                 "TiOx model cannot depress a device that sits near r_min).")
-    ltd_width: float = setting(100e-6, "LTD pulse width [s].", check=positive)
+                                 "TiOx model cannot depress a device that sits near r_min).", unit="V")
+    ltd_width: float = setting(100e-6, "LTD pulse width [s].", check=positive, unit="s")
 
     def validate(self, key: str) -> None:
         if self.ltd_voltage >= 0:

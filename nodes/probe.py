@@ -22,10 +22,10 @@ from spikewire.streams.wire import Kind
 
 @dataclass(frozen=True)
 class SourceSettings(NodeSettings):
-    rate: float = setting(100.0, "Events per second.", check=positive)
-    count: int = setting(0, "Stop after this many events (0: never).", check=non_negative)
-    size: int = setting(1, "Ids cycle through 0..size-1.", check=positive)
-    burst: int = setting(1, "Events per tick (one packet), so rate x burst events per second.", check=positive)
+    rate: float = setting(100.0, "Events per second.", check=positive, unit="1/s")
+    count: int = setting(0, "Stop after this many events (0: never).", check=non_negative, unit="count")
+    size: int = setting(1, "Ids cycle through 0..size-1.", check=positive, unit="count")
+    burst: int = setting(1, "Events per tick (one packet), so rate x burst events per second.", check=positive, unit="count")
 
 
 @element
@@ -60,10 +60,10 @@ class PulseSource(Node):
 
 @dataclass(frozen=True)
 class SinkSettings(NodeSettings):
-    capacity: int = setting(1_000_000, "Latency samples kept (later ones are counted, not kept).", check=positive)
+    capacity: int = setting(1_000_000, "Latency samples kept (later ones are counted, not kept).", check=positive, unit="count")
     report_samples: bool = setting(False, "Include every kept latency sample in the final summary.")
     cost: float = setting(0.0, "Busy time spent on each packet [s]: a deliberately slow receiver, for "
-                          "back-pressure tests.", check=non_negative)
+                          "back-pressure tests.", check=non_negative, unit="s")
 
 
 @element

@@ -128,8 +128,6 @@ def test_every_number_has_a_unit(reference):
         + ", ".join(missing)
 
 
-@pytest.mark.xfail(strict=True, reason="the units of memristor, plasticity, probe and hub_bridge settings are still "
-                   "to be filled in; once they are, this passes: remove this marker")
 def test_every_number_of_the_other_modules_has_a_unit(reference):
     missing = _missing_units(reference, ours=False)
     assert not missing, "numbers without a unit: " + ", ".join(missing)
