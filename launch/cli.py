@@ -149,7 +149,13 @@ def _fault_proxy(argv: list[str]) -> int:
     return fault_proxy_main(argv)
 
 
-PASS_THROUGH = {"top": _top, "rig-sim": _rig_sim, "fault-proxy": _fault_proxy}
+def _params(argv: list[str]) -> int:
+    from spikewire.config.params import main as params_main
+
+    return params_main(argv)
+
+
+PASS_THROUGH = {"top": _top, "rig-sim": _rig_sim, "fault-proxy": _fault_proxy, "params": _params}
 """Commands with their own argument parser: `spikewire top ARGS...` is monitor/top.py's main(ARGS)."""
 
 
@@ -374,6 +380,9 @@ def build_parser(extensions=()) -> argparse.ArgumentParser:
 
     sub.add_parser("top", help="live terminal view of a running network, from its metrics endpoints "
                    "(spikewire top NETWORK [--interval S] [--iterations N] [--timeout S])")
+
+    sub.add_parser("params", help="every parameter a network file takes, with its unit, default and check "
+                   "(spikewire params [KIND] [--format text|markdown|json]; docs/parameters.md)")
 
     sub.add_parser("rig-sim", help="a mock recording rig over LSL (pylsl only): N channels of synthetic voltage with "
                    "spikes at known times, answering stimulation commands (spikewire rig-sim --help)")

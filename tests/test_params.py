@@ -16,7 +16,6 @@ from spikewire.config import params
 from spikewire.config.network import TOP_LEVEL
 from spikewire.core.settings import (Settings, docs, each, in_range, non_negative, parse, positive, rule_of, setting,
                                      stated, unit_of)
-from spikewire.launch.cli import PASS_THROUGH
 from spikewire.nodes.element import kinds
 from spikewire.nodes.memristor import MemristorSettings
 
@@ -208,8 +207,6 @@ def test_a_closed_pipe_is_no_traceback():
     assert proc.returncode == 0 and b"Traceback" not in err and err == b""
 
 
-@pytest.mark.xfail("params" not in PASS_THROUGH, strict=True,
-                   reason="launch/cli.py does not pass `params` to config/params.py yet (PASS_THROUGH)")
 def test_spikewire_params_command():
     done = subprocess.run([sys.executable, "-m", "spikewire", "params", "memristor"], capture_output=True,
                           text=True, timeout=60)
