@@ -113,11 +113,19 @@ UNSYNCED = _m("spikewire_link_unsynced_total", "counter",
 JOINS_REFUSED = _m("spikewire_link_joins_refused_total", "counter",
                    "Subscriber join notices refused on an output port (a bad name, or past the port's bound).", "port")
 
+SESSION_ELAPSED = _m("spikewire_session_elapsed_seconds", "gauge",
+                     "Seconds since the session's common start (t0) by the node's clock; 0 until it starts. With "
+                     "the network file's protocol it says which phase runs.")
+RIG_CALIBRATED = _m("spikewire_rig_calibrated", "gauge",
+                    "1 once the rig's spike detector has measured every channel's noise level (no detection "
+                    "before; it calibrates again after the rig reconnects).")
+
 CATALOGUE: tuple[Metric, ...] = (
     NODE_UP, NODE_READY, SPIKES, NEURON_SPIKES, RATE, BIO_EVENTS, LATENCY, SENT, SEND_DROPS, RECEIVED, EVENTS, GAPS,
     REORDERED, MALFORMED, CLOCK_OFFSET, RTT, LINK_UP, OUTAGES, DOWNTIME, RESTARTS, LATE, BUFFERED, REFUSED,
     INTERLOCK, HOLDS, HELD_EVENTS, TICK_COMPUTE, LAG, TICKS, OVERRUNS, ROLLBACKS, RESISTANCE, PULSES,
     PROBE_LATENCY, PROBES_LOST, REJECTED, RIG_UP, RIG_DISCONNECTS, RIG_SAMPLES, STIM_SENT, STIM_HELD,
     STIM_READY, STIM_NO_CONSUMER, STIM_REFUSED, RIG_UNUSABLE, OUT_OF_RANGE, DUPLICATES, UNSYNCED, JOINS_REFUSED,
+    SESSION_ELAPSED, RIG_CALIBRATED,
 )
 HISTOGRAM_BUCKETS = PROM_BOUNDS

@@ -77,6 +77,11 @@ def _family(m: C.Metric):
     return cls(m.name, m.help, labels=list(m.labels))
 
 
+def _session_elapsed(rt) -> float:
+    """Seconds since the session's start on the node's clock (0 before it: ``started_at`` is 0 until then)."""
+    return max(0.0, rt.clock() - rt.started_at) if rt.started_at else 0.0
+
+
 def _hist(fam, labels: list[str], h: LogHistogram) -> None:
     fam.add_metric(labels, h.prom_buckets(), h.total)
 
@@ -130,8 +135,10 @@ class NodeCollector:
                 fams[C.RIG_UNUSABLE.name].add_metric([name, reason], n)
             fams[C.STIM_SENT.name].add_metric([name], rig["stim_sent"])
             fams[C.STIM_HELD.name].add_metric([name], rig["stim_held"])
+            fams[C.RIG_CALIBRATED.name].add_metric([name], 1 if rig.get("calibrated") else 0)
         for reason, n in figures.rejected.items():
             fams[C.REJECTED.name].add_metric([name, reason], n)
+        fams[C.SESSION_ELAPSED.name].add_metric([name], _session_elapsed(rt))
 
         for port, pub in rt.publishers.items():
             fams[C.SENT.name].add_metric([name, port], pub.sent)
@@ -303,6 +310,8 @@ _SERIES = {
     C.DUPLICATES.name: _link_values("duplicates"),
     C.UNSYNCED.name: _link_values("unsynced"),
     C.JOINS_REFUSED.name: lambda r: [pub.joins_refused for pub in r.pubs],
+    C.SESSION_ELAPSED.name: lambda r: [_session_elapsed(r.rt)],
+    C.RIG_CALIBRATED.name: lambda r: [] if r.figures.rig is None else [1 if r.figures.rig.get("calibrated") else 0],
 }
 _STEPS = tuple(_SERIES[m.name] for m in C.CATALOGUE)  # a metric added to the catalogue but not here: KeyError at import
 
@@ -380,7 +389,7 @@ def _go_text(value) -> str:
     return floatToGoString(value)
 
 
-_MOVING = (C.RATE.name, C.DOWNTIME.name, "process_")
+_MOVING = (C.RATE.name, C.DOWNTIME.name, C.SESSION_ELAPSED.name, "process_")
 """Series whose values differ between two reads a moment apart (a template is checked on the others)."""
 _SLICE_STEPS = 12
 """Catalogue entries read per slice of a sliced render."""

@@ -3,8 +3,9 @@
 ``dashboard(network)`` returns JSON that imports as is (Dashboards > New > Import): every panel and
 query uses the ``datasource`` template variable, so the importer picks a Prometheus data source instead
 of a uid baked in here. The panels: nodes up, population rates, memristor resistance, per-link latency
-p50/p99 and one latency heatmap per link, drops / sequence gaps / malformed packets, tick compute p99,
-tick overruns, and the loop probe's round trip.
+p50/p99 and one latency heatmap per link, drops / sequence gaps / malformed packets, rig health (up,
+calibrated, stimulation consumer, stimuli held and refused), tick compute p99, tick overruns, and the
+loop probe's round trip.
 
 The catch: rates use Grafana's ``$__rate_interval``, which is right only when the data source's
 "Scrape interval" setting matches the network's ``[monitor] scrape_interval`` (Grafana assumes 15 s).
@@ -19,6 +20,7 @@ from pathlib import Path
 from spikewire.config.network import Network
 from spikewire.monitor import catalogue as C
 from spikewire.monitor.prometheus_config import JOB, selector
+from spikewire.nodes.figures import AGGREGATE_ABOVE
 
 SCHEMA_VERSION = 39
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
@@ -119,14 +121,50 @@ def _stat_up(expr: str) -> dict:
     }
 
 
+def _resistance_targets(network: Network) -> list[dict]:
+    """Each device's resistance, but a node of more than AGGREGATE_ABOVE devices as its mean, min and max (a
+    1,000-device crossbar is three lines, not 1,000)."""
+    big = [name for name, spec in network.nodes.items() if len(spec.declaration.devices) > AGGREGATE_ABOVE]
+    if not big:
+        return [_target(selector(C.RESISTANCE), "{{node}} {{device}}")]
+    nodes = _label_value("|".join(re.escape(n) for n in big))
+    out = [_target(selector(C.RESISTANCE)[:-1] + f", node!~{nodes}}}", "{{node}} {{device}}")]
+    for agg in ("avg", "min", "max"):
+        out.append(_target(f"{agg} by (node) ({selector(C.RESISTANCE)[:-1]}, node=~{nodes}}})",
+                           f"{{{{node}}}} {'mean' if agg == 'avg' else agg}"))
+    return out
+
+
+def _rig_health() -> dict:
+    """Every recording rig's health on one panel (no data for a network without rigs): up, calibrated and
+    stimulation consumer as 0/1 lines, and stimuli held or refused per scrape window as bars."""
+    panel = _timeseries(
+        "Rig health",
+        f"{C.RIG_UP.help} {C.RIG_CALIBRATED.help} {C.STIM_READY.help} Bars: stimuli held (rig down, or no "
+        "stimulation consumer) and refused by the hard limits, per scrape window. No data: no node reads a rig.",
+        [_target(selector(C.RIG_UP), "up {{node}}"),
+         _target(selector(C.RIG_CALIBRATED), "calibrated {{node}}"),
+         _target(selector(C.STIM_READY), "stim consumer {{node}}"),
+         _target(f"sum by (node) (increase({selector(C.STIM_HELD)}[{RATE}]))", "held, rig down {{node}}"),
+         _target(f"sum by (node) (increase({selector(C.STIM_NO_CONSUMER)}[{RATE}]))", "held, no consumer {{node}}"),
+         _target(f"sum by (node) (increase({selector(C.STIM_REFUSED)}[{RATE}]))", "refused {{node}}")],
+        "short")
+    # The held and refused counts as bars on their own axis, the 0/1 states as lines.
+    panel["fieldConfig"]["overrides"] = [
+        {"matcher": {"id": "byRegexp", "options": "^(held|refused).*"},
+         "properties": [{"id": "custom.drawStyle", "value": "bars"}, {"id": "custom.fillOpacity", "value": 40},
+                        {"id": "custom.axisPlacement", "value": "right"}]}]
+    return panel
+
+
 def dashboard(network: Network) -> dict:
     """The dashboard JSON (a dict) for ``network``."""
     lay = _Layout()
     lay.add(_stat_up(f'up{{job="{JOB}"}}'), WIDTH, 4)
     lay.add(_timeseries("Population rates", C.RATE.help,
                         [_target(selector(C.RATE), "{{node}} {{population}}")], "hertz"), 12, 8)
-    lay.add(_timeseries("Memristor resistance", C.RESISTANCE.help,
-                        [_target(selector(C.RESISTANCE), "{{node}} {{device}}")], "ohm"), 12, 8)
+    lay.add(_timeseries("Memristor resistance", C.RESISTANCE.help + f" Nodes of more than {AGGREGATE_ABOVE} "
+                        "devices: their mean, min and max.", _resistance_targets(network), "ohm"), 12, 8)
     lay.add(_timeseries("Link latency p50 / p99", C.LATENCY.help,
                         [_target(_quantile(0.5, C.LATENCY, "link"), "p50 {{link}}"),
                          _target(_quantile(0.99, C.LATENCY, "link"), "p99 {{link}}")], "s"), WIDTH, 8)
@@ -157,6 +195,7 @@ def dashboard(network: Network) -> dict:
              _target(f"sum by (link, action) (increase({selector(C.LATE)}[{RATE}]))", "late {{link}} {{action}}"),
              _target(f"sum by (node, reason) (increase({selector(C.REFUSED)}[{RATE}]))",
                      "refused {{node}} {{reason}}")], "short", bars=True), 12, 8)
+    lay.add(_rig_health(), WIDTH, 8)
     lay.add(_timeseries("Tick compute p99", C.TICK_COMPUTE.help,
                         [_target(_quantile(0.99, C.TICK_COMPUTE, "node"), "{{node}}")], "s"), 12, 8)
     lay.add(_timeseries("Tick overruns per second", C.OVERRUNS.help,

@@ -119,6 +119,10 @@ def alert_rules(network: Network) -> dict:
     budget_ms = f"{mon.latency_budget * 1e3:g} ms"
     silent = duration(mon.silent_after)
     malformed = selector(C.MALFORMED)
+    # A rig is marked down after its stale_after (0.5 s by default) and recalibrates in its calibration
+    # (0.5 s): a few scrapes of either is no blip.
+    rig_down_for = duration(max(5.0, 3 * mon.scrape_interval))
+    calibrate_for = duration(max(10.0, 5 * mon.scrape_interval))
     rules = [
         _rule("SpikewireNodeDown",
               f"{up} == 0 or on(node) ({up} unless on(node) ({node_up} == 1))",
@@ -202,6 +206,22 @@ def alert_rules(network: Network) -> dict:
               "The safety interlock of node {{ $labels.node }} holds its stimulation and device programming: one of "
               "its inputs is stale or losing packets beyond the network's [safety] limits. It releases by itself "
               "once the input is healthy again."),
+        _rule("RigDown",
+              f"{selector(C.RIG_UP)} == 0 and on(node) ({node_up} == 1)",
+              "critical",
+              "the recording rig of node {{ $labels.node }} is down",
+              "Node {{ $labels.node }} has received nothing from its recording rig for over "
+              f"{rig_down_for}: the rig's stream closed, its app crashed or its data stopped. Detection stops "
+              "and stimuli are held (counted, never sent) until it is back; the node reconnects by itself.",
+              rig_down_for),
+        _rule("RigNotCalibrated",
+              f"{selector(C.RIG_CALIBRATED)} == 0 and on(node) ({selector(C.RIG_UP)} == 1)",
+              "warning",
+              "the rig of node {{ $labels.node }} streams but its spike detector is not calibrated",
+              "Node {{ $labels.node }}'s rig is up, yet its detector has not measured every channel's noise level "
+              f"after {calibrate_for}: no spike is detected until it has (each channel needs the rig's "
+              "calibration seconds of data; a flat or missing channel never calibrates).",
+              calibrate_for),
         _rule("SpikewireConnectionsRefused",
               f"increase({selector(C.REFUSED)}[{w}]) > 0",
               "warning",

@@ -182,3 +182,47 @@ class Figures:
             f.devices[m["name"]] = DeviceFigures(r=float(m["r_end"]), r_start=float(m["r_start"]),
                                                  ltp=int(m["ltp_pulses"]), ltd=int(m["ltd_pulses"]))
         return f
+
+
+AGGREGATE_ABOVE = LISTED
+"""A node with more devices than this, or a population of more neurons, is shown in aggregate (mean, min,
+max and a small histogram) by the status line, ``top``, the printed summary and the plot; the JSON summary
+keeps every device. The same number as ``LISTED``: past it there are no per-neuron counts to list anyway."""
+
+SPREAD_BINS = 8
+"""Bins of a ``Spread``'s histogram: enough to see a pile-up at a bound, few enough for a status line."""
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Mean, standard deviation, range and a histogram of many values (one device set's resistances)."""
+
+    n: int
+    mean: float
+    sd: float
+    min: float
+    max: float
+    counts: tuple[int, ...]
+    """Values per bin, ``SPREAD_BINS`` equal bins from ``min`` to ``max`` (all in the first when they are equal)."""
+
+    @classmethod
+    def of(cls, values, bins: int = SPREAD_BINS) -> Spread:
+        a = np.asarray(values, dtype=np.float64)
+        if a.ndim != 1 or not len(a):
+            raise ValueError(f"a spread needs a non-empty list of values, got shape {a.shape}")
+        lo, hi = float(a.min()), float(a.max())
+        if hi > lo:
+            counts = np.histogram(a, bins=bins, range=(lo, hi))[0]
+        else:
+            counts = np.zeros(bins, dtype=np.int64)
+            counts[0] = len(a)
+        return cls(n=len(a), mean=float(a.mean()), sd=float(a.std()), min=lo, max=hi, counts=tuple(_ints(counts)))
+
+    @property
+    def edges(self) -> list[float]:
+        k = len(self.counts)
+        return [self.min + (self.max - self.min) * i / k for i in range(k + 1)]
+
+    def to_dict(self) -> dict:
+        return {"n": self.n, "mean": self.mean, "sd": self.sd, "min": self.min, "max": self.max,
+                "counts": list(self.counts), "edges": self.edges}

@@ -180,3 +180,70 @@ def test_every_live_node_endpoint_passes_promtool_check_metrics(cli_run, tmp_pat
         assert {f for f in exported if not f.startswith(("process_", "python_"))} <= families, name
     code, text = run.finish(timeout=30)
     assert code == 0, text
+
+
+def _rule_test(tmp_path: Path, network: Network, series: dict[str, str], evals: list[tuple[str, str, list]]) -> str:
+    """Run `promtool test rules` over the network's generated rules: ``series`` (name{labels} -> values in
+    promtool's notation, 1 s apart), ``evals`` (eval time, alert name, the alerts firing then as
+    (labels, annotations)). Returns promtool's output; fails the test when promtool does."""
+    from spikewire.monitor.prometheus_config import to_yaml
+
+    write_prometheus_config(network, tmp_path)
+    spec = {"rule_files": [RULES_FILE], "evaluation_interval": "1s", "tests": [{
+        "interval": "1s",
+        "input_series": [{"series": name, "values": values} for name, values in series.items()],
+        "alert_rule_test": [{"eval_time": at, "alertname": alert,
+                             "exp_alerts": [{"exp_labels": labels, "exp_annotations": notes} for labels, notes in fired]}
+                            for at, alert, fired in evals]}]}
+    path = tmp_path / "rig-tests.yml"
+    path.write_text("\n".join(to_yaml(spec)) + "\n")
+    r = promtool("test", "rules", str(path))
+    out = (r.stdout + r.stderr).decode()
+    assert r.returncode == 0, out
+    return out
+
+
+def _annotations(rule: dict, node: str) -> dict:
+    return {k: v.replace("{{ $labels.node }}", node) for k, v in rule["annotations"].items()}
+
+
+def test_rig_alerts_fire_when_the_rig_is_down_or_uncalibrated(paper_loop, tmp_path):
+    require("promtool")
+    rules = {r["alert"]: r for r in alert_rules(paper_loop)["groups"][0]["rules"]}
+    down, uncal = rules["RigDown"], rules["RigNotCalibrated"]
+    assert C.RIG_UP.name in down["expr"] and C.RIG_CALIBRATED.name in uncal["expr"]
+    assert down["labels"]["severity"] == "critical" and uncal["labels"]["severity"] == "warning"
+    up = 'spikewire_node_up{job="spikewire",node="%s",kind="biological",site="lab"}'
+    rig = 'spikewire_rig_up{job="spikewire",node="%s"}'
+    cal = 'spikewire_rig_calibrated{job="spikewire",node="%s"}'
+    series = {
+        up % "padova": "1x40", rig % "padova": "1x4 0x35", cal % "padova": "1x40",  # the rig goes away at 5 s
+        up % "milan": "1x40", rig % "milan": "1x40", cal % "milan": "0x40",  # up, never calibrated
+        up % "turin": "1x40", rig % "turin": "1x40", cal % "turin": "0x2 1x37",  # calibrated after 3 s: no alert
+    }
+    fired_down = ({"alertname": "RigDown", "severity": "critical", "job": "spikewire", "node": "padova"},
+                  _annotations(down, "padova"))
+    fired_uncal = ({"alertname": "RigNotCalibrated", "severity": "warning", "job": "spikewire", "node": "milan"},
+                   _annotations(uncal, "milan"))
+    _rule_test(tmp_path, paper_loop, series, [
+        ("4s", "RigDown", []), ("7s", "RigDown", []),  # down for 2 s: pending, not firing yet
+        ("20s", "RigDown", [fired_down]),
+        ("5s", "RigNotCalibrated", []), ("30s", "RigNotCalibrated", [fired_uncal]),
+    ])
+
+
+def test_dashboard_has_rig_health_and_aggregates_large_crossbars(tmp_path):
+    from spikewire.config.network import build_network
+    from spikewire.nodes.figures import AGGREGATE_ABOVE
+
+    panels = {p["title"]: p for p in dashboard(load_network(NETWORKS / "rig_loop.toml"))["panels"]}
+    rig = " ".join(t["expr"] for t in panels["Rig health"]["targets"])
+    for m in (C.RIG_UP, C.RIG_CALIBRATED, C.STIM_READY, C.STIM_HELD, C.STIM_NO_CONSUMER):
+        assert m.name in rig, m.name
+    n = AGGREGATE_ABOVE + 1
+    table = [[i, 0, i, 0] for i in range(n)]
+    net = build_network({"nodes": {"big": {"kind": "memristor", "rows": n, "cols": 1, "persist": False,
+                                           "synapses": {"w": {"table": table}}},
+                                   "small": {"kind": "memristor", "persist": False}}})
+    exprs = [t["expr"] for t in dashboard(net)["panels"][2]["targets"]]
+    assert exprs[0].endswith('node!~"big"}') and [e.split(" ")[0] for e in exprs[1:]] == ["avg", "min", "max"]
