@@ -31,7 +31,7 @@ from spikewire.launch.control import ControlServer
 from spikewire.config.network import Network
 from spikewire.config.plan import node_plan
 from spikewire.config.session import START_MARGIN, Session
-from spikewire.monitor.report import build_report, render_status, render_text
+from spikewire.monitor.report import STATUS_WIDTH, build_report, render_status, render_text
 from spikewire.streams.clock import MACHINE_SCOPED_LSL_CONFIG, local_clock
 
 DRAIN_TIME = 0.3
@@ -391,11 +391,11 @@ class Supervisor:
                 self._draw()
 
     def _draw(self) -> None:
-        lines = render_status(self.network, self.statuses, self.prev_statuses, self.node_names)
+        # One row per node (each fitted by render_status, whatever the node's size), so that a redraw on a
+        # terminal moves up exactly that many rows.
+        width = max(40, min(STATUS_WIDTH, shutil.get_terminal_size().columns - 1)) if self.tty else STATUS_WIDTH
+        lines = render_status(self.network, self.statuses, self.prev_statuses, self.node_names, width=width)
         if self.tty:
-            # One screen row per node, so the redraw can move up exactly that many rows.
-            width = shutil.get_terminal_size().columns - 1
-            lines = [ln if len(ln) <= width else ln[: width - 1] + "…" for ln in lines]
             if self._drawn:
                 self.out.write(f"\x1b[{self._drawn}F\x1b[J")
         self.out.write("\n".join(lines) + "\n")

@@ -8,9 +8,13 @@ against session time (seconds since the run's t0), from what each node's kind de
        STIMULI input received
     b  rates per neuron of every population (a typed-event population's APs and PSPs apart), in bins
     c  each device's resistance, exact at every plasticity pulse (status.jsonl's pulse log) and sampled by
-       every status message in between
+       every status message in between; a node of more than ``AGGREGATE_ABOVE`` devices as each device
+       set's mean with its min-max and 10-90 % bands, so a 1,000-device crossbar is three lines, not 1,000
     d  each link's latency histogram: the receiver's logged time minus the packet's send_time, for every
        packet it received (spikes, stimuli, typed events and loop probes alike, as the run summary counts)
+    e  (only with such device sets) each set's weight matrix at the run's end, a heatmap of its declared
+       quantity laid out by the two coordinates of its devices' declared address (a crossbar's wordline x
+       bitline: pre x post when its table wires them so), and a histogram of the values at start and end
 
 Protocol phases are shaded on every time axis and named. Panel c is left out when no device was recorded
 while the run went. The catch: everything comes from what the nodes journaled, so a node killed mid-run
@@ -35,10 +39,12 @@ from matplotlib.ticker import MaxNLocator
 from spikewire.config.session import (DamagedSessionWarning, RecordedSession, SessionError, link_source,
                                       read_session as read_recorded)
 from spikewire.nodes.element import Role
+from spikewire.nodes.figures import AGGREGATE_ABOVE
 from spikewire.streams.journal import RECEIVED
 from spikewire.streams.wire import DATA_KINDS, BioEvent, empty_events
 
-__all__ = ["DamagedSessionWarning", "NotASession", "SessionData", "build_figure", "plot_session", "read_session"]
+__all__ = ["DamagedSessionWarning", "DeviceSet", "NotASession", "SessionData", "build_figure", "plot_session",
+           "read_session"]
 
 NotASession = SessionError
 """The folder is not a session (config/session.py's SessionError, under the name plot used first)."""
@@ -91,6 +97,49 @@ class SpikingNode:
 
 
 @dataclass
+class DeviceSet:
+    """The devices of one set (synapse group) of a node with more than ``AGGREGATE_ABOVE`` devices."""
+
+    node: str
+    name: str
+    quantity: str
+    unit: str
+    names: list[str]
+    addresses: list[dict[str, int]]
+    """Each device's declared address (``{"wordline": 3, "bitline": 7}``), in ``names``' order."""
+    steps: list[tuple[np.ndarray, np.ndarray]]
+    """Each device's (session times, values) step function."""
+    pulses: tuple[int, int]
+    """LTP and LTD pulses applied to the set."""
+
+    @property
+    def label(self) -> str:
+        return f"{self.node}.{self.name}"
+
+    def at(self, t: np.ndarray) -> np.ndarray:
+        """Every device's value at times ``t`` (devices x times), each held from its first record back."""
+        out = np.empty((len(self.steps), len(t)))
+        for i, (times, values) in enumerate(self.steps):
+            out[i] = values[np.clip(np.searchsorted(times, t, side="right") - 1, 0, len(values) - 1)]
+        return out
+
+    def start_end(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.array([v[0] for _, v in self.steps]), np.array([v[-1] for _, v in self.steps])
+
+    def grid(self) -> tuple[np.ndarray, tuple[str, str], tuple[int, int]] | None:
+        """The values at the end laid out by the two address coordinates (NaN where no device sits), their
+        names and first values; None when the devices do not have a two-coordinate address."""
+        keys = list(self.addresses[0]) if self.addresses else []
+        if len(keys) != 2 or any(list(a) != keys for a in self.addresses):
+            return None
+        rows = np.array([a[keys[0]] for a in self.addresses])
+        cols = np.array([a[keys[1]] for a in self.addresses])
+        grid = np.full((rows.max() - rows.min() + 1, cols.max() - cols.min() + 1), np.nan)
+        grid[rows - rows.min(), cols - cols.min()] = self.start_end()[1]
+        return grid, (keys[0], keys[1]), (int(rows.min()), int(cols.min()))
+
+
+@dataclass
 class SessionData:
     """Everything the figure shows, read from a session folder; times are seconds since t0."""
 
@@ -115,6 +164,8 @@ class SessionData:
     """What could not be read, for the figure's footer."""
     merged_from: list[str] = field(default_factory=list)
     """The sites whose sessions ``spikewire merge`` joined into this one, the reference (clock) first."""
+    device_sets: list[DeviceSet] = field(default_factory=list)
+    """Devices of nodes with more than ``AGGREGATE_ABOVE`` of them, by set (not in ``resistance``)."""
 
 
 def read_session(session_dir: str | Path) -> SessionData:
@@ -124,7 +175,7 @@ def read_session(session_dir: str | Path) -> SessionData:
     s = read_recorded(session_dir)
     nodes = [node for node in (_spiking_node(s, name) for name in s.network.nodes if name in s.journals)
              if node.populations or node.typed]
-    resistance, pulses = _devices(s)
+    resistance, pulses, sets = _devices(s)
     phases = [(p.name, p.start, p.stop) for p in s.phases()]
     duration = s.end_s if s.end_s > 0 else max((b for _, _, b in s.network.phases), default=1.0)
     phases = [(n, a, min(b, duration)) for n, a, b in phases if a < duration]
@@ -135,7 +186,8 @@ def read_session(session_dir: str | Path) -> SessionData:
                        outcome=s.outcome or "unfinished", commit=commit, t0=float(s.t0), duration=float(duration),
                        phases=phases, nodes=nodes, resistance=resistance, pulses=pulses,
                        latency=_latencies(s), notes=[_note(s, d) for d in s.damage],
-                       merged_from=[str(m.get("site")) for m in s.provenance.get("merged_from") or []])
+                       merged_from=[str(m.get("site")) for m in s.provenance.get("merged_from") or []],
+                       device_sets=sets)
 
 
 def _note(s: RecordedSession, damage: str) -> str:
@@ -168,10 +220,31 @@ def _spiking_node(s: RecordedSession, name: str) -> SpikingNode:
     return node
 
 
-def _devices(s: RecordedSession) -> tuple[dict, dict]:
+def _devices(s: RecordedSession) -> tuple[dict, dict, list[DeviceSet]]:
     """Resistance step functions and pulses of every device recorded while the run went (named by device,
-    or node.device when devices of several nodes are drawn)."""
+    or node.device when devices of several nodes are drawn); the devices of a node with more than
+    ``AGGREGATE_ABOVE`` of them go by set into the third instead."""
     shown = [d for d in s.devices() if d.observed]
+    per_node: dict[str, int] = {}
+    for d in shown:
+        per_node[d.node] = per_node.get(d.node, 0) + 1
+    big = {node for node, n in per_node.items() if n > AGGREGATE_ABOVE}
+    sets: dict[tuple[str, str], DeviceSet] = {}
+    for d in shown:
+        if d.node not in big:
+            continue
+        group = d.declared.group if d.declared is not None else "(undeclared)"
+        ds = sets.get((d.node, group))
+        if ds is None:
+            ds = sets[(d.node, group)] = DeviceSet(
+                d.node, group, d.declared.quantity if d.declared else "resistance",
+                d.declared.unit if d.declared else "ohm", [], [], [], (0, 0))
+        ds.names.append(d.name)
+        ds.addresses.append(dict(d.declared.address) if d.declared is not None else {})
+        ds.steps.append(d.steps())
+        ltp = sum(1 for p in d.pulses if p.ltp)
+        ds.pulses = (ds.pulses[0] + ltp, ds.pulses[1] + len(d.pulses) - ltp)
+    shown = [d for d in shown if d.node not in big]
     prefixed = len({d.node for d in shown}) > 1
     resistance, pulses = {}, {}
     for d in shown:
@@ -180,7 +253,7 @@ def _devices(s: RecordedSession) -> tuple[dict, dict]:
         if d.pulses:
             pulses[label] = (np.array([p.t for p in d.pulses]), np.array([p.r_after for p in d.pulses]),
                              np.array([p.ltp for p in d.pulses]))
-    return resistance, pulses
+    return resistance, pulses, list(sets.values())
 
 
 def _latencies(s: RecordedSession) -> dict[str, np.ndarray]:
@@ -348,17 +421,75 @@ def _draw_resistance(ax, data: SessionData, end: float) -> None:
         for sel, marker in ((ltp, "v"), (~ltp, "^")):
             ax.plot(t[sel], r_after[sel] / 1e3, ls="none", marker=marker, ms=4.5, mew=0,
                     color=colour[dev], zorder=3)
+    for i, ds in enumerate(data.device_sets):
+        _draw_set_over_time(ax, ds, end, SET_COLOURS[i % len(SET_COLOURS)])
     ax.set_ylabel("resistance\n(kΩ)", fontsize=FONT)
     lo, hi = ax.get_ylim()
     if hi - lo < 1.0:  # a flat trace: give it room rather than magnify the last digits
         lo, hi = (lo + hi) / 2 - 0.5, (lo + hi) / 2 + 0.5
     ax.set_ylim(lo, hi + (0.2 * (hi - lo) if data.phases else 0.0))  # headroom for the phase names
-    ltp = sum(int(p[2].sum()) for p in data.pulses.values())
-    ltd = sum(int((~p[2]).sum()) for p in data.pulses.values())
+    ltp = sum(int(p[2].sum()) for p in data.pulses.values()) + sum(ds.pulses[0] for ds in data.device_sets)
+    ltd = sum(int((~p[2]).sum()) for p in data.pulses.values()) + sum(ds.pulses[1] for ds in data.device_sets)
     handles, _ = ax.get_legend_handles_labels()
     handles += [Line2D([], [], ls="none", marker="v", color="0.3", ms=6, label=f"LTP pulse ({ltp})"),
                 Line2D([], [], ls="none", marker="^", color="0.3", ms=6, label=f"LTD pulse ({ltd})")]
     _legend(ax, handles)
+
+
+SET_COLOURS = ("#6a3d9a", "#b15928", "#1f78b4", "#33a02c")
+SET_SAMPLES = 400
+"""Times a device set's mean and bands are evaluated at across the run."""
+
+
+def _draw_set_over_time(ax, ds: DeviceSet, end: float, colour: str) -> None:
+    """A device set as its mean, a 10-90 % band and a min-max band: three legend entries, not one per device."""
+    t0 = min(0.0, min(float(t[0]) for t, _ in ds.steps))
+    t = np.linspace(t0, end, SET_SAMPLES)
+    v = ds.at(t) / 1e3
+    ax.fill_between(t, v.min(axis=0), v.max(axis=0), step="post", color=colour, alpha=0.15, lw=0,
+                    label=f"{ds.label} min–max", zorder=1)
+    lo, hi = np.percentile(v, (10, 90), axis=0)
+    ax.fill_between(t, lo, hi, step="post", color=colour, alpha=0.3, lw=0, label=f"{ds.label} 10–90 %", zorder=1.5)
+    ax.plot(t, v.mean(axis=0), drawstyle="steps-post", color=colour, lw=1.8, zorder=2,
+            label=f"{ds.label} mean of {len(ds.names)}")
+
+
+def _draw_set_matrix(ax, cax, ds: DeviceSet) -> bool:
+    """The set's values at the end as a heatmap by address (False: its devices have no 2-D address)."""
+    laid = ds.grid()
+    if laid is None:
+        ax.text(0.5, 0.5, "no two-coordinate address to lay the devices out by", transform=ax.transAxes,
+                ha="center", va="center", fontsize=FONT - 1)
+        ax.set_axis_off()
+        cax.set_axis_off()
+        return False
+    grid, (row_key, col_key), (row0, col0) = laid
+    image = ax.imshow(np.ma.masked_invalid(grid) / 1e3, aspect="auto", interpolation="nearest", cmap="viridis",
+                      extent=(col0 - 0.5, col0 + grid.shape[1] - 0.5, row0 + grid.shape[0] - 0.5, row0 - 0.5))
+    image.set_gid("device-heatmap")
+    ax.set_xlabel(col_key, fontsize=FONT)
+    ax.set_ylabel(row_key, fontsize=FONT)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=10, integer=True))
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=8, integer=True))
+    bar = ax.figure.colorbar(image, cax=cax)
+    bar.set_label(f"{ds.quantity} at the end (k{'Ω' if ds.unit == 'ohm' else ds.unit})", fontsize=FONT - 1)
+    ax.set_title(f"{ds.label}: {ds.quantity} by {row_key} × {col_key} ({len(ds.names)} devices)", loc="left",
+                 fontsize=FONT, pad=3)
+    return True
+
+
+def _draw_set_histogram(ax, ds: DeviceSet) -> None:
+    start, end = ds.start_end()
+    k = np.concatenate([start, end]) / 1e3
+    lo, hi = float(k.min()), float(k.max())
+    bins = np.linspace(lo - 0.5, hi + 0.5, 31) if hi - lo < 1e-9 else np.linspace(lo, hi, 31)
+    ax.hist(start / 1e3, bins, histtype="step", lw=1.4, color="0.45", label=f"start (mean {start.mean() / 1e3:.2f})")
+    ax.hist(end / 1e3, bins, histtype="stepfilled", alpha=0.6, color=SET_COLOURS[0],
+            label=f"end (mean {end.mean() / 1e3:.2f}, {end.min() / 1e3:.2f}–{end.max() / 1e3:.2f})")
+    ax.set_xlabel(f"{ds.quantity} (k{'Ω' if ds.unit == 'ohm' else ds.unit})", fontsize=FONT)
+    ax.set_ylabel("devices", fontsize=FONT)
+    ax.set_title(f"{ds.label}: distribution", loc="left", fontsize=FONT, pad=3)
+    ax.legend(loc="upper center", fontsize=FONT - 2, frameon=False)
 
 
 def _draw_latency(ax, latency: dict[str, np.ndarray]) -> None:
@@ -390,7 +521,8 @@ def _draw_latency(ax, latency: dict[str, np.ndarray]) -> None:
 
 def build_figure(session_dir: str | Path, rate_bin: float = 1.0) -> Figure:
     """The session's figure (not saved): axes are, top to bottom, one raster per spiking node, the rates,
-    the resistances (only with memristors), the latencies. ``rate_bin`` is the rate panel's bin [s]."""
+    the resistances (only with memristors), the latencies, then a weight matrix and histogram per device set
+    of a node with more than ``AGGREGATE_ABOVE`` devices. ``rate_bin`` is the rate panel's bin [s]."""
     if not rate_bin > 0:
         raise ValueError(f"rate_bin must be > 0 s, got {rate_bin}")
     data = read_session(session_dir)
@@ -403,17 +535,27 @@ def build_figure(session_dir: str | Path, rate_bin: float = 1.0) -> Figure:
     start = min(0.0, *starts) if starts else 0.0
     rasters = _rasters(data.nodes)
 
+    devices = bool(data.resistance or data.device_sets)
     heights = [max(0.9, min(2.6, 0.36 * r.rows + 0.3)) for r in rasters] + [1.5]
-    if data.resistance:
+    if devices:
         heights.append(1.7)
     heights += [0.05, 2.1]  # a spacer: the latency panel's x axis is not time
+    n_time = len(heights) - 2
+    heights += [3.0] * len(data.device_sets)  # a weight matrix and a histogram per device set
     fig = Figure(figsize=(13, 2.0 + sum(heights) + 0.22 * len(notes)), layout="constrained")
     FigureCanvasAgg(fig)
     gs = fig.add_gridspec(len(heights), 1, height_ratios=heights)
     time_axes = []
-    for i in range(len(heights) - 2):
+    for i in range(n_time):
         time_axes.append(fig.add_subplot(gs[i], sharex=time_axes[0] if time_axes else None))
-    lat_ax = fig.add_subplot(gs[-1])
+    lat_ax = fig.add_subplot(gs[n_time + 1])
+    set_axes = []
+    for i, ds in enumerate(data.device_sets):
+        cells = gs[n_time + 2 + i].subgridspec(1, 3, width_ratios=[1.6, 0.05, 1.0])
+        matrix, bar, hist = (fig.add_subplot(cells[j]) for j in range(3))
+        _draw_set_matrix(matrix, bar, ds)
+        _draw_set_histogram(hist, ds)
+        set_axes.append(matrix)
 
     colours, k = {}, 0
     for node in data.nodes:
@@ -432,7 +574,7 @@ def build_figure(session_dir: str | Path, rate_bin: float = 1.0) -> Figure:
     rate_ax = time_axes[len(rasters)]
     _draw_rates(rate_ax, data, colours, edges)
     rate_ax.set_title(f"rates ({rate_bin:g} s bins)", loc="left", fontsize=FONT, pad=3)
-    res_ax = time_axes[-1] if data.resistance else None
+    res_ax = time_axes[-1] if devices else None
     if res_ax is not None:
         _draw_resistance(res_ax, data, end)
         res_ax.set_title("memristor resistance", loc="left", fontsize=FONT, pad=3)
@@ -450,8 +592,8 @@ def build_figure(session_dir: str | Path, rate_bin: float = 1.0) -> Figure:
     lat_ax.set_title("link latency", loc="left", fontsize=FONT, pad=3)
     lat_ax.tick_params(labelsize=FONT - 1)
 
-    panels = time_axes[:1] * bool(rasters) + [rate_ax] + [res_ax] * bool(res_ax) + [lat_ax]
-    for letter, ax in zip("abcd", panels):
+    panels = time_axes[:1] * bool(rasters) + [rate_ax] + [res_ax] * bool(res_ax) + [lat_ax] + set_axes[:1]
+    for letter, ax in zip("abcde", panels):
         ax.annotate(letter, xy=(0, 1), xycoords="axes fraction", xytext=(-8, 14), textcoords="offset points",
                     ha="right", va="bottom", fontsize=FONT + 4, fontweight="bold", gid="panel")
 

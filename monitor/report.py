@@ -6,13 +6,90 @@ import math
 
 from spikewire.config.network import Network
 from spikewire.nodes.element import Declaration
-from spikewire.nodes.figures import Figures
+from spikewire.nodes.figures import AGGREGATE_ABOVE, Figures, Spread
+
+STATUS_WIDTH = 120
+"""Characters of one node's live status line at most (one terminal row), whatever the node's size."""
+SPARK = " ▁▂▃▄▅▆▇█"
 
 
 def _us(x: float | None) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "-"
     return f"{x * 1e6:,.0f}"
+
+
+def sparkline(counts) -> str:
+    """A histogram's counts as block characters, tallest = the largest count (a blank: none), in brackets."""
+    top = max(counts, default=0) or 1
+    return "[" + "".join(SPARK[0] if not c else SPARK[max(1, round(c / top * (len(SPARK) - 1)))]
+                         for c in counts) + "]"
+
+
+def rate_text(pop: str, size: int, per_s: float | None) -> str:
+    """A population's rate, the one way every live view writes it: spikes per second per neuron (Hz) and,
+    for more than one neuron, of the whole population."""
+    if per_s is None:
+        return f"{pop} - Hz"
+    if size <= 1:
+        return f"{pop} {per_s:.1f} Hz"
+    return f"{pop} {per_s / size:.1f} Hz/neuron ({per_s:,.0f} Hz all {size})"
+
+
+def phase_text(network: Network, elapsed: float | None) -> str | None:
+    """Which protocol phase runs at session time ``elapsed`` and how far it is ("phase ltp 2/4 0.7/1.5s");
+    None without a protocol."""
+    phases = network.phases
+    if not phases or elapsed is None:
+        return None
+    if elapsed <= 0:
+        return f"not started (phase 1/{len(phases)} {phases[0][0]} next)"
+    for i, (name, start, end) in enumerate(phases, 1):
+        if start <= elapsed < end:
+            return f"phase {name} {i}/{len(phases)} {elapsed - start:.1f}/{end - start:g}s"
+    return f"done ({len(phases)} phases, {phases[-1][2]:g} s)"
+
+
+def device_sets(f: Figures, declaration: Declaration) -> dict[str, list[str]]:
+    """A node's devices by the set (synapse group) its kind declares them in; undeclared ones apart."""
+    sets: dict[str, list[str]] = {}
+    for name in f.devices:
+        dev = declaration.device(name)
+        sets.setdefault(dev.group if dev is not None else "(undeclared)", []).append(name)
+    return sets
+
+
+def aggregated(f: Figures) -> bool:
+    """Whether a node's devices are shown in aggregate (``AGGREGATE_ABOVE``)."""
+    return len(f.devices) > AGGREGATE_ABOVE
+
+
+def device_set_text(group: str, f: Figures, names: list[str]) -> str:
+    """One device set in a few words: how many, mean [min..max] value, a histogram, pulses applied."""
+    sp = Spread.of([f.devices[n].r for n in names])
+    ltp = sum(f.devices[n].ltp for n in names)
+    ltd = sum(f.devices[n].ltd for n in names)
+    return (f"{group} {sp.n} dev {sp.mean / 1e3:.1f} kOhm [{sp.min / 1e3:.1f}..{sp.max / 1e3:.1f}]"
+            f"{sparkline(sp.counts)} LTP/LTD {ltp}/{ltd}")
+
+
+def fit_line(head: str, parts: list[str], width: int = STATUS_WIDTH) -> str:
+    """``head`` and as many of ``parts`` (most important first) as fit in ``width`` characters; the rest
+    counted ("+2 more"), so a line never wraps whatever the node's size."""
+    shown = []
+    for part in parts:
+        if len("  ".join([head, *shown, part])) > width:
+            break
+        shown.append(part)
+    while len(shown) < len(parts):
+        line = "  ".join([head, *shown, f"+{len(parts) - len(shown)} more"])
+        if len(line) <= width:
+            return line
+        if not shown:
+            return line[: width - 1] + "…"
+        shown.pop()
+    line = "  ".join([head, *shown])
+    return line if len(line) <= width else line[: width - 1] + "…"
 
 
 def _model_section(f: Figures) -> dict:
@@ -125,7 +202,8 @@ def build_report(network: Network, finals: dict[str, dict], duration: float, out
     warnings = said + misdeclared
     return {"network": network.name, "outcome": outcome, "duration_s": duration, "warnings": warnings,
             "neurons": neurons,
-            "memristors": memristors, "links": links, "nodes": nodes, "phases": phase_table(network, finals),
+            "memristors": memristors, "device_sets": device_set_rows(network, finals, names), "links": links,
+            "nodes": nodes, "phases": phase_table(network, finals),
             "probes": probes}
 
 
@@ -168,12 +246,50 @@ def phase_table(network: Network, finals: dict[str, dict]) -> list[dict]:
                     was = before.events if before else {}
                     row[f"{pop} stim AP"] = p.events["stimulated_ap"] - was.get("stimulated_ap", 0)
                     row[f"{pop} PSP"] = p.events.get("psp", 0) - was.get("psp", 0)
+            if aggregated(mark):  # a device set's mean, range and pulses, not a column per device
+                for group, names in device_sets(mark, network.nodes[node].declaration).items():
+                    sp = Spread.of([mark.devices[n].r for n in names])
+                    row[f"{group} kOhm mean"], row[f"{group} kOhm min"], row[f"{group} kOhm max"] = \
+                        sp.mean / 1e3, sp.min / 1e3, sp.max / 1e3
+                    row[f"{group} LTP"] = sum(mark.devices[n].ltp - (prev.devices[n].ltp if n in prev.devices else 0)
+                                              for n in names)
+                    row[f"{group} LTD"] = sum(mark.devices[n].ltd - (prev.devices[n].ltd if n in prev.devices else 0)
+                                              for n in names)
+                continue
             for dev, d in mark.devices.items():
                 before = prev.devices.get(dev)
                 row[f"{dev} kOhm"] = d.r / 1e3
                 row[f"{dev} LTP"] = d.ltp - (before.ltp if before else 0)
                 row[f"{dev} LTD"] = d.ltd - (before.ltd if before else 0)
     return [r for r in rows if len(r) > 3]
+
+
+def device_set_rows(network: Network, finals: dict[str, dict], names: list[str]) -> list[dict]:
+    """Per device set of every node shown in aggregate: how many devices, the spread of their values at
+    the start and at the end, the pulses applied (the JSON keeps every device besides, in ``memristors``)."""
+    out = []
+    for name in names:
+        final = finals.get(name)
+        if final is None:
+            continue
+        f = Figures.from_dict(final.get("model"))
+        if not aggregated(f):
+            continue
+        declaration = network.nodes[name].declaration
+        for group, devs in device_sets(f, declaration).items():
+            starts = [f.devices[d].r_start for d in devs if f.devices[d].r_start is not None]
+            first = declaration.device(devs[0])
+            out.append({"node": name, "set": group, "devices": len(devs),
+                        "quantity": first.quantity if first else "resistance", "unit": first.unit if first else "ohm",
+                        "r_start": Spread.of(starts).to_dict() if starts else None,
+                        "r_end": Spread.of([f.devices[d].r for d in devs]).to_dict(),
+                        "ltp_pulses": sum(f.devices[d].ltp for d in devs),
+                        "ltd_pulses": sum(f.devices[d].ltd for d in devs)})
+    return out
+
+
+def _kohm(ohms: float | None) -> str:
+    return "-" if ohms is None else f"{ohms / 1e3:.3f}"
 
 
 def _table(headers: list[str], rows: list[list], right: set[int]) -> list[str]:
@@ -193,11 +309,23 @@ def render_text(report: dict) -> str:
             [[n["node"], n["population"], n["neuron"], n["spikes"], f"{n['rate_hz']:.2f}",
               ", ".join(f"{k}={n[k]}" for k in ("stimuli", "psp", "stimulated_ap", "spontaneous_ap") if k in n)]
              for n in report["neurons"]], {3, 4}) + [""]
-    if report["memristors"]:
+    sets = report.get("device_sets") or []
+    big = {d["node"] for d in sets}
+    listed = [m for m in report["memristors"] if m["node"] not in big]
+    if listed:
         out += ["Memristors"] + _table(
             ["node", "device", "R start kOhm", "R end kOhm", "LTP", "LTD"],
-            [[m["node"], m["name"], f"{m['r_start'] / 1e3:.3f}", f"{m['r_end'] / 1e3:.3f}", m["ltp_pulses"],
-              m["ltd_pulses"]] for m in report["memristors"]], {2, 3, 4, 5}) + [""]
+            [[m["node"], m["name"], _kohm(m["r_start"]), _kohm(m["r_end"]), m["ltp_pulses"],
+              m["ltd_pulses"]] for m in listed], {2, 3, 4, 5}) + [""]
+    if sets:
+        out += [f"Memristor sets (nodes with more than {AGGREGATE_ABOVE} devices; every device is in the JSON "
+                "summary)"] + _table(
+            ["node", "set", "devices", "R start mean kOhm", "R end mean kOhm", "min", "max", "sd",
+             "R end histogram (min..max)", "LTP", "LTD"],
+            [[d["node"], d["set"], d["devices"], _kohm(d["r_start"]["mean"]) if d["r_start"] else "-",
+              _kohm(d["r_end"]["mean"]), _kohm(d["r_end"]["min"]), _kohm(d["r_end"]["max"]), _kohm(d["r_end"]["sd"]),
+              sparkline(d["r_end"]["counts"]), d["ltp_pulses"], d["ltd_pulses"]] for d in sets],
+            {2, 3, 4, 5, 6, 7, 9, 10}) + [""]
     inter = [ln for ln in report["links"] if ln.get("inter_site") and ln.get("received") is not None]
     if inter:
         out += ["Inter-site links (offset: sender's clock minus ours; latency above is corrected by it)"] + _table(
@@ -259,48 +387,102 @@ def render_text(report: dict) -> str:
     return "\n".join(out)
 
 
+def rig_text(rig: dict) -> tuple[str, bool]:
+    """A rig's state in a few words, and whether it needs attention (down, not calibrated, no stimulation
+    consumer). "held 4+2 no consumer": stimuli held while the rig was down, and while nothing subscribed."""
+    up, cal = bool(rig.get("rig_up")), bool(rig.get("calibrated"))
+    held, orphan = int(rig.get("stim_held", 0)), int(rig.get("stim_held_no_consumer", 0))
+    words = ["rig up" if up else "RIG DOWN"]
+    if "calibrated" in rig:
+        words.append("calibrated" if cal else "UNCALIBRATED")
+    words.append("stim ok" if rig.get("stim_ready") else "NO STIM CONSUMER")
+    words.append(f"held {held}" + (f"+{orphan} no consumer" if orphan else ""))
+    return " ".join(words), not up or ("calibrated" in rig and not cal) or not rig.get("stim_ready")
+
+
+def _inputs_text(st: dict, alarms: list[str]) -> tuple[list[str], list[str]]:
+    """A node's input connections, each with its latency p50/p99, losses (when there are) and (between sites)
+    clock offset; and the same for all of them in one part (the worst p99, the losses, the largest offset),
+    for a line that has no room for each. Down ones and malformed packets go to ``alarms``."""
+    live, lost, bad = [], 0, 0
+    seen = set()
+    for port in st.get("inputs", {}).values():
+        for ln in port["links"].values():
+            bad += sum(ln["malformed"].values())
+            source = ln["label"].split(" -> ")[0]
+            if source in seen:  # one connection feeding several ports: show it once
+                continue
+            seen.add(source)
+            up = ln.get("upstream", {})
+            lost += ln["gaps"]
+            if up.get("state") == "down":
+                alarms.append(f"<- {source} DOWN")
+            elif ln["latency_s"].get("count"):
+                offset = (up.get("clock") or {}).get("offset_s") if up.get("inter_site") else None
+                live.append((source, ln["latency_s"], ln["gaps"], offset))
+    if bad:
+        alarms.append(f"malformed {bad}")
+    if not live:
+        return [], []
+    nodes = [src.split(".")[0] for src, *_ in live]
+    if len(set(nodes)) == len(nodes):  # each from another node: its name says which
+        live = [(node, *rest) for node, (_, *rest) in zip(nodes, live)]
+    each = [f"<-{src} p50/p99 {_us(lat['p50'])}/{_us(lat['p99'])}us" + (f" LOST {gaps}" if gaps else "")
+            + (f" offset {offset * 1e6:+,.0f}us" if offset is not None else "") for src, lat, gaps, offset in live]
+    worst = max(live, key=lambda x: x[1]["p99"] or 0.0)
+    offsets = [o for *_, o in live if o is not None]
+    text = f"<-{len(live)} inputs p99≤{_us(worst[1]['p99'])}us" + (f" LOST {lost}" if lost else "")
+    if offsets:
+        text += f" offset≤{max(offsets, key=abs) * 1e6:+,.0f}us"
+    return each, [text]
+
+
 def render_status(network: Network, statuses: dict[str, dict], previous: dict[str, dict],
-                  only: list[str] | None = None) -> list[str]:
-    """One line per node (of ``only``, if given) for the live view: rates, resistances, input links'
-    latency and drops, links that are down, interlock holds."""
+                  only: list[str] | None = None, width: int = STATUS_WIDTH) -> list[str]:
+    """One line per node (of ``only``, if given) for the live view, at most ``width`` characters whatever
+    the node's size: session time and protocol phase, then what needs attention (interlock holding, rig
+    down, links down), rates (``rate_text``), devices (each set in aggregate past ``AGGREGATE_ABOVE``), rig
+    state, input links' latency, drops and clock offset, interlock state; what does not fit is counted."""
     lines = []
-    for name in network.nodes if only is None else only:
+    names = list(network.nodes if only is None else only)
+    elapsed = [statuses[n]["elapsed"] for n in names if n in statuses]
+    phase = phase_text(network, max(elapsed)) if elapsed else None
+    if phase:  # one line for the protocol: every node runs the same one
+        lines.append(f"{'protocol':<12} t={max(elapsed):5.1f}s {phase}")
+    for name in names:
         st = statuses.get(name)
         if st is None:
             lines.append(f"{name:<12} (waiting)")
             continue
         model = Figures.from_dict(st.get("model"))
-        parts = [f"t={st['elapsed']:6.1f}s"]
+        head = f"{name:<12} t={st['elapsed']:5.1f}s"
+        alarms, parts = [], []
         prev = previous.get(name)
         before = Figures.from_dict(prev.get("model")) if prev else model
         dt = st["t"] - prev["t"] if prev else 0.0
+        il = st.get("interlock")
+        if il and il.get("holding"):
+            alarms.append(f"INTERLOCK HOLD ({il['reason']})")
         for pop, p in model.populations.items():
             was = before.populations.get(pop)
             n = p.spikes - (was.spikes if was else p.spikes)
-            parts.append(f"{pop} {(n / dt / max(p.size, 1)) if dt > 0 else 0.0:5.1f} Hz")  # per neuron
+            parts.append(rate_text(pop, p.size, n / dt if dt > 0 else 0.0))
             if "stimulated_ap" in p.events:
                 parts.append(f"AP stim/spont {p.events['stimulated_ap']}/{p.events['spontaneous_ap']} "
                              f"PSP {p.events['psp']}")
-        parts += [f"{dev} {d.r / 1e3:.3f} kOhm" for dev, d in model.devices.items()]
-        seen = set()
-        for port in st.get("inputs", {}).values():
-            for ln in port["links"].values():
-                source = ln["label"].split(" -> ")[0]
-                if source in seen:  # one connection feeding several ports: show it once
-                    continue
-                seen.add(source)
-                lat = ln["latency_s"]
-                up = ln.get("upstream", {})
-                if up.get("state") == "down":
-                    parts.append(f"<- {source} DOWN")
-                elif lat.get("count"):
-                    parts.append(f"<- {source} p50/p99 {_us(lat['p50'])}/{_us(lat['p99'])} us"
-                                 f" drops {ln['gaps']}")
-                bad = sum(ln["malformed"].values())
-                if bad:
-                    parts.append(f"malformed {bad}")
-        il = st.get("interlock")
-        if il and il.get("holding"):
-            parts.append(f"INTERLOCK HOLD ({il['reason']})")
-        lines.append(f"{name:<12} " + "  ".join(parts))
+        if aggregated(model):
+            sets = device_sets(model, network.nodes[name].declaration) if name in network.nodes else \
+                {"devices": list(model.devices)}
+            parts += [device_set_text(group, model, devs) for group, devs in sets.items()]
+        else:
+            parts += [f"{dev} {d.r / 1e3:.3f} kOhm" for dev, d in model.devices.items()]
+        if model.rig is not None:
+            text, bad = rig_text(model.rig)
+            (alarms if bad else parts).append(text)
+        each, together = _inputs_text(st, alarms)
+        tail = ["interlock ok"] if il and not il.get("holding") else []
+        detailed = alarms + parts + each + tail
+        if len("  ".join([head, *detailed])) > width:
+            detailed = alarms + parts + together + tail
+        lines.append(fit_line(head, detailed, width))
     return lines

@@ -9,9 +9,15 @@ The catch: a node re-renders its exposition at most once a second (``MetricsServ
 text carries no timestamps, so two fetches may return the same render and the time between fetches is
 not the time between renders. So an unchanged exposition changes nothing on screen, and a difference is
 divided by the node's own clock (committed ticks times its tick period) when it has one; only
-event-driven nodes fall back to the time between fetches. For the same reason a link's ``sent`` (from
-its source node) and ``received`` (from its destination) may disagree by up to a render interval of
-traffic: they are read from two processes rendered at different moments.
+event-driven nodes fall back to the time between fetches.
+
+For the same reason a link's figures all come from one exposition, its receiver's: two processes render
+at different moments, and a sender's own count read beside a receiver's was routinely behind it (more
+received than sent). ``sent`` is what the receiver knows the sender had sent by the newest packet that
+reached it: every sequence number up to that one is received, lost (a gap) or refused with its number
+accounted for (``IN_SEQUENCE``). Packets sent after it (in flight) are not in it, and drops at the
+sender's own full send queue, which consume no sequence number, are added to ``dropped`` from the
+sender's exposition (a count, whatever its moment).
 
 The view is ``render_frame`` of parsed ``Exposition``s, a pure function; ``main`` only fetches and draws.
 """
@@ -36,10 +42,15 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from spikewire.config.network import Network, NetworkError, NodeSpec, load_network
 from spikewire.monitor import catalogue as C
-from spikewire.monitor.report import _table, _us
+from spikewire.monitor.report import _table, _us, phase_text, rate_text, sparkline
+from spikewire.nodes.figures import AGGREGATE_ABOVE, Spread
 from spikewire.core.argtypes import number
 
 Labels = dict[str, str]
+
+IN_SEQUENCE = ("wrong_kind", "bad_time")
+"""Malformed reasons whose packets had a plausible sequence number, which the receiver accounts for like a
+delivered one (streams/link_rx.py); the other reasons' packets never reached the sequence."""
 
 
 @dataclass(frozen=True)
@@ -202,30 +213,60 @@ def node_row(spec: NodeSpec, st: NodeState) -> list[str]:
     sizes = population_sizes(spec)
     detail = []
     for pop in last.label_values(C.SPIKES.name, "population"):
+        size = sizes.get(pop, 1)
         n = _delta(C.SPIKES.name, last, prev, population=pop)
-        rate = n / dt / sizes.get(pop, 1) if n is not None and dt else last.value(C.RATE.name, population=pop)
-        detail.append(f"{pop} {rate:.1f} Hz" if rate is not None else f"{pop} - Hz")
-    for dev in last.label_values(C.RESISTANCE.name, "device"):
-        detail.append(f"{dev} {last.value(C.RESISTANCE.name, device=dev) / 1e3:.3f} kOhm")
+        if n is not None and dt:
+            per_s = n / dt
+        else:  # first refresh: the node's own gauge, per neuron
+            rate = last.value(C.RATE.name, population=pop)
+            per_s = None if rate is None else rate * size
+        detail.append(rate_text(pop, size, per_s))
+    detail += device_texts(spec, last)
     return [spec.name, "up" if ready != 0 else "starting", spec.kind, _int(last.value(C.TICKS.name)),
             _q_us(tick_p99) if last.buckets(C.TICK_COMPUTE.name) else "-", _int(last.value(C.OVERRUNS.name)),
             f"{rss / 2**20:.0f}" if rss is not None else "-", f"{cpu:.1f}" if cpu is not None else "-",
             "  ".join(detail)]
 
 
+def device_texts(spec: NodeSpec, last: Exposition) -> list[str]:
+    """Each device's value, or past ``AGGREGATE_ABOVE`` devices each declared set's mean [min..max], a
+    histogram and the pulses applied."""
+    values = {have["device"]: v for have, v in last.samples.get(C.RESISTANCE.name, ()) if "device" in have}
+    if len(values) <= AGGREGATE_ABOVE:
+        return [f"{dev} {r / 1e3:.3f} kOhm" for dev, r in values.items()]
+    pulses: dict[str, float] = {}
+    for have, v in last.samples.get(C.PULSES.name, ()):
+        if "device" in have and "direction" in have:
+            pulses[f"{have['device']} {have['direction']}"] = v
+    sets: dict[str, list[str]] = {}
+    for dev in values:
+        d = spec.declaration.device(dev)
+        sets.setdefault(d.group if d is not None else "(undeclared)", []).append(dev)
+    out = []
+    for group, devs in sets.items():
+        sp = Spread.of([values[d] for d in devs])
+        ltp = sum(pulses.get(f"{d} ltp", 0.0) for d in devs)
+        ltd = sum(pulses.get(f"{d} ltd", 0.0) for d in devs)
+        out.append(f"{group} {sp.n} devices {sp.mean / 1e3:.2f} kOhm mean [{sp.min / 1e3:.2f}..{sp.max / 1e3:.2f}] "
+                   f"sd {sp.sd / 1e3:.2f} {sparkline(sp.counts)} LTP {ltp:.0f} LTD {ltd:.0f}")
+    return out
+
+
 def link_row(link, states: dict[str, NodeState]) -> list[str]:
     src = states.get(link.src_node) if link.src_node else None
     dst = states.get(link.dst_node)
-    sent = drops = None
+    drops = None
     if src is not None and src.up:
-        sent = src.last.total(C.SENT.name, port=link.src_port) or 0.0
         drops = src.last.total(C.SEND_DROPS.name, port=link.src_port) or 0.0
-    received = gaps = malformed = p50 = p99 = None
-    if dst is not None and dst.up:
+    sent = received = gaps = malformed = p50 = p99 = None
+    if dst is not None and dst.up:  # everything but the sender's queue drops from the receiver (module docstring)
         lab = {"link": link.label}
         received = dst.last.total(C.RECEIVED.name, **lab)
         gaps = dst.last.total(C.GAPS.name, **lab) or 0.0
         malformed = dst.last.total(C.MALFORMED.name, **lab) or 0.0  # a reason shows up with its first packet
+        if received is not None:
+            refused = sum(dst.last.total(C.MALFORMED.name, reason=r, **lab) or 0.0 for r in IN_SEQUENCE)
+            sent = received + gaps + refused
         recent = recent_buckets(dst.last, dst.prev, C.LATENCY.name, **lab)
         p50, p99 = histogram_quantile(0.5, recent), histogram_quantile(0.99, recent)
     dropped = drops + gaps if drops is not None and gaps is not None else None
@@ -245,10 +286,55 @@ def site_link_row(link, states: dict[str, NodeState]) -> list[str]:
             _q_us(rtt), _int(dst.last.total(C.OUTAGES.name, **lab)), _int(late) if late is not None else "-"]
 
 
+def protocol_line(network: Network, states: dict[str, NodeState]) -> str | None:
+    """The protocol phase and its progress, by the session time of the node furthest on."""
+    elapsed = [st.last.value(C.SESSION_ELAPSED.name) for name in network.nodes
+               if (st := states.get(name)) is not None and st.up]
+    elapsed = [e for e in elapsed if e is not None]
+    if not network.phases:
+        return f"session time {max(elapsed):.1f} s" if elapsed else None
+    if not elapsed:
+        return "protocol: no node exports its session time"
+    t = max(elapsed)
+    return f"protocol: {phase_text(network, t)} (session time {t:.1f} of {network.phases[-1][2]:g} s)"
+
+
 def interlock_line(network: Network, states: dict[str, NodeState]) -> str | None:
-    held = [name for name in network.nodes if (st := states.get(name)) is not None and st.up
-            and st.last.value(C.INTERLOCK.name) == 1]
-    return f"INTERLOCK HOLDS stimulation and programming of: {', '.join(held)}" if held else None
+    """Every interlocked node's state; the ones holding stimulation and programming first, in capitals."""
+    held, clear = [], []
+    for name in network.nodes:
+        st = states.get(name)
+        if st is None or not st.up:
+            continue
+        state = st.last.value(C.INTERLOCK.name)
+        if state is not None:
+            (held if state == 1 else clear).append(f"{name} ({_int(st.last.value(C.HOLDS.name))} holds)")
+    if not held and not clear:
+        return None
+    if held:
+        return (f"INTERLOCK HOLDS stimulation and programming of: {', '.join(held)}"
+                + (f"; clear: {', '.join(clear)}" if clear else ""))
+    return f"interlock clear: {', '.join(clear)}"
+
+
+def rig_lines(network: Network, states: dict[str, NodeState]) -> list[str]:
+    """Each recording rig's health: up, calibrated, stimulation consumer, stimuli held or refused."""
+    out = []
+    for name in network.nodes:
+        st = states.get(name)
+        if st is None or not st.up or st.last.value(C.RIG_UP.name) is None:
+            continue
+        e = st.last
+        cal = e.value(C.RIG_CALIBRATED.name)
+        words = ["up" if e.value(C.RIG_UP.name) == 1 else "DOWN",
+                 "calibration not exported" if cal is None else "calibrated" if cal == 1 else "NOT CALIBRATED",
+                 "stim consumer ready" if e.value(C.STIM_READY.name) == 1 else "NO STIM CONSUMER",
+                 f"stimuli sent {_int(e.value(C.STIM_SENT.name))}",
+                 f"held {_int(e.value(C.STIM_HELD.name))} while down, {_int(e.value(C.STIM_NO_CONSUMER.name))} "
+                 f"with no consumer", f"refused {_int(e.total(C.STIM_REFUSED.name) or 0.0)}",
+                 f"disconnects {_int(e.value(C.RIG_DISCONNECTS.name))}"]
+        out.append(f"rig of {name}: " + ", ".join(words))
+    return out
 
 
 def probe_line(network: Network, states: dict[str, NodeState]) -> str | None:
@@ -275,18 +361,22 @@ def render_frame(network: Network, states: dict[str, NodeState], clock: str = ""
     up = sum(1 for name in network.nodes if states.get(name, NodeState()).up)
     lines = [(f"spikewire top: {network.name}  {clock}  nodes up {up}/{len(network.nodes)}  "
               "(rates, CPU, tick p99 and latency over the last interval; counts since start)")]
+    lines += [line for line in (protocol_line(network, states),) if line]
     lines += _table(["node", "state", "kind", "ticks", "tick p99 us", "overruns", "RSS MB", "CPU %",
-                     "rates (Hz per neuron) and memristors"],
+                     f"rates (Hz per neuron; Hz of the whole population) and memristors (sets of more than "
+                     f"{AGGREGATE_ABOVE}: mean [min..max], histogram)"],
                     [node_row(spec, states.get(name, NodeState())) for name, spec in network.nodes.items()],
                     {3, 4, 5, 6, 7})
     if network.links:
-        lines += _table(["link", "sent", "received", "dropped", "malformed", "p50 us", "p99 us"],
+        lines += _table(["link (all from its receiver but sender queue drops)", "sent", "received", "dropped",
+                         "malformed", "p50 us", "p99 us"],
                         [link_row(link, states) for link in network.links], {1, 2, 3, 4, 5, 6})
     inter = [link for link in network.links if link.inter_site]
     if inter:
         lines += _table(["inter-site link", "state", "offset us", "rtt us", "outages", "late"],
                         [site_link_row(link, states) for link in inter], {2, 3, 4, 5})
-    extra = [line for line in (interlock_line(network, states), probe_line(network, states)) if line]
+    extra = [line for line in (interlock_line(network, states), *rig_lines(network, states),
+                               probe_line(network, states)) if line]
     return [line.rstrip() for line in lines + extra]
 
 
@@ -346,8 +436,22 @@ class Screen:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="spikewire top", description="Live view of a running network, read from "
-                                 "its nodes' Prometheus metrics endpoints.")
+    ap = argparse.ArgumentParser(
+        prog="spikewire top", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Live view of a running network, read from its nodes' Prometheus metrics endpoints.",
+        epilog="What it shows:\n"
+               "  rates      spikes per second per neuron (Hz), and of the whole population for more than one\n"
+               "             neuron, over the last interval: the same figures as `spikewire run`'s status line\n"
+               f"  devices    each value; a node of more than {AGGREGATE_ABOVE} devices as each set's mean [min..max],\n"
+               "             standard deviation, a histogram from min to max, pulses applied\n"
+               "  links      read from the receiving node alone, so that they are of one moment: sent is what\n"
+               "             the receiver knows the sender had sent by the newest packet that reached it\n"
+               "             (received + lost + refused, by their sequence numbers), so received never exceeds\n"
+               "             it; packets still in flight are not counted yet. dropped adds the sender's own\n"
+               "             send-queue drops (which take no sequence number) to the receiver's gaps\n"
+               "  protocol   the phase running and how far it is, by the nodes' session time\n"
+               "  safety     each interlocked node's interlock, each rig's state (up, calibrated, stimulation\n"
+               "             consumer, stimuli held), inter-site links' clock offset and round trip")
     ap.add_argument("network", help="the network file the running network was started from (TOML)")
     ap.add_argument("--interval", type=number(above=0), default=1.0, help="seconds between refreshes (default 1)")
     ap.add_argument("--iterations", type=number(int, above=0), default=None, help="stop after this many frames")

@@ -192,9 +192,10 @@ def test_frame_shows_every_node_and_link_with_a_node_down():
     # sent, received, dropped (2 send drops + 3 gaps), malformed (both reasons), p50 and p99 of the last
     # interval: 20 packets in (100, 200] us and 5 in (1, 2] ms, so p50 = 100 + 100 * 12.5 / 20 = 162.5 us and
     # p99 = 1000 + 1000 * 4.75 / 5 = 1950 us
-    assert _row(lines, "zurich.anpre.spikes -> southampton.mr1.pre") == ["60", "30", "5", "3", "162", "1,950"]
-    assert _row(lines, "southampton.mr1.out -> padova.stim") == ["40", "-", "-", "-", "-", "-"]
-    assert _row(lines, "padova.events -> southampton.mr1.post") == ["-", "31", "-", "0", "150", "199"]
+    # sent is the receiver's: received + lost, not zurich's own count (60), rendered at another moment
+    assert _row(lines, "zurich.anpre.spikes -> southampton.mr1.pre") == ["33", "30", "5", "3", "162", "1,950"]
+    assert _row(lines, "southampton.mr1.out -> padova.stim") == ["-", "-", "-", "-", "-", "-"]
+    assert _row(lines, "padova.events -> southampton.mr1.post") == ["31", "31", "-", "0", "150", "199"]
     assert _row(lines, "southampton.mr2.out -> zurich.anpost.input")[:2] == ["20", "20"]
     assert sum(1 for link in LOOP.links for ln in lines if ln.startswith(link.label)) == 6
     assert lines[-1] == ("loop probe from zurich.anpre.spikes: round trip p50 1,500 us, p99 1,990 us over 8 probes; "
@@ -278,22 +279,28 @@ def test_a_bad_network_file_exits_2(tmp_path, capsys):
     assert "nodes.x.kind: unknown node kind" in capsys.readouterr().err
 
 
-@pytest.mark.integration
-def test_top_on_a_running_loop(cli_run, tmp_path):
-    path, _ = loop_copy(tmp_path)
-    run = cli_run("run", str(path), "--duration", "12")
+def top_frames(run, path: Path, iterations: int, interval: float) -> list[str]:
+    """``iterations`` frames of `spikewire top` on the network ``run`` (a conftest CliRun) runs, from its
+    readiness; then the run is stopped with Ctrl-C and must exit cleanly."""
     run.wait_for("all nodes ready", timeout=60)
     try:
-        done = subprocess.run([sys.executable, "-m", "spikewire.monitor.top", str(path), "--iterations", "3",
-                               "--interval", "1"], capture_output=True, text=True, timeout=30, cwd=ROOT,
-                              check=False)
+        done = subprocess.run([sys.executable, "-m", "spikewire.monitor.top", str(path), "--iterations",
+                               str(iterations), "--interval", str(interval)], capture_output=True, text=True,
+                              timeout=30 + iterations * interval, cwd=ROOT, check=False)
     finally:
         run.proc.send_signal(signal.SIGINT)
         code, text = run.finish(timeout=30)
     assert code == 0, text
     assert done.returncode == 0, done.stderr
     frames = done.stdout.split("\n\n")
-    assert len(frames) == 3, done.stdout
+    assert len(frames) == iterations, done.stdout
+    return frames
+
+
+@pytest.mark.integration
+def test_top_on_a_running_loop(cli_run, tmp_path):
+    path, _ = loop_copy(tmp_path)
+    frames = top_frames(cli_run("run", str(path), "--duration", "12"), path, 3, 1.0)
     last = frames[-1].splitlines()
     assert "nodes up 3/3" in last[0], frames[-1]
     for name, spec in LOOP.nodes.items():
@@ -307,3 +314,55 @@ def test_top_on_a_running_loop(cli_run, tmp_path):
             assert int(sent) > 0 and int(received) > 0, frames[-1]
             assert 10 <= int(p50.replace(",", "")) <= int(p99.replace(",", "")) < 100_000, frames[-1]  # us
     assert "round trip p50" in last[-1], frames[-1]
+
+
+def test_frame_shows_protocol_interlock_rig_and_aggregates():
+    """A node of a 100-neuron population and 1,000 devices, a rig, an interlock, the session time."""
+    from spikewire.config.network import build_network
+
+    table = [[i, j, i, j] for i in range(100) for j in range(10)]
+    net = build_network({
+        "network": {"name": "big"},
+        "protocol": {"phases": [{"name": "warm", "duration": 2.0}, {"name": "learn", "duration": 4.0}]},
+        "nodes": {"xbar": {"kind": "memristor", "rows": 100, "cols": 10, "persist": False,
+                           "synapses": {"w": {"table": table}}},
+                  "src": {"kind": "silicon", "populations": {"pre": {"size": 100}}},
+                  "bio": {"kind": "biological"}}})
+    devs = "\n".join(f'spikewire_memristor_resistance_ohms{{node="xbar",device="w[{i}->{j}]"}} {14000 + 10 * i + j}.0'
+                     for i in range(100) for j in range(10))
+    pulses = "\n".join(f'spikewire_plasticity_pulses_total{{node="xbar",device="w[{i}->0]",direction="ltp"}} 2.0'
+                       for i in range(100))
+    xbar = (f'spikewire_node_up{{node="xbar",kind="memristor",site="local"}} 1.0\n{devs}\n{pulses}\n'
+            'spikewire_session_elapsed_seconds{node="xbar"} 3.0\n'
+            'spikewire_interlock_held{node="xbar"} 0.0\nspikewire_interlock_holds_total{node="xbar"} 1.0\n')
+    src = ('spikewire_node_up{node="src",kind="silicon",site="local"} 1.0\n'
+           'spikewire_spikes_total{node="src",population="pre"} %d.0\n'
+           'spikewire_session_elapsed_seconds{node="src"} 3.1\n')
+    bio = ('spikewire_node_up{node="bio",kind="biological",site="local"} 1.0\n'
+           'spikewire_rig_up{node="bio"} 0.0\nspikewire_rig_calibrated{node="bio"} 0.0\n'
+           'spikewire_rig_stim_ready{node="bio"} 1.0\nspikewire_rig_stimuli_sent_total{node="bio"} 7.0\n'
+           'spikewire_rig_stimuli_held_total{node="bio"} 3.0\n'
+           'spikewire_rig_stimuli_held_no_consumer_total{node="bio"} 0.0\n'
+           'spikewire_interlock_held{node="bio"} 1.0\nspikewire_interlock_holds_total{node="bio"} 2.0\n')
+    states = {name: NodeState() for name in net.nodes}
+    states["xbar"].update(parse_exposition(xbar, 10.0, 1010.0))
+    states["src"].update(parse_exposition(src % 100, 10.0, 1010.0))
+    states["src"].update(parse_exposition(src % 2100, 12.0, 1012.0))  # 2,000 spikes in 2 s (by fetch time)
+    states["bio"].update(parse_exposition(bio, 10.0, 1010.0))
+    text = "\n".join(render_frame(net, states))
+    assert "protocol: phase learn 2/2 1.1/4s (session time 3.1 of 6 s)" in text
+    assert "pre 10.0 Hz/neuron (1,000 Hz all 100)" in text
+    xbar_row = next(ln for ln in text.splitlines() if ln.startswith("xbar "))
+    assert re.search(r"w 1000 devices 14\.50 kOhm mean \[14\.00\.\.15\.00\] sd 0\.29 \[.{8}\] LTP 200 LTD 0",
+                     xbar_row), xbar_row
+    assert "w[3->4]" not in text  # aggregated, not listed
+    assert "INTERLOCK HOLDS stimulation and programming of: bio (2 holds); clear: xbar (1 holds)" in text
+    assert ("rig of bio: DOWN, NOT CALIBRATED, stim consumer ready, stimuli sent 7, held 3 while down, 0 with no "
+            "consumer, refused 0, disconnects -") in text
+
+
+def test_help_says_where_sent_comes_from(capsys):
+    with pytest.raises(SystemExit):
+        top.build_parser().parse_args(["--help"])
+    out = capsys.readouterr().out
+    assert "received never exceeds" in out and "Hz/neuron" not in out and "per neuron" in out
