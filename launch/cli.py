@@ -155,7 +155,13 @@ def _params(argv: list[str]) -> int:
     return params_main(argv)
 
 
-PASS_THROUGH = {"top": _top, "rig-sim": _rig_sim, "fault-proxy": _fault_proxy, "params": _params}
+def _device(argv: list[str]) -> int:
+    from spikewire.monitor.device import main as device_main
+
+    return device_main(argv)
+
+
+PASS_THROUGH = {"top": _top, "rig-sim": _rig_sim, "fault-proxy": _fault_proxy, "params": _params, "device": _device}
 """Commands with their own argument parser: `spikewire top ARGS...` is monitor/top.py's main(ARGS)."""
 
 
@@ -383,6 +389,9 @@ def build_parser(extensions=()) -> argparse.ArgumentParser:
 
     sub.add_parser("params", help="every parameter a network file takes, with its unit, default and check "
                    "(spikewire params [KIND] [--format text|markdown|json]; docs/parameters.md)")
+
+    sub.add_parser("device", help="what one LTP or LTD pulse does to a device against its resistance, to choose "
+                   "pulses (spikewire device [NETWORK NODE] --sweep [--out FILE])")
 
     sub.add_parser("rig-sim", help="a mock recording rig over LSL (pylsl only): N channels of synthetic voltage with "
                    "spikes at known times, answering stimulation commands (spikewire rig-sim --help)")
