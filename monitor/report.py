@@ -431,7 +431,8 @@ def _inputs_text(st: dict, alarms: list[str]) -> tuple[list[str], list[str]]:
             + (f" offset {offset * 1e6:+,.0f}us" if offset is not None else "") for src, lat, gaps, offset in live]
     worst = max(live, key=lambda x: x[1]["p99"] or 0.0)
     offsets = [o for *_, o in live if o is not None]
-    text = f"<-{len(live)} inputs p99≤{_us(worst[1]['p99'])}us" + (f" LOST {lost}" if lost else "")
+    text = (f"<-{len(live)} inputs {','.join(sorted(set(nodes)))} p99≤{_us(worst[1]['p99'])}us"
+            + (f" LOST {lost}" if lost else ""))
     if offsets:
         text += f" offset≤{max(offsets, key=abs) * 1e6:+,.0f}us"
     return each, [text]
