@@ -20,12 +20,20 @@ Hard stimulation limits (``max_amplitude``, ``max_width``, ``max_rate``, ``max_t
 everything else: a command beyond one is refused, never clamped and never sent, and counted by reason
 (``stim_refused``: amplitude, width, rate). The stim port declares ``[-max_amplitude, max_amplitude]``,
 so the runtime already refuses such events on the link; the check here holds whatever reaches the rig.
+
+What a recording needs to be archived (monitor/nwb_export.py) is in the final report only (``summary``):
+``stream`` (name, rate, channel labels and unit from the stream's description, read on a thread at each
+connect), ``electrodes`` (each rig channel used and its neuron) and ``waveforms``: per channel, the mean and
+SD of every detected spike's band-passed waveform (1 ms before the trough to 2 ms after, in µV when the
+stream says its unit) and a uniform sample of at most ``WAVEFORMS_PER_CHANNEL`` of them, with their times;
+at most ``WAVEFORM_VALUES`` sampled values in all, so the report stays small at any channel count.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections import deque
 from dataclasses import dataclass
 
@@ -41,6 +49,14 @@ from spikewire.streams.clock import local_clock
 from spikewire.streams.wire import BioEvent, Kind
 
 log = logging.getLogger("spikewire.rig")
+
+WAVEFORMS_PER_CHANNEL = 20
+"""Waveform snippets the detector keeps per channel (a uniform sample of all its spikes)."""
+WAVEFORM_VALUES = 100_000
+"""At most this many snippet samples go into the final report over all channels (~1 MB of JSON)."""
+TO_MICROVOLTS = {"microvolts": 1.0, "microvolt": 1.0, "uv": 1.0, "µv": 1.0, "μv": 1.0, "millivolts": 1e3,
+                 "millivolt": 1e3, "mv": 1e3, "volts": 1e6, "volt": 1e6, "v": 1e6}
+"""A stream's channel unit (XDF meta-data: ``channels/channel/unit``) -> its factor to µV."""
 
 
 @dataclass(frozen=True)
@@ -166,6 +182,9 @@ class LslRigBackend(Backend):
         self._last_on_channel: dict[int, float] = {}  # rig channel -> time of its last command sent
         self._sent_times: deque[float] = deque()  # commands sent within the last second (max_total_rate)
         self.latency = LogHistogram()  # rig sample time -> spike event emitted
+        self.past_waveforms = None  # earlier connections' waveforms (kernels.detect.Waveforms), merged
+        self.stream_desc: dict | None = None  # the stream's description, read on a thread at each connect
+        self._desc_thread: threading.Thread | None = None
 
     def warm_up(self) -> None:
         from spikewire.nodes.kernels import detect
@@ -201,11 +220,46 @@ class LslRigBackend(Backend):
 
         channels, rate = self.inlet.channels, self.inlet.rate
         cmap = np.array(self.cfg.channel_map or range(channels), dtype=np.int64)
+        if self.detector is not None:
+            self.past_waveforms = merge_waveforms(self.past_waveforms, self.detector.waveforms())
         self.detector = SpikeDetector(channels, rate, cutoff_hz=self.cfg.cutoff_hz, threshold_sd=self.cfg.threshold_sd,
                                       dead_time_s=self.cfg.dead_time, calibration_s=self.cfg.calibration,
                                       channel_map=cmap, lowpass_hz=self.cfg.lowpass_hz or None,
-                                      max_chunk=self.cfg.max_chunk)
+                                      max_chunk=self.cfg.max_chunk, snippets=WAVEFORMS_PER_CHANNEL)
         self.first_index = 0
+        self._read_description()
+
+    def _read_description(self) -> None:
+        """Read the connected stream's full description (channel labels and unit) on a thread: pylsl's
+        ``info()`` asks the outlet, which must not stall the loop."""
+        inlet, brief = self.inlet.inlet, self.inlet.info
+        if inlet is None or brief is None:
+            return
+        self.stream_desc = {"name": brief.name(), "type": brief.type(), "source_id": brief.source_id(),
+                            "channels": brief.channel_count(), "rate_hz": brief.nominal_srate(), "labels": None,
+                            "unit": None}
+
+        def read(desc: dict) -> None:
+            import pylsl
+
+            try:
+                full = inlet.info(timeout=2.0)
+            except (pylsl.util.TimeoutError, pylsl.util.LostError, RuntimeError) as e:
+                log.warning("%s: the rig stream's description could not be read (%s: %s): no channel labels or "
+                            "unit; waveforms stay in the stream's own units", self.node, type(e).__name__, e)
+                return
+            labels, units = [], set()
+            ch = full.desc().child("channels").child("channel")
+            while not ch.empty() and len(labels) < desc["channels"]:
+                labels.append(ch.child_value("label"))
+                units.add(ch.child_value("unit").strip())
+                ch = ch.next_sibling("channel")
+            desc.update(labels=labels if len(labels) == desc["channels"] else None,
+                        unit=units.pop() if len(units) == 1 else None)
+
+        self._desc_thread = threading.Thread(target=read, args=(self.stream_desc,), name=f"{self.node}-rig-desc",
+                                             daemon=True)
+        self._desc_thread.start()
 
     def tick(self, t_start: float, t_end: float, emit: Emit) -> None:
         # The rig is the model: what it sent by now is this tick's, at the samples' own times.
@@ -222,7 +276,7 @@ class LslRigBackend(Backend):
         if not was_up or self.detector is None:
             self._detector()  # a new (or returning) rig: its channels and noise may have changed
         data, ts = got
-        sample_idx, neurons = self.detector.process(data, self.first_index)
+        sample_idx, neurons = self.detector.process(data, self.first_index, ts)
         self.first_index += len(ts)
         emitted_at = now
         for idx, neuron in zip(sample_idx.tolist(), neurons.tolist()):
@@ -310,7 +364,39 @@ class LslRigBackend(Backend):
         return {**self.status(), "unmapped_spikes": self.unmapped,
                 "refused_streams": dict(inlet.refused) if inlet else {}, "sample_to_event_s": self.latency.summary(),
                 "stim_limits": {"max_amplitude_v": self.cfg.max_amplitude, "max_width_s": self.cfg.max_width,
-                                "max_rate_hz": self.cfg.max_rate, "max_total_rate_hz": self.cfg.max_total_rate}}
+                                "max_rate_hz": self.cfg.max_rate, "max_total_rate_hz": self.cfg.max_total_rate},
+                **self._recording()}
+
+    def _recording(self) -> dict:
+        """The stream, the channels used (electrodes) and the waveforms, for an archive (module docstring)."""
+        desc = dict(self.stream_desc) if self.stream_desc else None
+        channels = desc["channels"] if desc else len(self.cfg.channel_map)
+        cmap = list(self.cfg.channel_map) or list(range(channels))
+        labels = (desc or {}).get("labels")
+        electrodes = [{"channel": c, "neuron": n, "label": labels[c] if labels else None}
+                      for c, n in enumerate(cmap) if 0 <= n < self.size]
+        waves = merge_waveforms(self.past_waveforms, self.detector.waveforms() if self.detector else None)
+        return {"stream": desc, "electrodes": electrodes,
+                "waveforms": None if waves is None else self._waveforms_json(waves, [e["channel"] for e in electrodes],
+                                                                               (desc or {}).get("unit"))}
+
+    def _waveforms_json(self, w, channels: list[int], unit: str | None) -> dict:
+        scale = TO_MICROVOLTS.get((unit or "").lower())
+        seen = [c for c in channels if c < len(w.count) and w.count[c]]
+        length = w.mean.shape[1]
+        keep = min(WAVEFORMS_PER_CHANNEL, WAVEFORM_VALUES // max(1, len(seen) * length))
+        out = {}
+        for c in seen:
+            k = len(w.snippets[c])
+            pick = np.linspace(0, k - 1, min(k, keep)).round().astype(int) if keep else np.zeros(0, int)
+            out[str(c)] = {"count": int(w.count[c]), "mean": _values(w.mean[c], scale), "sd": _values(w.sd[c], scale),
+                           "snippets": [_values(s, scale) for s in w.snippets[c][pick]],
+                           "times": w.times[c][pick].tolist()}
+        cfg = self.cfg
+        band = f"{cfg.cutoff_hz:g}-{cfg.lowpass_hz:g} Hz" if cfg.lowpass_hz else f"above {cfg.cutoff_hz:g} Hz"
+        return {"unit": "uV" if scale is not None else None, "rate_hz": w.rate_hz, "pre_samples": w.pre,
+                "samples": length, "filter": f"{band}, 2nd-order Butterworth sections, causal (the detector's)",
+                "channels": out}
 
     def figures(self, f: Figures, final: bool) -> None:
         f.rig = self.summary() if final else self.status()
@@ -322,7 +408,48 @@ class LslRigBackend(Backend):
                               "neuron of this node")
 
     def close(self) -> None:
+        if self._desc_thread is not None:
+            self._desc_thread.join(3.0)  # its pylsl call times out after 2 s
         if self.inlet is not None:
             self.inlet.close()
         if self.stim is not None:
             self.stim.close()
+
+
+def _values(a: np.ndarray, scale: float | None) -> list:
+    """JSON numbers to 0.01 of the unit (µV: far below any rig's noise); NaN as null."""
+    v = np.asarray(a, np.float64) * (scale or 1.0)
+    return [None if not math.isfinite(x) else round(x, 2) for x in v.tolist()]
+
+
+def merge_waveforms(a, b):
+    """Two connections' waveforms (kernels.detect.Waveforms, either None) as one: counts add, means and SDs
+    pool, and the kept snippets are re-sampled so each spike stays as likely to be kept. A rig that came
+    back with other channels or another rate: the one with more spikes."""
+    if a is None or b is None:
+        return a if b is None else b
+    if a.mean.shape != b.mean.shape or a.rate_hz != b.rate_hz or a.pre != b.pre:
+        return a if a.count.sum() >= b.count.sum() else b
+    from spikewire.nodes.kernels.detect import Waveforms
+
+    n = (a.count + b.count).astype(np.float64)[:, None]
+    na, nb = a.count[:, None], b.count[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = (np.nan_to_num(a.mean) * na + np.nan_to_num(b.mean) * nb) / n
+        square = (np.nan_to_num(a.sd ** 2 + a.mean ** 2) * na + np.nan_to_num(b.sd ** 2 + b.mean ** 2) * nb) / n
+    rng = np.random.default_rng(0)
+    snippets, times = [], []
+    for c in range(len(n)):
+        s = np.concatenate([a.snippets[c], b.snippets[c]])
+        t = np.concatenate([a.times[c], b.times[c]])
+        cap = max(len(a.snippets[c]), len(b.snippets[c]), WAVEFORMS_PER_CHANNEL)
+        if len(t) > cap:  # each kept snippet stands for count / kept spikes of its connection
+            w = np.concatenate([np.full(len(a.times[c]), a.count[c] / max(1, len(a.times[c]))),
+                                np.full(len(b.times[c]), b.count[c] / max(1, len(b.times[c])))])
+            pick = np.sort(rng.choice(len(t), cap, replace=False, p=w / w.sum()))
+            s, t = s[pick], t[pick]
+        order = np.argsort(t, kind="stable")
+        snippets.append(s[order])
+        times.append(t[order])
+    return Waveforms(rate_hz=a.rate_hz, pre=a.pre, count=a.count + b.count, mean=mean,
+                     sd=np.sqrt(np.maximum(square - mean ** 2, 0.0)), snippets=snippets, times=times)

@@ -28,11 +28,19 @@ its depth; with a 1 ms dead time, noise on top of it gives a second detection no
 spikes in white noise, 1-2% in 1/f; a 1.5 ms dead time removes nearly all). Non-finite samples become 0 and
 leave the high-pass state untouched, so one NaN from a rig cannot poison a channel for good.
 ``SpikeDetector.process`` returns views of its own buffers: use them before the next call.
+
+Waveform snippets (``snippets`` > 0): every detected spike's filtered waveform, ``snippet_before_s`` before
+its trough to ``snippet_after_s`` after it (1 + 2 ms), is summed per channel (mean and SD over every
+spike) and a uniform random sample of at most ``snippets`` per channel is kept (reservoir sampling), with
+each one's sample index. A spike whose window reaches into the next chunk waits for it; the window
+before comes from the previous chunk's last rows. A gap in the stream (a restart, missed samples) drops
+the snippets it cuts. Memory is fixed at construction: channels x (snippets + 2) x window samples.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from numba import njit
@@ -127,6 +135,108 @@ def detect_chunk(x, sos, zi, threshold, dead_samples, dead_until, first_index, o
 
 
 @njit(cache=True)
+def collect_snippets(y, times, first_index, tail, tail_rows, spike_index, spike_channel, n_spikes, pend_index,
+                     pend_time, pend_channel, pend_fill, pend_buf, pend_n, pre, inv_rate, count, kept, store,
+                     store_time, wsum, wsumsq, rng):
+    """Cut the waveform of every spike ``detect_chunk`` found in the filtered chunk ``y`` (absolute row 0 =
+    ``first_index``): ``pend_buf.shape[1]`` samples from ``pre`` before its index (``store.shape[2]`` of
+    them, and as many more as the trough may lie after the index: ``keep_snippet`` aligns), timed by
+    ``times[row]`` (the chunk's sample times; ``inv_rate``: seconds per sample). ``tail`` holds the
+    previous chunk's last rows (its last ``tail_rows`` valid); a waveform that runs past the chunk waits in
+    the ``pend_*`` slots (``pend_n[0]`` in use) for the next one, which must start where it stopped (else it
+    is dropped). Each finished waveform goes to ``keep_snippet``. Returns the new ``tail_rows``."""
+    rows = y.shape[0]
+    length = pend_buf.shape[1]
+    p = 0
+    while p < pend_n[0]:
+        finished = pend_index[p] - pre + pend_fill[p] != first_index  # a gap cut it: dropped
+        if not finished:
+            c = pend_channel[p]
+            f = pend_fill[p]
+            r = 0
+            while f < length and r < rows:
+                pend_buf[p, f] = y[r, c]
+                f += 1
+                r += 1
+            pend_fill[p] = f
+            if f == length:
+                keep_snippet(pend_buf[p], pre, c, pend_time[p], inv_rate, count, kept, store, store_time, wsum, wsumsq,
+                             rng)
+                finished = True
+        if finished:
+            last = pend_n[0] - 1
+            if p != last:
+                pend_index[p] = pend_index[last]
+                pend_time[p] = pend_time[last]
+                pend_channel[p] = pend_channel[last]
+                pend_fill[p] = pend_fill[last]
+                pend_buf[p, :] = pend_buf[last, :]
+            pend_n[0] = last
+        else:
+            p += 1
+    history = tail.shape[0]
+    for k in range(min(n_spikes, spike_index.shape[0])):
+        i = spike_index[k]
+        c = spike_channel[k]
+        start = i - first_index - pre
+        if start < -tail_rows or pend_n[0] == pend_index.shape[0]:
+            continue  # the stream (re)started too recently for the samples before it
+        slot = pend_n[0]
+        f = 0
+        for row in range(start, min(start + length, rows)):
+            pend_buf[slot, f] = tail[history + row, c] if row < 0 else y[row, c]
+            f += 1
+        if f == length:
+            keep_snippet(pend_buf[slot], pre, c, times[i - first_index], inv_rate, count, kept, store, store_time, wsum,
+                         wsumsq, rng)
+        else:
+            pend_index[slot] = i
+            pend_time[slot] = times[i - first_index]
+            pend_channel[slot] = c
+            pend_fill[slot] = f
+            pend_n[0] = slot + 1
+    if rows >= history:
+        tail[:, :] = y[rows - history:, :]
+        return history
+    tail[:history - rows, :] = tail[rows:, :]
+    tail[history - rows:, :] = y
+    return min(history, tail_rows + rows)
+
+
+@njit(cache=True)
+def keep_snippet(wave, pre, c, t, inv_rate, count, kept, store, store_time, wsum, wsumsq, rng):
+    """Align channel ``c``'s waveform ``wave`` (its spike reported at time ``t``, at ``wave[pre]``) on
+    its trough, the minimum of ``wave[pre:pre + extra + 1]`` (``extra = len(wave) - store.shape[2]``: a
+    spike whose trough fell in the next chunk was reported at its chunk's last sample), so the trough is
+    sample ``pre``; add it to the channel's sums, and keep it with probability capacity / spikes so far
+    (reservoir sampling: the kept ones are a uniform sample of all; ``rng[0]`` is a 64-bit LCG's state)."""
+    length = store.shape[2]
+    shift = 0
+    for j in range(1, wave.shape[0] - length + 1):
+        if wave[pre + j] < wave[pre + shift]:
+            shift = j
+    wave = wave[shift:shift + length]
+    count[c] += 1
+    for j in range(length):
+        v = np.float64(wave[j])
+        wsum[c, j] += v
+        wsumsq[c, j] += v * v
+    capacity = store.shape[1]
+    if capacity == 0:
+        return
+    if kept[c] < capacity:
+        slot = kept[c]
+        kept[c] += 1
+    else:
+        rng[0] = rng[0] * 6364136223846793005 + 1442695040888963407  # wraps (int64)
+        slot = ((rng[0] >> 33) & 0x7FFFFFFF) % count[c]
+        if slot >= capacity:
+            return
+    store[c, slot, :] = wave
+    store_time[c, slot] = t + shift * inv_rate
+
+
+@njit(cache=True)
 def collect_calibration(y, seen, stride, total, store):
     """Keep |y| of every ``stride``-th calibration sample: row r is calibration sample ``seen + r``; those
     that are multiples of ``stride`` and below ``total`` go to ``store[:, (seen + r) // stride]``
@@ -203,6 +313,9 @@ class SpikeDetector:
     id reported for channel c (default c; -1 switches a channel off; several channels may share a neuron,
     and their detections are not merged). ``peak_window_s`` [s]: how far after the crossing to look for the
     trough (capped below the dead time). ``max_chunk``: rows the buffers are sized for (default 50 ms).
+    ``snippets``: None (default) cuts no waveforms; N >= 0 sums every spike's waveform per channel and keeps
+    a uniform sample of at most N, ``snippet_before_s`` before the trough to ``snippet_after_s`` after it
+    (module docstring; ``waveforms`` reads them).
 
     Calibration: the first ``calibration_s`` of filtered data (counted in samples from construction or
     ``recalibrate``) sets each channel's sigma = median(|y|) / 0.6745 from at most 4,096 evenly strided
@@ -219,7 +332,8 @@ class SpikeDetector:
 
     def __init__(self, channels: int, rate_hz: float, cutoff_hz: float = 300.0, threshold_sd: float = 4.5,
                  dead_time_s: float = 1e-3, calibration_s: float = 0.5, channel_map=None,
-                 lowpass_hz: float | None = 3000.0, peak_window_s: float = 0.3e-3, max_chunk: int | None = None):
+                 lowpass_hz: float | None = 3000.0, peak_window_s: float = 0.3e-3, max_chunk: int | None = None,
+                 snippets: int | None = None, snippet_before_s: float = 1e-3, snippet_after_s: float = 2e-3):
         if int(channels) != channels or channels < 1:
             raise ValueError(f"channels must be a positive integer, got {channels!r}")
         if not (rate_hz > 0 and math.isfinite(rate_hz)):
@@ -269,6 +383,7 @@ class SpikeDetector:
         self._work = np.zeros((0, channels), np.float32)
         self._index = self._channel = self._neuron = np.zeros(0, np.int64)
         self._reserve(max_chunk if max_chunk is not None else max(1, round(0.05 * rate_hz)))
+        self._snippets_init(snippets, snippet_before_s, snippet_after_s)
         self.samples_missed = 0  # samples skipped by first_index jumping forward (not counting restarts)
         self.restarts = 0  # times first_index went backwards (a restarted stream)
         self.recalibrate()
@@ -289,10 +404,13 @@ class SpikeDetector:
         """Compile (or load from numba's cache) every kernel this detector calls."""
         warm_up()
 
-    def process(self, chunk: np.ndarray, first_index: int) -> tuple[np.ndarray, np.ndarray]:
+    def process(self, chunk: np.ndarray, first_index: int, times: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
         """Detect the spikes of ``chunk`` (samples, channels; any real dtype; row 0 is absolute sample
         ``first_index``). Returns (absolute sample index, neuron id), int64, in order of threshold
-        crossing: views of internal buffers, valid until the next call. Every index lies in this chunk."""
+        crossing: views of internal buffers, valid until the next call. Every index lies in this chunk.
+        ``times``: each row's time [s] (float64), which kept waveforms are stamped with (default: the
+        absolute sample index / rate)."""
         if chunk.ndim != 2 or chunk.shape[1] != self.channels:
             raise ValueError(f"chunk must be (samples, {self.channels}), got shape {chunk.shape}")
         rows = chunk.shape[0]
@@ -304,19 +422,78 @@ class SpikeDetector:
             return self._index[:0], self._neuron[:0]
         if not self._primed:
             self._prime(y[0])
+            self._tail_rows = 0
         elif first_index < self._next_index:
             self.restarts += 1
             self.dead_until.fill(NEVER)
+            self._tail_rows = self._pend_n[0] = 0  # their samples are of another stream
         elif first_index > self._next_index:
             self.samples_missed += first_index - self._next_index
+            self._tail_rows = 0  # the kernel drops the pending ones
         self._next_index = first_index + rows
         n = detect_chunk(y, self.sos, self.zi, self.threshold, self.dead_samples, self.dead_until,
                          first_index, self._index, self._channel, self.peak_samples)
+        if self.snippets is not None:
+            if times is None:  # (allocates: the rig node passes its samples' times)
+                times = np.arange(first_index, first_index + rows) / self.rate_hz
+            elif len(times) != rows:
+                raise ValueError(f"times must have one entry per row ({rows}), got {len(times)}")
+            self._tail_rows = collect_snippets(
+                y, times, first_index, self._tail, self._tail_rows, self._index, self._channel, n, self._pend_index,
+                self._pend_time, self._pend_channel, self._pend_fill, self._pend_buf, self._pend_n, self.snippet_pre,
+                1.0 / self.rate_hz, self._wcount, self._wkept, self._wstore, self._wtime, self._wsum, self._wsumsq,
+                self._rng)
         if not self.calibrated:
             self._calibrate(y)
         neurons = self._neuron[:n]
         np.take(self.channel_map, self._channel[:n], out=neurons, mode="clip")
         return self._index[:n], neurons
+
+    def _snippets_init(self, snippets: int | None, before_s: float, after_s: float) -> None:
+        self.snippets = snippets
+        self._tail_rows = 0
+        self._pend_n = np.zeros(1, np.int64)
+        if snippets is None:
+            return
+        if int(snippets) != snippets or snippets < 0:
+            raise ValueError(f"snippets must be None or an integer >= 0, got {snippets!r}")
+        if not (before_s >= 0 and after_s > 0):
+            raise ValueError(f"snippet_before_s must be >= 0 and snippet_after_s > 0, got {before_s!r}, {after_s!r}")
+        self.snippets = int(snippets)
+        ch = self.channels
+        self.snippet_pre = round(before_s * self.rate_hz)
+        length = self.snippet_pre + max(1, round(after_s * self.rate_hz))
+        cut = length + self.peak_samples  # room to align on the trough (keep_snippet)
+        # A waveform waits for the next chunk only when its spike lies within a window of the chunk's end,
+        # and a channel fires at most once per dead time: this many can wait at once.
+        pending = ch * (-(-cut // self.dead_samples) + 1)
+        self._tail = np.zeros((self.snippet_pre, ch), np.float32)
+        self._pend_index = np.zeros(pending, np.int64)
+        self._pend_time = np.zeros(pending)
+        self._pend_channel = np.zeros(pending, np.int64)
+        self._pend_fill = np.zeros(pending, np.int64)
+        self._pend_buf = _touched(np.empty((pending, cut), np.float32))
+        self._wcount = np.zeros(ch, np.int64)
+        self._wkept = np.zeros(ch, np.int64)
+        self._wstore = _touched(np.empty((ch, self.snippets, length), np.float32))
+        self._wtime = np.zeros((ch, self.snippets))
+        self._wsum = np.zeros((ch, length))
+        self._wsumsq = np.zeros((ch, length))
+        self._rng = np.array([0x5EED], np.int64)
+
+    def waveforms(self) -> Waveforms | None:
+        """The waveforms cut so far (a copy), None if this detector cuts none (``snippets=None``)."""
+        if self.snippets is None:
+            return None
+        n = self._wcount.astype(np.float64)[:, None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = self._wsum / n
+            sd = np.sqrt(np.maximum(self._wsumsq / n - mean * mean, 0.0))
+        kept = self._wkept.copy()
+        order = [np.argsort(self._wtime[c, :k], kind="stable") for c, k in enumerate(kept)]
+        return Waveforms(rate_hz=self.rate_hz, pre=self.snippet_pre, count=self._wcount.copy(), mean=mean, sd=sd,
+                         snippets=[self._wstore[c, o] for c, o in enumerate(order)],
+                         times=[self._wtime[c, o] for c, o in enumerate(order)])
 
     def _reserve(self, rows: int) -> None:
         # A channel fires at most once per dead time: this many fit any chunk of `rows` samples.
@@ -351,6 +528,24 @@ class SpikeDetector:
         self.calibrated = last == self.channels
 
 
+@dataclass(frozen=True)
+class Waveforms:
+    """Filtered spike waveforms per channel (the signal's own units), from ``SpikeDetector.waveforms``."""
+
+    rate_hz: float
+    pre: int
+    """Samples before the trough: sample ``pre`` of every waveform is its spike's trough."""
+    count: np.ndarray
+    """(channels,) spikes whose whole waveform was seen: what mean and sd are over."""
+    mean: np.ndarray
+    """(channels, samples) float64; NaN on a channel without any."""
+    sd: np.ndarray
+    snippets: list[np.ndarray]
+    """Per channel, (kept, samples) float32: a uniform sample of its waveforms, in time order."""
+    times: list[np.ndarray]
+    """Per channel, (kept,) the time of each kept waveform's trough (as ``process`` was given times)."""
+
+
 def _touched(a: np.ndarray) -> np.ndarray:
     """``a`` zeroed by writing, so the OS maps its pages now and not at first use in a live chunk (1,024
     page faults cost ~2 ms)."""
@@ -361,7 +556,7 @@ def _touched(a: np.ndarray) -> np.ndarray:
 def warm_up() -> None:
     """Compile (or load from cache) and run every kernel once with the types live calls use, so the first
     chunk pays no JIT."""
-    detector = SpikeDetector(2, 30_000.0, calibration_s=1e-3, max_chunk=30)
+    detector = SpikeDetector(2, 30_000.0, calibration_s=1e-3, max_chunk=30, snippets=1)
     rng = np.random.default_rng(0)
     for k in range(4):
         detector.process(rng.standard_normal((30, 2)).astype(np.float32), 30 * k)
