@@ -235,12 +235,26 @@ def cmd_replay(args) -> int:
 def cmd_export(args) -> int:
     """Exit 0 when the file was written, damaged session or not: the damage is printed (one line per
     problem) and recorded in the file, and a killed run's record is still the best one there is. Exit 2
-    when nothing was written (not a session, the file exists)."""
+    when nothing was written (not a session, the file exists, a subject flag or sidecar key refused: one
+    line naming it)."""
     from spikewire.monitor.nwb_export import export_nwb
+    from spikewire.monitor.nwb_subject import FIELDS, SubjectError, preparation, species_warning
 
+    try:
+        prep = preparation({key: getattr(args, key) for key in FIELDS}, args.subject)
+    except SubjectError as e:
+        print(f"spikewire export: {e}", file=sys.stderr)
+        return 2
+    advice: list[str] = []
+    species = species_warning(prep)
+    if species:
+        advice.append(species)
     out, refused, n = _read_session_for("export", "damaged", lambda: export_nwb(
         args.session, args.nwb, overwrite=args.overwrite, experimenter=args.experimenter, lab=args.lab,
-        institution=args.institution), (FileExistsError, FileNotFoundError, IsADirectoryError))
+        institution=args.institution, preparation=prep, advice=advice),
+        (FileExistsError, FileNotFoundError, IsADirectoryError))
+    for line in advice:
+        print(f"spikewire export: warning: {line}", file=sys.stderr)
     if refused is not None:
         return 2
     print(f"wrote {out}" + (f" from a damaged session: {n} problem{'s' if n > 1 else ''} (on stderr, and in the "
@@ -361,6 +375,20 @@ def build_parser(extensions=()) -> argparse.ArgumentParser:
     p.add_argument("--experimenter", help="experimenter name(s) for the NWB metadata")
     p.add_argument("--lab", help="lab for the NWB metadata")
     p.add_argument("--institution", help="institution for the NWB metadata")
+    prep = p.add_argument_group("the recorded preparation (a rig session; NWB Inspector rates a missing sex or age "
+                                "CRITICAL)")
+    prep.add_argument("--subject-id", metavar="ID", help="the preparation's (or animal's) identifier (default: the "
+                      "network's name)")
+    prep.add_argument("--species", help="Latin binomial (Rattus norvegicus) or an NCBI taxonomy IRI")
+    prep.add_argument("--sex", metavar="M|F|U|O", help="male, female, unknown or other")
+    prep.add_argument("--age", metavar="DURATION", help="age at the session as an ISO 8601 duration: P90D, P2Y6M, or "
+                      "a range P90D/P120D")
+    prep.add_argument("--session-description", metavar="TEXT", help="what the session was (default: the network's "
+                      "description)")
+    prep.add_argument("--electrode-location", metavar="TEXT", help="where the rig's electrodes record (brain area, "
+                      "culture region; default 'unknown')")
+    prep.add_argument("--subject", metavar="FILE", help="a YAML (or .toml) file with any of the keys subject_id, "
+                      "species, sex, age, session_description, electrode_location; the flags win over it")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("merge", help="merge the sessions the sites of one run recorded (spikewire run --site) into "

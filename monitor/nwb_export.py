@@ -5,15 +5,32 @@ node's kind declares (nodes/element.py: port roles, populations, devices) and re
 kind is named here. Times are seconds from the run's t0 (session time) and ``session_start_time`` is t0 in
 UTC. The file holds::
 
-    general        session_description (the network's), session_id (the folder's name), notes (command
-                   line, git commit, package versions, damage found, network.toml as run), protocol (the
-                   phases), one device per node, subject (in silico, or what a recorded preparation lacks)
+    general        session_description (the network's, or --session-description), session_id (the folder's
+                   name), notes (command line, git commit, package versions, damage found, network.toml as
+                   run), protocol (the phases), one device per node, subject (in silico; for a recorded
+                   preparation what the scientist gave: --subject-id --species --sex --age or --subject FILE,
+                   monitor/nwb_subject.py)
     units          one unit per neuron of every declared population: the events of every output port whose
                    role is SPIKES or BIO_EVENTS (COPY ports repeat another's: not units), per id seen when
                    the population's size is not known. Columns node, node_kind, site, port, population,
-                   neuron_id; per spike, bio_event_type (1 stimulated AP, 2 spontaneous AP, -1 a plain
-                   spike). PSPs are no spikes: events/psps. resolution: the populations' integration step.
+                   neuron_id, and nothing that some unit would hold a stand-in for. PSPs are no spikes
+                   (events/psps); which action potentials were stimulated: events/action_potentials.
+                   In a session that recorded a preparation (``recordings``), ``units`` holds the recorded
+                   neurons, with what only they have: ``electrodes`` (their rig channels), ``waveform_mean`` and
+                   ``waveform_sd`` [V] over every detected spike (the detector's band-passed signal, trough at
+                   time_before_peak_in_ms), resolution one sample; a neuron no channel records
+                   is left out. The model neurons (silicon, simulated) are then in processing/model/model_units.
+                   Elsewhere ``units`` holds every neuron; resolution: the populations' integration step.
+    electrodes     one row per rig channel a recording used (its final report): location (--electrode-location,
+                   else "unknown"), group (one ElectrodeGroup per recording node, on its device), rig_channel,
+                   label (the stream's channel label), neuron_id, sampling_rate [Hz]
+    processing/ecephys/spike_snippets_<node>_ch<C>   SpikeEventSeries per channel: a uniform sample of the
+                   detected spikes' waveforms (at most nodes/rig.py WAVEFORMS_PER_CHANNEL), timestamped at
+                   their troughs, linked to the channel's electrode. NWB's units.waveforms needs one waveform
+                   per spike; the rig keeps a bounded sample, so the sample lives here
     events/stimuli            events sent on STIMULI outputs (node, port, target, amplitude [V])
+    events/action_potentials  action potentials of BIO_EVENTS outputs: node, neuron_id, type (stimulated:
+                              within the node's stim_window after a stimulus; spontaneous)
     events/psps               PSPs of BIO_EVENTS outputs (node, neuron_id)
     events/synaptic_events    events sent on SYNAPTIC outputs: weighted synaptic events (node, port, target, value)
     events/plasticity_pulses  pulses from status.jsonl's logs (node, device, direction, voltage and
@@ -42,6 +59,7 @@ from __future__ import annotations
 import os
 import re
 import uuid
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -49,6 +67,7 @@ import numpy as np
 import pynwb
 from hdmf.common import DynamicTable, VectorData
 from pynwb import NWBHDF5IO, NWBFile, TimeSeries
+from pynwb.ecephys import SpikeEventSeries
 from pynwb.event import DurationVectorData, EventsTable, TimestampVectorData
 from pynwb.file import Subject
 from pynwb.misc import Units
@@ -56,39 +75,54 @@ from pynwb.misc import Units
 from spikewire import __version__
 from spikewire.config.session import (DamagedSessionWarning, RecordedSession, SessionError, link_source,
                                       read_session)
+from spikewire.monitor.nwb_subject import Preparation
 from spikewire.nodes.element import UNIT_ROLES, Role
 from spikewire.streams.journal import RECEIVED, SENT
 from spikewire.streams.wire import DATA_KINDS, EVENT_DTYPE, BioEvent
 
-__all__ = ["DamagedSessionWarning", "Session", "SessionError", "export_nwb", "links_from_journals", "read_session"]
+__all__ = ["DamagedSessionWarning", "MetadataWarning", "Session", "SessionError", "export_nwb", "links_from_journals",
+           "read_session"]
 
 Session = RecordedSession
 """A session folder, read once (config/session.py; the name this module used first)."""
 
-NOT_BIO = -1
-"""``bio_event_type`` of a spike that is no biological event (a silicon neuron's)."""
 NO_EVENTS = np.zeros(0, EVENT_DTYPE)
+UNIT_COLUMNS = {"node": "spikewire node that produced the spikes", "node_kind": "the node's kind",
+                "site": "the node's site (lab)", "port": "output port the spikes were sent on",
+                "population": "population (silicon) or node (biological) the neuron belongs to",
+                "neuron_id": "the neuron's index in its population (the events' id)"}
+UV_TO_V = 1e-6
+
+
+class MetadataWarning(UserWarning):
+    """The file lacks what NWB wants and only the scientist can say (a recorded preparation's subject)."""
 BASE_KEYWORDS = ["spiking neural network", "hybrid network"]
 
 
 # --- the file ---------------------------------------------------------------------------------------------
 def export_nwb(session_dir: str | Path, out_path: str | Path, overwrite: bool = False, *,
                experimenter: str | list[str] | None = None, lab: str | None = None,
-               institution: str | None = None, subject: Subject | None = None) -> Path:
+               institution: str | None = None, subject: Subject | None = None,
+               preparation: Preparation | None = None, advice: list[str] | None = None) -> Path:
     """Write the session in ``session_dir`` to ``out_path`` as NWB 2; return the path written.
 
     SessionError if ``session_dir`` is not a session; FileExistsError if ``out_path`` exists and not
     ``overwrite``. What is damaged or missing (a journal's tail, the summary) is exported as far as it goes,
-    with a DamagedSessionWarning each. ``subject`` describes a real preparation (a rig's culture); without
-    one a simulated session gets an in-silico subject, and a rig session one that says what is unknown."""
+    with a DamagedSessionWarning each. ``preparation`` (monitor/nwb_subject.py: what `spikewire export`'s
+    subject flags say) describes a recorded preparation (a rig's culture), its session and electrodes;
+    ``subject``, a pynwb Subject, replaces the subject whole. Without either a simulated session gets an
+    in-silico subject, and a rig session one that says what is unknown. What the file then lacks that only
+    the scientist can say is appended to ``advice`` if given, else warned (MetadataWarning)."""
     out = Path(out_path)
     if out.is_dir():
         raise IsADirectoryError(f"{out} is a folder; give the file to write, like session.nwb")
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (--overwrite) to replace it")
     s = read_session(session_dir)
-    nwb = _nwbfile(s, experimenter, lab, institution, subject)
-    _add_units(nwb, s)
+    prep = preparation or Preparation()
+    say = advice.append if advice is not None else (lambda text: warnings.warn(text, MetadataWarning, stacklevel=3))
+    nwb = _nwbfile(s, experimenter, lab, institution, subject, prep, say)
+    _add_units(nwb, s, prep, say)
     _add_events(nwb, s)
     _add_resistance(nwb, s)
     _add_epochs(nwb, s)
@@ -104,10 +138,11 @@ def export_nwb(session_dir: str | Path, out_path: str | Path, overwrite: bool = 
     return out
 
 
-def _nwbfile(s: Session, experimenter, lab, institution, subject: Subject | None) -> NWBFile:
+def _nwbfile(s: Session, experimenter, lab, institution, subject: Subject | None, prep: Preparation,
+             say) -> NWBFile:
     prov, net = s.provenance, s.network
     start = _session_start(s)  # first: these may add to the damage the notes list
-    subject = subject or _default_subject(s, start)
+    subject = subject or _default_subject(s, start, prep, say)
     src = prov.get("source", {})
     commit = src.get("commit") or "unknown (not a git checkout)"
     if src.get("dirty"):
@@ -128,7 +163,7 @@ def _nwbfile(s: Session, experimenter, lab, institution, subject: Subject | None
     merged = "".join(f":{m.get('site')}@{m.get('folder')}" for m in prov.get("merged_from", []))
     identifier = uuid.uuid5(uuid.NAMESPACE_URL,
                             f"spikewire:{prov.get('host')}:{prov.get('created')}:{net.name}{merged}")
-    description = net.description or f"spikewire network {net.name}"
+    description = prep.session_description or net.description or f"spikewire network {net.name}"
     if s.damage:  # what an archive's listing shows: a reader must not take this for a whole record
         description += (f" (incomplete record: {len(s.damage)} problem{'s' if len(s.damage) > 1 else ''} with the "
                         "session, listed in notes)")
@@ -198,13 +233,18 @@ def recordings(s: Session) -> list[str]:
     return out
 
 
-def _default_subject(s: Session, start: datetime) -> Subject:
+def _default_subject(s: Session, start: datetime, prep: Preparation, say) -> Subject:
     rigs = recordings(s)
     if rigs:
-        s.warn(f"node(s) {', '.join(rigs)} recorded a rig: spikewire does not know the preparation's "
-               "species, sex or age; pass subject= to describe it")
-        return Subject(subject_id=s.network.name,
-                       description=f"the preparation recorded by {', '.join(rigs)}; not described by spikewire")
+        missing = prep.missing()
+        if missing:
+            say(f"node(s) {', '.join(rigs)} recorded a preparation: spikewire does not know its "
+                f"{', '.join(m.removeprefix('--').replace('-', ' ') for m in missing)}; give "
+                f"{' '.join(f'{m} ...' for m in missing)} (or --subject FILE) to `spikewire export` "
+                "(NWB Inspector rates a missing sex or age CRITICAL)")
+        described = "described by the experimenter at export" if prep.subject_given else "not described by spikewire"
+        return Subject(subject_id=prep.subject_id or s.network.name, species=prep.species, sex=prep.sex,
+                       age=prep.age, description=f"the preparation recorded by {', '.join(rigs)}; {described}")
     return Subject(subject_id=s.network.name, sex="U", date_of_birth=start,
                    description="In silico: no animal. Every neuron is a model (silicon AdEx, simulated biological "
                                "Izhikevich) instantiated when the session starts, hence date_of_birth = "
@@ -227,38 +267,170 @@ def _unit_sources(s: Session):
                 yield name, port, out.group or name, out.size or 0, out.role, None
 
 
-def _add_units(nwb: NWBFile, s: Session) -> None:
+def _add_units(nwb: NWBFile, s: Session, prep: Preparation, say) -> None:
     sources = list(_unit_sources(s))
     if not sources:
         return
-    steps = [res for *_, res in sources if res is not None]
-    units = Units(name="units", resolution=max(steps) if steps else None, description=(
-        "One unit per neuron: spike_times are the SPIKE events each node sent on its output port and, for a "
-        "biological node, its action potentials (BIO events of type 1 stimulated or 2 spontaneous; PSPs are "
-        "in events/psps); seconds from t0, on the grid of the model's integration step (resolution)."))
-    for col, doc in (("node", "spikewire node that produced the spikes"), ("node_kind", "the node's kind"),
-                     ("site", "the node's site (lab)"), ("port", "output port the spikes were sent on"),
-                     ("population", "population (silicon) or node (biological) the neuron belongs to"),
-                     ("neuron_id", "the neuron's index in its population (the events' id)")):
+    recorded = set(recordings(s))
+    tissue = [src for src in sources if src[0] in recorded]
+    model = [src for src in sources if src[0] not in recorded]
+    if not tissue:
+        nwb.units = _model_units("units", s, model)
+        return
+    nwb.units = _recorded_units(nwb, s, tissue, prep, say)
+    if model:
+        nwb.create_processing_module("model", "spikewire's model neurons (silicon, simulated): their spikes as a "
+                                     "units table apart from the recorded preparation's").add(
+            _model_units("model_units", s, model))
+
+
+def _spikes(s: Session, node: str, port: str, role: Role, size: int):
+    """(neuron id, its spike times in session seconds) of every neuron of the port: 0..size-1 and any id
+    seen; a typed port's action potentials (its PSPs are no spikes)."""
+    events = s.sent(node).get(port, (None, NO_EVENTS))[1]
+    if role == Role.BIO_EVENTS:
+        events = events[events["value"] != BioEvent.PSP]
+    events = events[np.lexsort((events["t"], events["id"]))]  # by neuron, then time
+    ids = np.array(sorted(set(range(size)) | set(np.unique(events["id"]).tolist())), dtype=np.int64)
+    starts = np.searchsorted(events["id"], ids, side="left")
+    ends = np.searchsorted(events["id"], ids, side="right")
+    for neuron, a, b in zip(ids, starts, ends):
+        yield int(neuron), events["t"][a:b] - s.t0
+
+
+def _unit_columns(units: Units) -> None:
+    for col, doc in UNIT_COLUMNS.items():
         units.add_column(col, doc)
-    units.add_column("bio_event_type", "per spike: 1 stimulated action potential, 2 spontaneous action potential "
-                     "(Padova's types, streams/wire.py BioEvent); -1 a plain spike, which has no type", index=True)
+
+
+def _model_units(name: str, s: Session, sources) -> Units:
+    steps = [res for *_, res in sources if res is not None]
+    units = Units(name=name, resolution=max(steps) if steps else None, description=(
+        "One unit per neuron: spike_times are the SPIKE events each node sent on its output port and, for a "
+        "biological node, its action potentials (stimulated or spontaneous: events/action_potentials; PSPs are "
+        "in events/psps); seconds from t0, on the grid of the model's integration step (resolution)."))
+    _unit_columns(units)
     for node, port, pop, size, role, _ in sources:
         spec = s.network.nodes[node]
-        events = s.sent(node).get(port, (None, NO_EVENTS))[1]
-        typed = role == Role.BIO_EVENTS
-        if typed:
-            events = events[events["value"] != BioEvent.PSP]
-        events = events[np.lexsort((events["t"], events["id"]))]  # by neuron, then time
-        ids = np.array(sorted(set(range(size)) | set(np.unique(events["id"]).tolist())), dtype=np.int64)
-        starts = np.searchsorted(events["id"], ids, side="left")
-        ends = np.searchsorted(events["id"], ids, side="right")
-        for neuron, a, b in zip(ids, starts, ends):
-            mine = events[a:b]
-            types = mine["value"].astype(np.int8) if typed else np.full(len(mine), NOT_BIO, np.int8)
-            units.add_unit(spike_times=mine["t"] - s.t0, bio_event_type=types, node=node, node_kind=spec.kind,
-                           site=spec.settings.site, port=port, population=pop, neuron_id=int(neuron))
-    nwb.units = units
+        for neuron, times in _spikes(s, node, port, role, size):
+            units.add_unit(spike_times=times, node=node, node_kind=spec.kind, site=spec.settings.site, port=port,
+                           population=pop, neuron_id=neuron)
+    return units
+
+
+def _recorded_units(nwb: NWBFile, s: Session, sources, prep: Preparation, say) -> Units:
+    """The recorded neurons, linked to the electrodes table and with their mean waveforms when every one of
+    them has them (a node without a final report has neither: said)."""
+    rows = []  # (node, port, pop, role, neuron, times, electrode rows, waveform) per unit
+    rates = set()
+    for node, port, pop, size, role, _ in sources:
+        rec = _recording(s, node)
+        channels = {}  # neuron -> [channel]
+        for e in rec.get("electrodes") or []:
+            channels.setdefault(e["neuron"], []).append(e["channel"])
+        where = _add_electrodes(nwb, s, node, rec, prep) if channels else {}
+        waves = rec.get("waveforms") or {}
+        if waves.get("rate_hz"):
+            rates.add(float(waves["rate_hz"]))
+        for neuron, times in _spikes(s, node, port, role, size):
+            mine = channels.get(neuron, [])
+            if where and not mine and not len(times):
+                continue  # no channel records it: not a recorded neuron
+            seen = [(waves.get("channels", {}).get(str(c)) or {}).get("count", 0) for c in mine]
+            best = mine[int(np.argmax(seen))] if mine and waves.get("channels") is not None else None
+            rows.append((node, port, pop, neuron, times, [where[c] for c in mine if c in where],
+                         None if best is None else waves, best))
+    linked = all(r[5] for r in rows)
+    shapes = {(w["samples"], w["pre_samples"], w["rate_hz"], w["unit"]) for *_, w, _ in rows if w is not None}
+    waved = all(r[6] is not None for r in rows) and len(shapes) == 1
+    if not (linked and waved):
+        lacking = sorted({r[0] for r in rows if not r[5] or r[6] is None})
+        say(f"recorded node(s) {', '.join(lacking) or ', '.join(sorted({r[0] for r in rows}))} reported no channels "
+            "and waveforms (no final report: killed? or recorded before spikewire reported them): the units carry "
+            "no electrodes or waveforms")
+    (samples, pre, rate, unit), = shapes if waved else ((None, None, None, None),)
+    scale = UV_TO_V if unit == "uV" else 1.0
+    units = Units(name="units", resolution=1.0 / min(rates) if rates else None,
+                  electrode_table=nwb.electrodes if linked else None,
+                  waveform_rate=float(rate) if waved else None,
+                  waveform_time_before_peak_in_ms=pre / rate * 1e3 if waved else None,  # the trough (negative peak)
+                  waveform_unit="volts" if not waved or unit == "uV" else "unknown (the rig stream's own units)",
+                  description=(
+                      "The recorded preparation's neurons: spike_times are the action potentials each recording node "
+                      "detected on its rig channels (stimulated or spontaneous: events/action_potentials), at their "
+                      "samples' time-corrected LSL timestamps, seconds from t0 (resolution: one sample)"
+                      + (". electrodes: the unit's rig channels" if linked else "")
+                      + (f". waveform_mean, waveform_sd: over every detected spike, {samples} samples at {rate:g} Hz, "
+                         f"the trough at sample {pre}, of the detector's band-passed signal" if waved else "")))
+    _unit_columns(units)
+    for node, port, pop, neuron, times, electrodes, waves, best in rows:
+        spec = s.network.nodes[node]
+        extra = {}
+        if linked:
+            extra["electrodes"] = electrodes
+        if waved:
+            w = waves["channels"].get(str(best)) or {}
+            extra["waveform_mean"] = _volts(w.get("mean"), samples, scale)
+            extra["waveform_sd"] = _volts(w.get("sd"), samples, scale)
+        units.add_unit(spike_times=times, node=node, node_kind=spec.kind, site=spec.settings.site, port=port,
+                       population=pop, neuron_id=neuron, **extra)
+    return units
+
+
+def _volts(values, samples: int, scale: float) -> np.ndarray:
+    """A waveform from the report (None where undefined) in the file's unit; NaN throughout for a channel
+    that saw no whole spike (a mean of nothing)."""
+    if not values:
+        return np.full(samples, np.nan)
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64) * scale
+
+
+def _recording(s: Session, node: str) -> dict:
+    """What a recording node's final figures say of its stream, electrodes and waveforms ({}: no final)."""
+    final = s.final(node)
+    return dict(final.rig) if final is not None and isinstance(final.rig, dict) else {}
+
+
+def _add_electrodes(nwb: NWBFile, s: Session, node: str, rec: dict, prep: Preparation) -> dict[int, int]:
+    """One electrodes row per rig channel the node used, in one ElectrodeGroup on the node's device; the
+    spike snippets of each channel as a SpikeEventSeries linked to its row. Returns channel -> row."""
+    stream = rec.get("stream") or {}
+    location = prep.electrode_location or "unknown"
+    group = nwb.create_electrode_group(
+        name=node, location=location, device=nwb.devices[node],
+        description=f"the rig channels node {node!r} recorded, stream {stream.get('name', '?')!r} "
+                    f"(source_id {stream.get('source_id', '?')!r}, {stream.get('channels', '?')} channels at "
+                    f"{stream.get('rate_hz', '?')} Hz, unit {stream.get('unit') or 'not stated'})")
+    if nwb.electrodes is None or "rig_channel" not in nwb.electrodes.colnames:
+        nwb.add_electrode_column("rig_channel", "the channel's index in the rig's stream")
+        nwb.add_electrode_column("label", "the channel's label in the stream's description ('' if it has none)")
+        nwb.add_electrode_column("neuron_id", "the neuron (unit neuron_id) the channel's spikes are reported as")
+        nwb.add_electrode_column("sampling_rate", "the stream's nominal sampling rate [Hz]")
+    where = {}
+    for e in rec["electrodes"]:
+        where[e["channel"]] = len(nwb.electrodes) if nwb.electrodes is not None else 0
+        nwb.add_electrode(group=group, location=location, rig_channel=int(e["channel"]), label=e.get("label") or "",
+                          neuron_id=int(e["neuron"]), sampling_rate=float(stream.get("rate_hz") or np.nan))
+    waves = rec.get("waveforms") or {}
+    scale = UV_TO_V if waves.get("unit") == "uV" else 1.0
+    for c, row in where.items():
+        w = (waves.get("channels") or {}).get(str(c))
+        if not w or not w.get("snippets"):
+            continue
+        # (events, channels, samples): one channel, the electrode linked
+        data = np.array([[[np.nan if v is None else v for v in snip]] for snip in w["snippets"]], dtype=np.float32)
+        ecephys = nwb.processing.get("ecephys") or nwb.create_processing_module(
+            "ecephys", "spike waveforms the rig nodes' detectors cut from their band-passed channels")
+        ecephys.add(SpikeEventSeries(
+            name=f"spike_snippets_{node}_ch{c}", data=data, conversion=scale,  # unit: volts, always
+            timestamps=np.asarray(w["times"], dtype=np.float64) - s.t0,
+            electrodes=nwb.create_electrode_table_region([row], f"rig channel {c} of {node}"),
+            description=f"A uniform sample of {len(data)} of the {w['count']} spikes detected on rig channel {c} of "
+                        f"node {node!r}: {waves['samples']} samples at {waves['rate_hz']:g} Hz, the trough at sample "
+                        f"{waves['pre_samples']} (its timestamp); {waves.get('filter', '')}"
+                        + ("; data in µV (conversion to V)" if scale == UV_TO_V else
+                           "; data in the rig stream's own units (it states none): NOT volts")))
+    return where
 
 
 # --- events -----------------------------------------------------------------------------------------------
@@ -307,6 +479,16 @@ def _add_events(nwb: NWBFile, s: Session) -> None:
                 "node": ("node that sent the stimulus", nodes), "port": ("output port it was sent on", ports),
                 "target": ("target neuron (the event's id)", ev["id"].astype(np.int64)),
                 "amplitude": ("stimulus amplitude [V]", ev["value"].astype(np.float64))}))
+    ev, nodes, _ = _gather(s, Role.BIO_EVENTS, lambda e: e[e["value"] != BioEvent.PSP])
+    if len(ev):
+        names = {int(BioEvent.STIMULATED_AP): "stimulated", int(BioEvent.SPONTANEOUS_AP): "spontaneous"}
+        nwb.add_events_table(_events_table(
+            "action_potentials", "Action potentials of biological nodes (BIO events of type 1 or 2), the same as their "
+            "units' spike_times, with what the node made of each", journals, ev["t"] - s.t0, {
+                "node": ("node that reported the action potential", nodes),
+                "neuron_id": ("neuron that fired", ev["id"].astype(np.int64)),
+                "type": ("stimulated: within the node's stim_window after a stimulus it delivered; spontaneous: any "
+                         "other", [names.get(int(v), f"type {int(v)}") for v in ev["value"]])}))
     ev, nodes, _ = _gather(s, Role.BIO_EVENTS, lambda e: e[e["value"] == BioEvent.PSP])
     if len(ev):
         nwb.add_events_table(_events_table(

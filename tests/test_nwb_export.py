@@ -15,7 +15,7 @@ import pytest
 from conftest import NETWORKS, read_json, short_fig2, spikewire_cmd
 from nwbinspector import Importance, inspect_nwbfile
 from pynwb import NWBHDF5IO
-from spikewire.monitor.nwb_export import DamagedSessionWarning, SessionError, export_nwb
+from spikewire.monitor.nwb_export import DamagedSessionWarning, MetadataWarning, SessionError, export_nwb
 from spikewire.streams.journal import RECEIVED, SENT, JournalWriter
 from spikewire.streams.wire import BioEvent, Kind, empty_events, encode
 
@@ -46,9 +46,21 @@ def recorded(tmp_path_factory):
 
 
 def _units(nwb) -> dict[tuple[str, str, int], tuple[np.ndarray, np.ndarray]]:
+    """(node, population, neuron) -> (spike times, each spike's BioEvent type from events/action_potentials;
+    empty for a neuron whose spikes are untyped)."""
     df = nwb.units.to_dataframe()
-    return {(r.node, r.population, int(r.neuron_id)): (np.asarray(r.spike_times), np.asarray(r.bio_event_type))
-            for r in df.itertuples()}
+    assert "bio_event_type" not in df.columns  # a silicon neuron's spikes have no type: no stand-in column
+    aps = nwb.events["action_potentials"].to_dataframe() if "action_potentials" in nwb.events else None
+    out = {}
+    for r in df.itertuples():
+        times, types = np.asarray(r.spike_times), np.zeros(0, int)
+        mine = aps[(aps.node == r.node) & (aps.neuron_id == r.neuron_id)] if aps is not None else ()
+        if len(mine):
+            assert mine["timestamp"].to_numpy() == pytest.approx(times)  # the same action potentials
+            types = mine["type"].map({"stimulated": BioEvent.STIMULATED_AP, "spontaneous": BioEvent.SPONTANEOUS_AP})
+            types = types.to_numpy(dtype=int)
+        out[(r.node, r.population, int(r.neuron_id))] = (times, types)
+    return out
 
 
 @pytest.mark.integration
@@ -463,7 +475,8 @@ def test_a_rig_is_told_by_its_figures_not_its_kind(tmp_path):
         f.write(json.dumps({"node": "padova", "type": "status", "t": T0 + 0.5, "elapsed": 0.5,
                             "model": {"elapsed": 0.5, "populations": {}, "devices": {}, "rig": {"stream": "x"}},
                             "log": []}) + "\n")
-    with pytest.warns(DamagedSessionWarning, match="padova recorded a rig"):
+    with pytest.warns(MetadataWarning, match="padova recorded a preparation: spikewire does not know its species, "
+                                             "sex, age; give --species ... --sex ... --age ..."):
         path = export_nwb(session, tmp_path / "out.nwb")
     with NWBHDF5IO(str(path), "r") as io:
         assert io.read().subject.description == "the preparation recorded by padova; not described by spikewire"
