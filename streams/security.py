@@ -60,7 +60,8 @@ def keygen(directory: str | Path, name: str) -> tuple[Path, Path]:
     for path in (public, secret):
         if path.exists():
             raise FileExistsError(f"{path} exists; remove it first if you mean to replace the key")
-    folder.mkdir(parents=True, exist_ok=True)
+    if not folder.exists():
+        folder.mkdir(mode=0o700, parents=True)  # a new key folder is this user's alone
     pub, sec = zmq.auth.create_certificates(str(folder), name)
     os.chmod(sec, 0o600)
     return Path(pub), Path(sec)
