@@ -25,9 +25,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 
-from spikewire.bench.loop import _cpu_seconds
+from spikewire.bench.loop import _cpu_seconds, wait_ready
 from spikewire.core.argtypes import number
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,18 +69,7 @@ def run(network: Path, duration: float, timeout: float = 180.0) -> dict:
                                  "--session-dir", str(session), "--reset-weights", "--status-every", "60"],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         try:
-            deadline = time.monotonic() + timeout
-            lines: list[str] = []
-            while not lines or "all nodes ready" not in lines[-1]:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    rest = proc.stdout.read() if proc.poll() is not None else ""
-                    raise RuntimeError("the network did not become ready:\n" + "".join(lines[-20:]) + rest)
-                lines.append(proc.stdout.readline())
-            procs = {}
-            for child in psutil.Process(proc.pid).children():
-                cmd = child.cmdline()
-                if "--node" in cmd:
-                    procs[cmd[cmd.index("--node") + 1]] = child
+            procs = wait_ready(proc, timeout)
             cpu0 = {n: _cpu_seconds(p) for n, p in procs.items()}
             t0 = time.monotonic()
             time.sleep(max(1.0, duration - 1.5))

@@ -120,6 +120,24 @@ def _cpu_seconds(proc: psutil.Process) -> float:
         return sum(proc.cpu_times()[:2])
 
 
+def wait_ready(proc: subprocess.Popen, timeout: float) -> dict[str, psutil.Process]:
+    """Read a `spikewire run`'s output until "all nodes ready" (RuntimeError with its last lines if it exits or
+    ``timeout`` passes first); its node processes by node name."""
+    deadline = time.monotonic() + timeout
+    lines: list[str] = []
+    while not lines or "all nodes ready" not in lines[-1]:
+        if time.monotonic() > deadline or proc.poll() is not None:
+            rest = proc.stdout.read() if proc.poll() is not None else ""
+            raise RuntimeError("the network did not become ready:\n" + "".join(lines[-20:]) + rest)
+        lines.append(proc.stdout.readline())
+    nodes = {}
+    for child in psutil.Process(proc.pid).children():
+        cmd = child.cmdline()
+        if "--node" in cmd:
+            nodes[cmd[cmd.index("--node") + 1]] = child
+    return nodes
+
+
 def event_to_sent(session: Path) -> dict:
     """Per node.port: how long after its time each data event left (the journal's send stamp minus the
     event's time), µs. With outputs released when final this is at most about a model step."""
@@ -158,18 +176,7 @@ def run_spikewire(rate: float, duration: float, network: Path = PAPER_LOOP, metr
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         stop = threading.Event()
         try:
-            deadline = time.monotonic() + timeout
-            lines = []
-            while not lines or "all nodes ready" not in lines[-1]:
-                if time.monotonic() > deadline or proc.poll() is not None:
-                    rest = proc.stdout.read() if proc.poll() is not None else ""
-                    raise RuntimeError("the loop did not become ready:\n" + "".join(lines[-20:]) + rest)
-                lines.append(proc.stdout.readline())
-            nodes = {}
-            for child in psutil.Process(proc.pid).children():
-                cmd = child.cmdline()
-                if "--node" in cmd:
-                    nodes[cmd[cmd.index("--node") + 1]] = child
+            nodes = wait_ready(proc, timeout)
             if scrape:
                 base = tomllib.loads(net.read_text()).get("monitor", {}).get("base_port", 9470)
                 threading.Thread(target=_scraper, args=([base + i for i in range(len(nodes))], stop),
