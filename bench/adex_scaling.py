@@ -37,6 +37,7 @@ import numpy as np
 
 from spikewire.core.settings import parse
 from spikewire.nodes.silicon import SiliconNode, SiliconSettings
+from spikewire.core.argtypes import number
 
 ROOT = Path(__file__).resolve().parent.parent
 REF_PYTHON = ROOT / ".venv-ref" / "bin" / "python"
@@ -160,18 +161,18 @@ def run_brian2(n: int, target: str, duration: float, ref_python: Path, timeout: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="spikewire bench adex", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="sizes up to 10k, 0.5 s each, Brian2 numpy only")
     ap.add_argument("--sizes", help="comma-separated population sizes for (a)")
-    ap.add_argument("--duration", type=float, help="simulated seconds of ticks per size (default 1, quick 0.5)")
-    ap.add_argument("--rounds", type=int, help="rounds over the sizes, pooled (default 2, quick 1)")
-    ap.add_argument("--bisect", type=int, default=4, help="bisection steps for the largest real-time size")
+    ap.add_argument("--duration", type=number(above=0), help="simulated seconds of ticks per size (default 1, quick 0.5)")
+    ap.add_argument("--rounds", type=number(int, above=0), help="rounds over the sizes, pooled (default 2, quick 1)")
+    ap.add_argument("--bisect", type=number(int, at_least=0), default=4, help="bisection steps for the largest real-time size")
     ap.add_argument("--brian-sizes", help="comma-separated sizes for (b); 'none' to skip Brian2")
     ap.add_argument("--targets", help="Brian2 codegen targets, comma-separated (default numpy,cython; quick numpy)")
-    ap.add_argument("--brian-max-duration", type=float, default=1.0, help="cap on Brian2's simulated seconds")
+    ap.add_argument("--brian-max-duration", type=number(above=0), default=1.0, help="cap on Brian2's simulated seconds")
     ap.add_argument("--ref-python", default=str(REF_PYTHON), help="python of the Brian2 reference venv")
-    ap.add_argument("--timeout", type=float, default=300.0, help="per Brian2 subprocess [s]")
-    ap.add_argument("--json", help="write every figure to this file")
+    ap.add_argument("--timeout", type=number(above=0), default=300.0, help="per Brian2 subprocess [s]")
+    ap.add_argument("--json", metavar="PATH", help="write every figure to this file")
     args = ap.parse_args(argv)
 
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else list(QUICK_SIZES if args.quick else SIZES)

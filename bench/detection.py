@@ -36,6 +36,7 @@ import numpy as np
 
 from spikewire.nodes.kernels import detect
 from spikewire.nodes.kernels.detect import SpikeDetector
+from spikewire.core.argtypes import number
 
 UNIQUE_BYTES = 256 * 2 ** 20  # synthetic data actually held in memory per channel count
 SPIKE_RATE = 20.0  # Hz per channel
@@ -115,14 +116,15 @@ def run(channels: int, rate: float, chunk: int, duration: float, log) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--channels", default="256,1024,4096", help="comma-separated channel counts")
-    ap.add_argument("--duration", type=float, default=10.0, help="timed seconds of data per channel count")
-    ap.add_argument("--rate", type=float, default=30_000.0, help="sampling rate [Hz]")
-    ap.add_argument("--chunk", type=float, default=1e-3, help="chunk length [s]")
-    ap.add_argument("--cpu", type=int, help="pin the process to this CPU")
+    ap = argparse.ArgumentParser(prog="spikewire bench detect", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--channels", default="256,1024,4096", help="comma-separated channel counts (default 256,1024,4096)")
+    ap.add_argument("--duration", type=number(above=0), default=10.0,
+                    help="timed seconds of data per channel count (default 10)")
+    ap.add_argument("--rate", type=number(above=0), default=30_000.0, help="sampling rate [Hz] (default 30000)")
+    ap.add_argument("--chunk", type=number(above=0), default=1e-3, help="chunk length [s] (default 0.001)")
+    ap.add_argument("--cpu", type=number(int, at_least=0), help="pin the process to this CPU")
     ap.add_argument("--quick", action="store_true", help="1,024 channels, 3 s")
-    ap.add_argument("--json")
+    ap.add_argument("--json", metavar="PATH", help="write the figures as JSON")
     args = ap.parse_args(argv)
     sizes = [1024] if args.quick else [int(x) for x in args.channels.split(",")]
     duration = 3.0 if args.quick else args.duration

@@ -26,6 +26,7 @@ from pathlib import Path
 from spikewire.launch.ports import free_port_block
 from spikewire.streams.journal import SENT, JournalWriter
 from spikewire.streams.wire import Kind, empty_events, encode
+from spikewire.core.argtypes import number
 
 
 def write_cost(n_events: int, packets: int = 20000) -> tuple[float, float]:
@@ -81,10 +82,10 @@ to = "rx.in"
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--duration", type=float, default=4.0)
-    ap.add_argument("--bursts", default="1,10,100,1000", help="events per 1 ms packet to try")
-    ap.add_argument("--json")
+    ap = argparse.ArgumentParser(prog="spikewire bench journal", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=number(above=0), default=4.0, help="seconds per live rate tried (default 4)")
+    ap.add_argument("--bursts", default="1,10,100,1000", help="events per 1 ms packet to try, comma-separated (default 1,10,100,1000)")
+    ap.add_argument("--json", metavar="PATH", help="write the figures as JSON")
     args = ap.parse_args(argv)
     print("1. write cost per event (same run, in process)")
     print(f"{'events/packet':>14}{'journal ns/event':>18}{'encode ns/event':>17}{'ratio':>8}")

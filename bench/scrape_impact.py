@@ -33,6 +33,7 @@ import urllib.request
 from pathlib import Path
 
 from spikewire.launch.ports import free_port_block
+from spikewire.core.argtypes import number
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -108,10 +109,11 @@ def _median_rounds(rounds: list[dict]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--duration", type=float, default=12.0)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--json")
+    ap = argparse.ArgumentParser(prog="spikewire bench scrape", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--duration", type=number(above=0), default=12.0, help="seconds per run (default 12)")
+    ap.add_argument("--rounds", type=number(int, above=0), default=3,
+                    help="alternating rounds with and without scrapes (default 3)")
+    ap.add_argument("--json", metavar="PATH", help="write the figures as JSON")
     args = ap.parse_args(argv)
     configs = (("loop", 0.0), ("loop", 1.0), ("loop", 10.0), ("scrape", 1.0))
     by_config: dict[tuple, list] = {c: [] for c in configs}

@@ -253,10 +253,11 @@ class SiteSettings(Settings):
                         "Required if any link leaves the site, or other sites run nodes.",
                         check=stated("0, or in [1024, 65000]", lambda v: None if v == 0 or 1024 <= v <= 65000 else
                                      f"must be between 1024 and 65000 (0: none), got {v!r}"), unit="id")
-    public_key: str = setting("", "This site's CURVE public key file (`spikewire keygen`), relative to the "
-                              "network file. Required when [security] curve = \"required\".")
-    secret_key: str = setting("", "This site's CURVE secret key file, relative to the network file; read only "
-                              "when this site runs (--secret-key overrides it).")
+    public_key: str = setting("", "This site's CURVE public key file (`spikewire keygen`): ~/... in the user's "
+                              "home, or relative to the network file. Required when [security] curve = \"required\".")
+    secret_key: str = setting("", "This site's CURVE secret key file (~/... or relative to the network file); read "
+                              "only when this site runs (--secret-key overrides it). Keep it out of a folder you "
+                              "share or commit.")
 
     def validate(self, key: str) -> None:
         problem = host_problem(self.address)
@@ -429,11 +430,28 @@ class Network:
         return self.security.curve == "required" and self.fixed_endpoint(node, port, True) is not None
 
     def key_path(self, ref: str) -> Path:
-        p = Path(ref)
+        """A key file the network names: ``~/...`` in the user's home, a relative path beside the network file."""
+        p = Path(ref).expanduser()
         return p if p.is_absolute() or self.path is None else self.path.parent / p
 
     def node_index(self, node: str) -> int:
         return list(self.nodes).index(node)
+
+    def with_base_port(self, port: int) -> Network:
+        """This network with ``[monitor] base_port = port`` (``spikewire run --base-port``), checked as the
+        file's value is: in range, and no two nodes on one metrics port."""
+        problem = in_range(1024, 65000)(port)
+        if problem:
+            raise NetworkError("monitor.base_port", problem)
+        net = dataclasses.replace(self, monitor=dataclasses.replace(self.monitor, base_port=port))
+        seen: dict[int, str] = {}
+        for name in net.nodes if net.monitor.metrics else ():
+            p = net.metrics_port(name)
+            if p in seen:
+                raise NetworkError(f"nodes.{name}.metrics_port", f"port {p} is also node {seen[p]!r}'s metrics port "
+                                   f"with base_port {port}")
+            seen[p] = name
+        return net
 
     def metrics_port(self, node: str) -> int:
         explicit = self.nodes[node].settings.metrics_port
@@ -978,6 +996,31 @@ def check_local_binds(net: Network, site: str | None = None) -> None:
                 raise NetworkError(key, f"{address} is not an address of this machine ({e.strerror or e})") from None
 
 
+def check_metrics_ports(net: Network, site: str | None = None) -> None:
+    """``run``'s pre-flight: every metrics port the nodes started here will serve on is free now (as the
+    nodes will bind it: SO_REUSEADDR, so a port a run just left is free), so a clash stops the run before
+    anything starts, in one line, instead of failing one node once the others are up."""
+    import socket
+
+    if not net.monitor.metrics:
+        return
+    for i, name in enumerate(net.nodes):
+        if site is not None and net.site_of(name) != site:
+            continue
+        address, port = net.nodes[name].settings.bind, net.metrics_port(name)
+        explicit = net.nodes[name].settings.metrics_port
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(("" if address in ("*", "0.0.0.0") else address, port))
+            except OSError as e:
+                raise NetworkError(f"nodes.{name}.metrics_port" if explicit else "monitor.base_port",
+                                   f"the metrics port of node {name!r}, {address}:{port}"
+                                   f"{'' if explicit else f' (base_port + {i})'}, is in use ({e.strerror or e}): "
+                                   "another run or program holds it; choose another base port (spikewire run "
+                                   "--base-port N, or [monitor] base_port) or this node's metrics_port") from None
+
+
 def _check_spinning_cores(nodes: dict[str, NodeSpec], one_machine: bool) -> None:
     """A spinning node's CPU must be its own among the nodes on its machine (all of them, or its site's when
     the file has [sites]): anything else pinned there would wait for the spinner's time slice."""
@@ -1007,6 +1050,7 @@ def preflight(net: Network, reset_state: bool = False, session: str = "", site: 
         if not net.site_nodes(site):
             raise NetworkError(f"sites.{site}", "has no nodes")
     check_local_binds(net, site)
+    check_metrics_ports(net, site)
     if net.sites is not None:
         for started in [site] if site else sorted({net.site_of(n) for n in net.nodes}):
             curve_config(net, started, secret_key)

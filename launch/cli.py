@@ -71,6 +71,12 @@ def cmd_run(args) -> int:
     from spikewire.launch.supervisor import Supervisor
 
     net = _load(args.network)
+    if args.base_port is not None:
+        try:
+            net = net.with_base_port(args.base_port)
+        except NetworkError as e:
+            print(f"{args.network}: --base-port: {e}", file=sys.stderr)
+            return 2
     session = None
     if not args.no_record:
         session = args.session_dir or str(default_session_dir()) + (f"-{args.site}" if args.site else "")
@@ -117,7 +123,8 @@ def cmd_keygen(args) -> int:
                       f"(the ZeroMQ certificate convention), got {sec}", file=sys.stderr)
                 return 2
             keygen(pub.parent, pub.name.removesuffix(".key"))
-            print(f"sites.{site}: wrote {pub} (public) and {sec} (secret, mode 600)")
+            print(f"sites.{site}: wrote {pub} (public: give it to the other sites) and {sec} (secret, mode 600: "
+                  "keep it at this site)")
         return 0
     if not args.name:
         print("spikewire keygen: give a NAME, or --network FILE", file=sys.stderr)
@@ -192,8 +199,6 @@ def _read_session_for(prog: str, damaged: str, work, errors: tuple = ()):
 
 
 def cmd_replay(args) -> int:
-    from pathlib import Path
-
     from spikewire.config.session import read_session
     from spikewire.launch.supervisor import Supervisor
 
@@ -222,7 +227,9 @@ def cmd_replay(args) -> int:
     if s.end_s > 0 and duration > s.end_s * 1.001:
         print(f"spikewire replay: warning: the recording ends at {s.end_s:.1f} s; the replayed nodes are silent for "
               f"the last {duration - s.end_s:.1f} s of --duration {duration:g}", file=sys.stderr)
-    out_dir = args.session_dir or str(session / "replays" / Path(str(default_session_dir())).name)
+    # A recorded session is left as it was (it may be an archive, or read-only): the replay is a session of its
+    # own beside the others, whose provenance names the session it replayed.
+    out_dir = args.session_dir or f"{default_session_dir()}-replay"
     print(f"spikewire: replaying {', '.join(replayed)} from {session} into live {', '.join(live)}")
     # t0 and the journals as the reader found them, for the replayed nodes (ReplayNode's t0= and journal=)
     replay = {"session": str(session), "replayed": replayed, "speed": args.speed, "t0": s.t0,
@@ -286,7 +293,7 @@ def cmd_plot(args) -> int:
     from spikewire.monitor.plot import plot_session
 
     out, refused, _ = _read_session_for("plot", "damaged", lambda: plot_session(args.session, args.out, dpi=args.dpi),
-                                        (FileNotFoundError,))
+                                        (FileNotFoundError, ValueError))
     if refused is not None:
         return 2
     print(f"wrote {out}")
@@ -337,6 +344,8 @@ def build_parser(extensions=()) -> argparse.ArgumentParser:
                    "sites.<site>.secret_key)")
     p.add_argument("--journal-max-mb", type=_mb, metavar="MB", help="cap of each node's session journal (default "
                    "2048); past it, packets are counted as dropped from the record, not written")
+    p.add_argument("--base-port", type=int, metavar="N", help="serve node i's metrics on N + i (instead of the "
+                   "file's [monitor] base_port; default 9470), e.g. to run two networks side by side")
     p.add_argument("--start-wait", type=_non_negative, default=60.0, metavar="S",
                    help="with --site: seconds to wait for the other sites to be ready, then all start together "
                    "(one start time, length and session id); past it this site starts alone, loudly (default 60)")
@@ -364,7 +373,8 @@ def build_parser(extensions=()) -> argparse.ArgumentParser:
     p.add_argument("--speed", type=_positive, default=1.0, help="replay speed factor (default 1)")
     p.add_argument("--duration", type=_positive, help="seconds of the original session to replay (default: all)")
     p.add_argument("--json", metavar="PATH", help="write the summary as JSON")
-    p.add_argument("--session-dir", metavar="DIR", help="where to record the replay (default SESSION/replays/<time>)")
+    p.add_argument("--session-dir", metavar="DIR", help="where to record the replay (default sessions/<UTC time>-replay; "
+                   "the replayed session's folder is never written)")
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("export", help="export a recorded session as an NWB 2 file (units, stimuli, resistance, "

@@ -24,7 +24,7 @@ from spikewire.launch.control import ControlClient
 from spikewire.config.network import curve_config, load_network
 from spikewire.config.plan import node_plan
 from spikewire.core.settings import SettingsError
-from spikewire.monitor.exporter import MetricsServer
+from spikewire.monitor.exporter import MetricsPortError, MetricsServer
 from spikewire.nodes import placement
 from spikewire.nodes.probes import ProbeState
 from spikewire.nodes.runtime import Runtime
@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
                     "its reader found it; default: its provenance.json's")
     ap.add_argument("--secret-key", help="this site's CURVE secret key file (instead of the network file's)")
     ap.add_argument("--journal-max-mb", type=int, help="cap of this node's session journal [MB]")
+    ap.add_argument("--metrics-base-port", type=int, help="[monitor] base_port as the run has it (spikewire run "
+                    "--base-port), instead of the file's")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"[{args.node}] %(levelname)s %(message)s", stream=sys.stderr)
     _die_with_parent()
@@ -67,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     runtime = None
     try:
         network = load_network(args.network)
+        if args.metrics_base_port is not None and args.metrics_base_port != network.monitor.base_port:
+            network = network.with_base_port(args.metrics_base_port)
         spec = network.nodes[args.node]
         replayed = set(filter(None, args.replayed.split(",")))
         if spec.name in replayed:
@@ -138,6 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     except InterruptedError:
         return 0
     except SettingsError as e:  # a placement the OS refused: one line naming the key
+        control.send({"type": "error", "message": str(e)})
+        return 1
+    except MetricsPortError as e:  # taken since the run's pre-flight looked: one line, no traceback
         control.send({"type": "error", "message": str(e)})
         return 1
     except Exception as e:  # report, then fail loudly: the supervisor stops the run and names this node

@@ -90,6 +90,10 @@ class Supervisor:
         self.site = site  # run only this site's nodes; links from other sites connect to their fixed ports
         self.node_names = network.site_nodes(site) if site else list(network.nodes)
         self.session = Session(Path(session_dir), network.path, site, self.node_names) if session_dir else None
+        if self.session is not None and replay:  # which recording this session replayed (its own folder elsewhere)
+            self.session.provenance["replay_of"] = {"session": str(Path(replay["session"]).resolve()),
+                                                    "replayed": list(replay["replayed"]),
+                                                    "speed": replay.get("speed", 1.0)}
         self.replay = replay  # {"session": path, "replayed": [nodes], "speed": x} for `spikewire replay`
         self.tty = out.isatty()
         self.status_every = status_every if status_every is not None else (1.0 if self.tty else 5.0)
@@ -202,7 +206,8 @@ class Supervisor:
         env.setdefault("LSLAPICFG", MACHINE_SCOPED_LSL_CONFIG)
         for name in self.node_names:
             cmd = [sys.executable, "-m", "spikewire.launch.node_main", "--network", str(self.network.path),
-                   "--node", name, "--control", self.control.endpoint, "--timeout", str(self.ready_timeout)]
+                   "--node", name, "--control", self.control.endpoint, "--timeout", str(self.ready_timeout),
+                   "--metrics-base-port", str(self.network.monitor.base_port)]  # spikewire run --base-port
             if self.secret_key:
                 cmd += ["--secret-key", self.secret_key]
             if self.reset_state:

@@ -169,6 +169,8 @@ def plot(s: Sweep, out: Path) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from spikewire.monitor.plot import image_path
+
     fig = Figure(figsize=(11, 4.2))
     FigureCanvasAgg(fig)
     a, b = fig.subplots(1, 2)
@@ -198,7 +200,7 @@ def plot(s: Sweep, out: Path) -> Path:
     b.set_title(f"repeated pulses from r_init = {s.r_init:,.0f} Ohm")
     b.legend(fontsize=8)
     fig.tight_layout()
-    out = Path(out)
+    out = image_path(out)
     fig.savefig(out)
     return out
 
@@ -245,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
     if (args.network is None) != (args.node is None):
         ap.error("give both NETWORK and NODE, or neither (the default device)")
     try:
+        if args.out:
+            from spikewire.monitor.plot import image_path
+
+            image_path(args.out)  # a bad name is refused before the work
         settings, pulses = _settings(args)
         s = sweep(settings, pulses, args.points, args.pulses)
     except NetworkError as e:

@@ -640,6 +640,10 @@ class _BoundedServer(ThreadingHTTPServer):
         log.debug("metrics: connection from %s ended with an error", client_address[0], exc_info=True)
 
 
+class MetricsPortError(OSError):
+    """The metrics port cannot be bound (in use, or not this machine's): one line that says what to change."""
+
+
 class MetricsServer:
     """Serves the node's last rendered exposition at http://host:port/metrics, a daemon thread per
     connection (see the module docstring for the limits that keep idle clients harmless)."""
@@ -666,8 +670,9 @@ class MetricsServer:
         try:
             self.server = _BoundedServer((host, port), _Handler, max_connections, idle_timeout, request_deadline)
         except OSError as e:
-            raise OSError(f"cannot serve metrics on {host}:{port}: {e.strerror or e}; choose another "
-                          f"[monitor] base_port, or this node's metrics_port") from None
+            raise MetricsPortError(f"cannot serve metrics on {host}:{port}: {e.strerror or e}; choose another base "
+                                   "port (spikewire run --base-port N, or [monitor] base_port), or this node's "
+                                   "metrics_port") from None
         self.server.owner = self
         self.exposition = Exposition(runtime)
         self._closed = False

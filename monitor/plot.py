@@ -608,10 +608,25 @@ def build_figure(session_dir: str | Path, rate_bin: float = 1.0) -> Figure:
     return fig
 
 
-def plot_session(session_dir: str | Path, out_path: str | Path, dpi: int = 120) -> Path:
-    """Draw a session folder's figure (see the module docstring) into ``out_path``; the format follows its
-    suffix (.png, .pdf, .svg). Returns the path written."""
+IMAGE_FORMATS = (".png", ".pdf", ".svg")
+
+
+def image_path(out_path: str | Path) -> Path:
+    """Where a figure asked for as ``out_path`` is written: .png added when it has no suffix (as matplotlib
+    would, silently), ValueError (one line) for a suffix that is not an image format we write."""
     out = Path(out_path)
+    if not out.suffix:
+        return out.with_name(out.name + ".png")
+    if out.suffix.lower() not in IMAGE_FORMATS:
+        raise ValueError(f"{str(out)!r}: cannot write a {out.suffix!r} image; give a file name ending in "
+                         f"{', '.join(IMAGE_FORMATS)}")
+    return out
+
+
+def plot_session(session_dir: str | Path, out_path: str | Path, dpi: int = 120) -> Path:
+    """Draw a session folder's figure (see the module docstring) into ``out_path`` (``image_path``: the
+    format follows its suffix, .png, .pdf or .svg; .png when it has none). Returns the path written."""
+    out = image_path(out_path)
     fig = build_figure(session_dir)
     fig.savefig(out, dpi=dpi)
     return out

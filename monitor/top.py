@@ -457,6 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--iterations", type=number(int, above=0), default=None, help="stop after this many frames")
     ap.add_argument("--timeout", type=number(above=0), default=10.0,
                     help="seconds to wait at start for a first node to answer (default 10)")
+    ap.add_argument("--base-port", type=int, metavar="N", help="the --base-port the network was run with (default: "
+                    "the file's [monitor] base_port)")
     return ap
 
 
@@ -464,6 +466,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         network = load_network(args.network)
+        if args.base_port is not None:
+            network = network.with_base_port(args.base_port)
     except NetworkError as e:
         print(f"{args.network}: {e}", file=sys.stderr)
         return 2
