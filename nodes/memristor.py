@@ -102,6 +102,9 @@ class DeviceParams(Settings):
 SYNAPTIC_OUT_MAX = 4e-9
 """Default synaptic step at the highest conductance [A]: the default AdEx cell fires once for it. (It was
 1.0, a 1 A step: 475 Hz neurons.)"""
+PULSE_LOG_MAX = 2_000
+"""Most pulses logged one by one per status period (~1 s) and node; beyond, they are counted. A 100 x 10 STDP
+crossbar pulsing ~100,000 times a second made 20 MB status messages that held its loop for ~0.4 s."""
 PERSIST_EVERY = 0.1
 """A changed crossbar is saved at most this often [s] (atomically, in the loop's slack), so a killed node
 loses at most this window of plasticity."""
@@ -502,6 +505,7 @@ class MemristorNode(Node):
         self.rejected: dict[str, int] = {}
         self.state_path: Path | None = None
         self.pulse_log: list[tuple] = []  # the pulses applied since the last take_log() (which expands them)
+        self.unlogged = 0  # pulses counted but not logged one by one (PULSE_LOG_MAX)
         self.held_pulses = 0  # plasticity pulses the safety interlock held back
         self.start_state: dict = {"source": "r_init"}  # where the crossbar's start came from (summary, provenance)
         self.warnings: list[str] = []  # said loudly at start, and kept in the summary
@@ -642,17 +646,35 @@ class MemristorNode(Node):
         self.rejected[reason] = self.rejected.get(reason, 0) + n
 
     def take_log(self) -> list[dict]:
-        """Every pulse since the last call, one record each (expanded here, in the loop's slack: the hot path
-        only appended what it applied)."""
+        """The pulses since the last call (a status period), one record each up to PULSE_LOG_MAX, expanded here
+        in the loop's slack (the hot path only appended what it applied); the rest are counted in one
+        ``pulses_unlogged`` record, and in the final figures."""
         out = []
+        unlogged = 0
+        room = PULSE_LOG_MAX
         for now, group, rows, ltp, r_before, r_after in self.pulse_log:
+            n = 1 if isinstance(rows, int) else len(rows)
+            if room <= 0:
+                unlogged += n
+                continue
             if isinstance(rows, int):
                 rows, ltp, r_before, r_after = [rows], [ltp], [r_before], [r_after]
             else:
-                rows, ltp, r_before, r_after = rows.tolist(), ltp.tolist(), r_before.tolist(), r_after.tolist()
+                rows, ltp, r_before, r_after = (rows[:room].tolist(), ltp[:room].tolist(), r_before[:room].tolist(),
+                                                r_after[:room].tolist())
+            unlogged += n - len(rows)
+            room -= len(rows)
             labels = group.labels
             out += [{"event": "pulse", "t": now, "device": labels[row], "direction": "ltp" if up else "ltd",
                      "r_before": rb, "r_after": ra} for row, up, rb, ra in zip(rows, ltp, r_before, r_after)]
+        if unlogged:
+            out.append({"event": "pulses_unlogged", "t": self.pulse_log[-1][0], "count": unlogged})
+            if not self.unlogged:
+                note = (f"more than {PULSE_LOG_MAX:,} plasticity pulses in a status period: the rest are counted "
+                        "(pulses_unlogged), not logged one by one; every device's LTP/LTD counts stay exact")
+                log.warning("%s: %s", self.name, note)
+                self.warnings.append(note)
+            self.unlogged += unlogged
         self.pulse_log = []
         return out
 
@@ -796,7 +818,8 @@ class MemristorNode(Node):
         f = Figures(elapsed=now - self.t0, devices=devices, rejected=dict(self.rejected),
                     held={"pulses": self.held_pulses})
         if final:
-            f.info = {"state_file": str(self.state_path) if self.state_path else None, "start_state": self.start_state}
+            f.info = {"state_file": str(self.state_path) if self.state_path else None, "start_state": self.start_state,
+                      "pulses_unlogged": self.unlogged}
             f.warnings = list(self.warnings)
         return f
 

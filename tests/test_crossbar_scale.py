@@ -257,3 +257,20 @@ def test_the_crossbar_bench_reports_the_in_node_time(cli_run, tmp_path):
     assert node["packets"] > 1000 and 0 < node["p50"] <= node["p99"] <= node["max"]
     assert r["input_link_us"]["p99"] > 0 and r["pulses"] > 0 and r["cpu_pct"]["crossbar"] > 0
     assert "in-node" in text
+
+
+def test_a_flood_of_pulses_is_logged_up_to_the_cap_and_counted_beyond(monkeypatch):
+    monkeypatch.setattr(mem, "PULSE_LOG_MAX", 150)
+    n = node(crossbar("stdp"))
+    n.on_events("s.pre", Kind.SPIKE, packet(np.arange(100)), 1.0)
+    for post in range(3):  # 3 x 100 rows potentiate: 300 pulses
+        n.on_events("s.post", Kind.SPIKE, packet([post]), 1.01)
+    records = n.take_log()
+    pulses = [r for r in records if r["event"] == "pulse"]
+    assert len(pulses) == 150 and records[-1] == {"event": "pulses_unlogged", "t": 1.01, "count": 150}
+    assert [p["device"] for p in pulses[:2]] == ["s[0->0]", "s[1->0]"]  # in the order they were applied
+    assert n.groups["s"].ltp.sum() == 300  # the counts stay exact
+    assert n.unlogged == 150 and "pulses_unlogged" in n.warnings[0]
+    assert n.figures(2.0, final=True).info["pulses_unlogged"] == 150
+    n.on_events("s.post", Kind.SPIKE, packet([4]), 1.02)
+    assert len(n.take_log()) == 100 and n.unlogged == 150  # a quiet period logs everything again
