@@ -10,6 +10,10 @@ Messages are small JSON objects with a ``type`` (never pickle). The exchange, in
     supervisor -> node   {"type": "drain"}   stop producing (no more ticks); keep receiving and answering,
                                              so what is in flight lands and every count balances
     supervisor -> node   {"type": "stop"}
+    supervisor -> node   {"type": "operator_hold", "on": bool, "source": str}   any time after "connect": hold
+                                             (or release) stimulation and programming by hand
+    node -> supervisor   {"type": "operator_hold_ack", "on": bool, "source": str, "interlocked": bool,
+                          "holding": bool, "reason": str}
     node -> supervisor   {"type": "final", "summary": {...}}  then the node exits 0
     node -> supervisor   {"type": "error", "message": str}    then the node exits 1
 """
@@ -40,6 +44,7 @@ class ControlClient:
         self.socket.setsockopt(zmq.LINGER, 1000)  # let the final summary leave before the process exits
         self.socket.setsockopt(zmq.IDENTITY, name.encode())
         self.socket.connect(endpoint)
+        self._pending: list[dict] = []  # what arrived while ``wait`` waited for something else
 
     @property
     def fd(self) -> int:
@@ -49,7 +54,7 @@ class ControlClient:
         self.socket.send(json.dumps(msg).encode())
 
     def poll(self) -> list[dict]:
-        out = []
+        out, self._pending = self._pending, []
         while True:
             try:
                 out.append(_decode(self.socket.recv(zmq.NOBLOCK)))
@@ -57,7 +62,8 @@ class ControlClient:
                 return out
 
     def wait(self, kind: str, timeout: float) -> dict:
-        """Block until a message of ``kind`` arrives (a ``stop`` meanwhile raises InterruptedError)."""
+        """Block until a message of ``kind`` arrives (a ``stop`` meanwhile raises InterruptedError). Any
+        other message is kept for ``poll``: an operator hold sent before the start is never lost."""
         poller = zmq.Poller()
         poller.register(self.socket, zmq.POLLIN)
         deadline = time.monotonic() + timeout
@@ -71,6 +77,7 @@ class ControlClient:
                     return msg
                 if msg["type"] == "stop":
                     raise InterruptedError("stopped by the supervisor before the run started")
+                self._pending.append(msg)
 
     def close(self) -> None:
         self.socket.close()

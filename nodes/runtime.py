@@ -442,8 +442,23 @@ class Runtime:
             self.drained_at = local_clock()
             if self.scheduler is not None:
                 self.scheduler.settle(self.drained_at)
+        elif msg.get("type") == "operator_hold":
+            self._operator_hold(bool(msg.get("on")), str(msg.get("source") or "operator"))
         elif self.on_message is not None:
             self.on_message(msg)
+
+    def _operator_hold(self, on: bool, source: str) -> None:
+        """The operator holds (or releases) stimulation and programming by hand, as a fault would: on every
+        node whose kind stimulates or programs (``Node.interlocked``), even one whose network turned the
+        automatic interlock off. Acknowledged either way, so the supervisor knows every node heard it."""
+        node, il, now = self.node, self.interlock, local_clock()
+        holdable = node.interlocked
+        if holdable:
+            changed = il.operator_hold(source, now) if on else il.operator_release(source, now, judge=self.interlocked)
+            if changed:
+                node.held = il.holding
+        self.control.send({"type": "operator_hold_ack", "on": on, "source": source, "interlocked": holdable,
+                           "holding": il.holding, "reason": il.reason if il.holding else ""})
 
     # --- reports -------------------------------------------------------------------------------
     def loop_summary(self) -> dict:
@@ -467,7 +482,7 @@ class Runtime:
                "refused": {k: v for k, v in self.refusals.counts.items() if v}}
         if self.zap is not None:
             out["admitted"] = dict(self.zap.admitted)
-        if self.interlocked:
+        if self.interlocked or self.interlock.operator_holds:
             out["interlock"] = self.interlock.summary(now)
         return out
 
