@@ -70,6 +70,16 @@ def cmd_run(args) -> int:
     from spikewire.config.session import default_session_dir
     from spikewire.launch.supervisor import Supervisor
 
+    dashboard = None
+    if args.dashboard is not None:
+        try:
+            dashboard, loopback = dashboard_listen(args.dashboard)
+        except ValueError as e:
+            print(f"spikewire run: --dashboard: {e}", file=sys.stderr)
+            return 2
+        if not loopback:
+            print(f"spikewire run: WARNING: the dashboard listens on {dashboard}, reachable beyond this machine: "
+                  "anyone who reaches it sees the session (its controls need the token)", file=sys.stderr)
     net = _load(args.network)
     if args.base_port is not None:
         try:
@@ -92,12 +102,35 @@ def cmd_run(args) -> int:
         sup = Supervisor(net, duration=args.duration, json_path=args.json, ready_timeout=args.ready_timeout,
                          status_every=args.status_every, reset_state=args.reset_weights, session_dir=session,
                          site=args.site, secret_key=args.secret_key, journal_max_mb=args.journal_max_mb,
-                         start_wait=args.start_wait)
+                         start_wait=args.start_wait, dashboard=dashboard)
     except FileExistsError as e:  # a --session-dir that is not empty: nothing has started
         print(f"spikewire run: {e}", file=sys.stderr)
         return 2
     _warn(net)  # after the last refusal, so that a refused run stays one line
     return sup.run()
+
+
+DASHBOARD_DEFAULT = "127.0.0.1:8765"
+
+
+def dashboard_listen(text: str) -> tuple[str, bool]:
+    """``HOST:PORT`` for the dashboard, checked (HOST an IP address or localhost, PORT 1-65535), and
+    whether HOST is loopback; ValueError (one line) if it is not one."""
+    import ipaddress
+
+    host, sep, port = text.rpartition(":")
+    if not sep or not host:
+        raise ValueError(f"{text!r} is not HOST:PORT (like {DASHBOARD_DEFAULT})")
+    if not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{text!r}: the port must be a number in 1-65535")
+    bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if bare == "localhost":
+        return f"{host}:{int(port)}", True
+    try:
+        ip = ipaddress.ip_address(bare)
+    except ValueError:
+        raise ValueError(f"{text!r}: the host must be an IP address or localhost") from None
+    return f"{host}:{int(port)}", ip.is_loopback
 
 
 def cmd_keygen(args) -> int:
@@ -168,7 +201,14 @@ def _device(argv: list[str]) -> int:
     return device_main(argv)
 
 
-PASS_THROUGH = {"top": _top, "rig-sim": _rig_sim, "fault-proxy": _fault_proxy, "params": _params, "device": _device}
+def _dashboard(argv: list[str]) -> int:
+    from spikewire.monitor.dashboard.cli import main as dashboard_main
+
+    return dashboard_main(argv)
+
+
+PASS_THROUGH = {"top": _top, "rig-sim": _rig_sim, "fault-proxy": _fault_proxy, "params": _params, "device": _device,
+                "dashboard": _dashboard}
 """Commands with their own argument parser: `spikewire top ARGS...` is monitor/top.py's main(ARGS)."""
 
 
@@ -349,6 +389,10 @@ def build_parser(extensions=()) -> argparse.ArgumentParser:
     p.add_argument("--start-wait", type=_non_negative, default=60.0, metavar="S",
                    help="with --site: seconds to wait for the other sites to be ready, then all start together "
                    "(one start time, length and session id); past it this site starts alone, loudly (default 60)")
+    p.add_argument("--dashboard", nargs="?", const=DASHBOARD_DEFAULT, metavar="HOST:PORT",
+                   help="also serve the live dashboard in the browser, at HOST:PORT (default "
+                   f"{DASHBOARD_DEFAULT}; another host than loopback must be given explicitly and is warned of); "
+                   "its address with the token for its controls is printed at start")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("keygen", help="make a CURVE key pair (NAME.key public, NAME.key_secret secret), or every "
@@ -430,6 +474,9 @@ def build_parser(extensions=()) -> argparse.ArgumentParser:
 
     sub.add_parser("device", help="what one LTP or LTD pulse does to a device against its resistance, to choose "
                    "pulses (spikewire device [NETWORK NODE] --sweep [--out FILE])")
+
+    sub.add_parser("dashboard", help="a live session in the browser: rasters, rates, weights, links, interlock, "
+                   "protocol (spikewire dashboard NETWORK [--site NAME] | SESSION)")
 
     sub.add_parser("rig-sim", help="a mock recording rig over LSL (pylsl only): N channels of synthetic voltage with "
                    "spikes at known times, answering stimulation commands (spikewire rig-sim --help)")

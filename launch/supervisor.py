@@ -10,12 +10,20 @@ for any that do not exit in time), print the summary. A node that had to be kill
 (exit code 1), with or without its final report: it is named in the output, in the summary
 (``killed_at_stop``) and in the session's provenance, because whatever it does on its way out (closing its
 journal, saving a crossbar's state) may be lost.
+
+From outside: once every node is ready the supervisor writes the live file (config/live.py: where each
+node publishes and serves its metrics, the session, the protocol, the operator endpoint and its secret) and
+serves the operator endpoint (launch/operator.py: hold, release, mark) beside the nodes' control channel;
+each accepted action goes to the session. With ``dashboard`` it starts ``spikewire dashboard --live FILE
+--listen HOST:PORT`` as a child, passes its output through, and ends it with the run (a dashboard that
+dies leaves the run going). The live file is removed at the end, however the run ends.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -28,6 +36,8 @@ from typing import TextIO
 import zmq
 
 from spikewire.launch.control import ControlServer
+from spikewire.launch.operator import OperatorEndpoint, Request
+from spikewire.config.live import LiveFileError, live_path, read_live, write_live
 from spikewire.config.network import Network
 from spikewire.config.plan import node_plan
 from spikewire.config.session import START_MARGIN, Session
@@ -38,6 +48,11 @@ DRAIN_TIME = 0.3
 """Seconds between 'drain' (no more ticks) and 'stop': time for in-flight packets and the event-driven
 answers they cause to land, so that every link's sent = received + dropped."""
 STOP_GRACE = 5.0
+DASHBOARD_GRACE = 5.0
+"""Seconds the dashboard has to exit after SIGTERM at the end, before SIGKILL."""
+DASHBOARD_COMMAND_ENV = "SPIKEWIRE_DASHBOARD_COMMAND"
+"""For tests only: a command line (shell words) run instead of ``python -m spikewire dashboard``; the
+supervisor appends ``--live FILE --listen HOST:PORT`` as it does to the real one."""
 
 
 class RunFailed(RuntimeError):
@@ -58,6 +73,8 @@ class Child:
     ready: bool = False
     final: dict | None = None
     error: str | None = None
+    metrics: int | None = None  # the port its /metrics is served on (its ready message)
+    hold_ack: dict | None = None  # its answer to the latest operator hold or release
 
 
 def describe_exit(code: int) -> str:
@@ -74,7 +91,7 @@ class Supervisor:
                  out: TextIO = sys.stdout, ready_timeout: float = 60.0, status_every: float | None = None,
                  reset_state: bool = False, session_dir: str | None = None, replay: dict | None = None,
                  site: str | None = None, secret_key: str | None = None, journal_max_mb: int | None = None,
-                 start_wait: float = 60.0):
+                 start_wait: float = 60.0, dashboard: str | None = None):
         if network.path is None:
             raise ValueError("the supervisor needs a network loaded from a file (nodes read it themselves)")
         self.network = network
@@ -108,6 +125,13 @@ class Supervisor:
         self.decision = None  # launch.barrier.Decision, once agreed
         self._poller = None
         self.report: dict | None = None
+        self.dashboard_listen = dashboard  # HOST:PORT: start `spikewire dashboard` once the live file is written
+        self.dashboard: subprocess.Popen | None = None
+        self._dashboard_buf = b""
+        self._dashboard_warned = False
+        self.live_file: Path | None = None
+        self.operator: OperatorEndpoint | None = None
+        self.operator_holding: str | None = None  # who holds stimulation by hand, None if nobody
 
     @property
     def finals(self) -> dict[str, dict]:
@@ -121,6 +145,7 @@ class Supervisor:
     def run(self) -> int:
         ctx = zmq.Context()
         self.control = ControlServer(ctx)
+        self.operator = OperatorEndpoint(ctx, self._on_operator)
         old = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         code, outcome, t_start = 1, "failed", local_clock()
         self.t_end: float | None = None
@@ -137,6 +162,9 @@ class Supervisor:
                     raise RunFailed(str(e)) from None
             self._spawn()
             self._setup()
+            self._write_live()
+            if self.dashboard_listen:
+                self._start_dashboard()
             t_start = self._start()
             outcome = self._supervise(t_start)
             code = 0
@@ -148,9 +176,12 @@ class Supervisor:
             self.say(f"spikewire: {e}")
         finally:
             self._stop_all()
+            self._stop_dashboard()
+            self._remove_live()
             for s, h in old.items():
                 signal.signal(s, h)
             self.control.close()
+            self.operator.close()
             offsets = self.barrier.offsets() if self.barrier is not None else {}
             if self.barrier is not None:
                 self.barrier.close()
@@ -164,6 +195,7 @@ class Supervisor:
         elapsed = max(0.0, (self.t_end or local_clock()) - t_start)
         report = build_report(self.network, self.finals, elapsed, outcome, self.node_names)
         report["killed_at_stop"] = self.killed_at_stop
+        report["controls"] = self.operator.summary()
         self.report = report  # the run summary, for callers from Python (spikewire.run)
         if self.decision is not None:
             record = self._start_record(offsets)
@@ -228,11 +260,16 @@ class Supervisor:
 
     def _pump(self, timeout: float, strict: bool = True) -> None:
         """Handle control messages for up to ``timeout`` s; if ``strict``, raise RunFailed when a node
-        died or reported an error. Serves the session channel too (clock pings, announcements)."""
+        died or reported an error. Serves the session channel too (clock pings, announcements), the
+        operator endpoint and the dashboard's output."""
         if self.barrier is not None:
             self._serve_barrier(timeout)
-            timeout = 0.0
-        got = self.control.recv(timeout)
+        elif timeout > 0:
+            self._poll().poll(max(1, int(timeout * 1000)))
+        self.operator.serve()
+        if self.dashboard is not None:
+            self._pass_dashboard_output()
+        got = self.control.recv(0)
         while got is not None:
             name, msg = got
             child = self.children.get(name)
@@ -251,20 +288,27 @@ class Supervisor:
     def _serve_barrier(self, timeout: float) -> None:
         """Serve the session channel the moment anything arrives on it, until a control message is waiting
         or ``timeout`` s have passed (an answer kept waiting would skew the other sites' clock estimates)."""
-        if self._poller is None:
-            self._poller = zmq.Poller()
-            for sock in [self.control.socket, *self.barrier.sockets()]:
-                self._poller.register(sock, zmq.POLLIN)
+        poller = self._poll()
         deadline = time.monotonic() + timeout
         while True:
             self.barrier.step(local_clock())
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            ready = dict(self._poller.poll(max(1, int(remaining * 1000))))
-            if self.control.socket in ready:
+            ready = dict(poller.poll(max(1, int(remaining * 1000))))
+            if ready.keys() - set(self.barrier.sockets()):  # the nodes, the operator or the dashboard
                 self.barrier.step(local_clock())
                 return
+
+    def _poll(self) -> zmq.Poller:
+        """One poller for everything the loop waits on: the nodes' control channel, the operator endpoint,
+        the session channel's sockets (a site of a multi-site run), the dashboard's output."""
+        if self._poller is None:
+            self._poller = zmq.Poller()
+            for sock in [self.control.socket, self.operator.socket,
+                         *(self.barrier.sockets() if self.barrier is not None else [])]:
+                self._poller.register(sock, zmq.POLLIN)
+        return self._poller
 
     def _on_message(self, child: Child, msg: dict) -> None:
         kind = msg["type"]
@@ -273,6 +317,7 @@ class Supervisor:
             child.bound = True
         elif kind == "ready":
             child.ready = True
+            child.metrics = msg.get("metrics") if isinstance(msg.get("metrics"), int) else None
             if self.session is not None:
                 self.session.node_event(child.name, "ready", local_clock(), pid=child.proc.pid)
         elif kind == "status":  # rates are taken between a node's last two status messages
@@ -289,6 +334,8 @@ class Supervisor:
                 self.session.node_event(child.name, "stopped", local_clock())
         elif kind == "error":
             child.error = str(msg.get("message", "unknown error"))
+        elif kind == "operator_hold_ack":
+            child.hold_ack = msg
 
     def _wait_all(self, what: str, done) -> None:
         deadline = time.monotonic() + self.ready_timeout
@@ -375,11 +422,142 @@ class Supervisor:
             if self.decision is not None:
                 self.session.provenance.update(self._start_record(self.barrier.offsets()))
             self.session.write()
+        self._write_live()
         if self.network.phases:
             self.say("spikewire: protocol " + ", then ".join(f"{n} {e - s:g} s" for n, s, e in self.network.phases))
         self.say("spikewire: all nodes ready; running" + (f" for {self.duration:g} s" if self.duration else
                                                              " until Ctrl-C"))
         return t0
+
+    # --- from outside: the live file, the operator, the dashboard ------------------------------------
+    def _live_content(self) -> dict:
+        net = self.network
+        nodes = {}
+        for name, child in self.children.items():
+            bind = str(getattr(net.nodes[name].settings, "bind", "127.0.0.1"))
+            host = "127.0.0.1" if bind in ("0.0.0.0", "::", "*", "localhost") else bind
+            nodes[name] = {"kind": net.nodes[name].kind, "pid": child.proc.pid,
+                           "metrics": f"http://{host}:{child.metrics}/metrics" if child.metrics else None,
+                           "outputs": dict(child.endpoints)}
+        return {"version": 1, "network": net.name, "network_file": str(Path(net.path).resolve()), "site": self.site,
+                "supervisor_pid": os.getpid(),
+                "session": str(self.session.folder.resolve()) if self.session is not None else None,
+                "t0": self.t0, "duration": self.duration, "phases": [[n, s, e] for n, s, e in net.phases],
+                "nodes": nodes, "control": {"endpoint": self.operator.endpoint, "secret": self.operator.secret}}
+
+    def _write_live(self) -> None:
+        """Write (or rewrite) the live file; a run of the same network alive in this folder is warned of."""
+        if self.live_file is None:
+            self.live_file = live_path(self.network.name, self.site)
+            try:
+                other = read_live(self.live_file)
+            except LiveFileError:
+                other = None  # none, unreadable, or stale: ours to write
+            if other is not None and other["supervisor_pid"] != os.getpid():
+                self.say(f"spikewire: WARNING: {self.live_file} names a run still going (pid {other['supervisor_pid']});"
+                         " overwritten: its dashboard now watches this run")
+        try:
+            write_live(self.live_file, self._live_content())
+        except OSError as e:
+            raise RunFailed(f"could not write the live file {self.live_file}: {e}") from None
+
+    def _remove_live(self) -> None:
+        """Remove the live file if it is still ours (another run may have taken it over)."""
+        if self.live_file is None:
+            return
+        try:
+            if read_live(self.live_file, alive=False)["supervisor_pid"] == os.getpid():
+                self.live_file.unlink()
+        except (LiveFileError, FileNotFoundError):
+            return
+
+    def _on_operator(self, req: Request, t: float) -> dict:
+        """An accepted operator request (launch/operator.py): act, say, journal."""
+        if req.action == "ping":
+            return {}
+        extra: dict = {}
+        if req.action in ("hold", "release"):
+            on = req.action == "hold"
+            told = [n for n, c in self.children.items() if c.bound and c.final is None and c.proc.poll() is None]
+            for name in told:
+                self.control.send(name, {"type": "operator_hold", "on": on, "source": req.source})
+            self.operator_holding = req.source if on else None
+            extra["nodes"] = told
+            self.say(f"spikewire: WARNING: operator {'HOLD' if on else 'release'} by {req.source}: "
+                     + ("stimulation and programming held on every node" if on else "the interlocks release as "
+                        "their inputs allow") + f" ({len(told)} nodes told)")
+        else:
+            self.say(f"spikewire: mark by {req.source}: {req.text}")
+        self._drawn = 0  # below the status lines: the next redraw starts under this one
+        if self.session is not None:
+            self.session.record_control(t, req.action, req.source, req.text)
+        return extra
+
+    def _start_dashboard(self) -> None:
+        test_cmd = os.environ.get(DASHBOARD_COMMAND_ENV)
+        cmd = shlex.split(test_cmd) if test_cmd else [sys.executable, "-m", "spikewire", "dashboard"]
+        cmd += ["--live", str(self.live_file), "--listen", self.dashboard_listen]
+        try:
+            self.dashboard = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                              stderr=subprocess.STDOUT, start_new_session=True)
+        except OSError as e:
+            self.say(f"spikewire: WARNING: the dashboard did not start ({e}); the run goes on without it")
+            return
+        os.set_blocking(self.dashboard.stdout.fileno(), False)
+        self._poll().register(self.dashboard.stdout, zmq.POLLIN)
+        self.say(f"spikewire: dashboard starting (pid {self.dashboard.pid}) on {self.dashboard_listen}")
+
+    def _pass_dashboard_output(self, final: bool = False) -> None:
+        """Print what the dashboard wrote, whole lines (all of it when ``final``: it has been reaped); warn
+        once if it died while the run goes on. Never blocks."""
+        proc = self.dashboard
+        if proc.stdout is not None:
+            while True:
+                try:
+                    chunk = os.read(proc.stdout.fileno(), 65536)
+                except BlockingIOError:
+                    break
+                if not chunk:  # its end of the pipe closed
+                    self._poll().unregister(proc.stdout)
+                    proc.stdout.close()
+                    proc.stdout = None
+                    break
+                self._dashboard_buf += chunk
+            *lines, self._dashboard_buf = self._dashboard_buf.split(b"\n")
+            if (final or proc.stdout is None) and self._dashboard_buf:
+                lines.append(self._dashboard_buf)
+                self._dashboard_buf = b""
+            for line in lines:
+                self.say(line.decode(errors="replace").rstrip())
+                self._drawn = 0
+        if final:
+            if proc.stdout is not None:  # a grandchild keeps the pipe open: not ours to wait for
+                self._poll().unregister(proc.stdout)
+                proc.stdout.close()
+                proc.stdout = None
+            return
+        code = proc.poll()
+        if code is not None and not self._dashboard_warned:
+            self._dashboard_warned = True
+            self.say(f"spikewire: WARNING: the dashboard {describe_exit(code)}; the run goes on without it")
+
+    def _stop_dashboard(self) -> None:
+        """SIGTERM, then SIGKILL after DASHBOARD_GRACE; reap it and pass on the rest of its output."""
+        proc = self.dashboard
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(DASHBOARD_GRACE)
+            except subprocess.TimeoutExpired:
+                self.say(f"spikewire: the dashboard did not stop within {DASHBOARD_GRACE:g} s; killed")
+                proc.kill()
+                proc.wait()
+        elif not self._dashboard_warned:
+            self._dashboard_warned = True
+            self.say(f"spikewire: WARNING: the dashboard {describe_exit(proc.returncode)} before the run ended")
+        self._pass_dashboard_output(final=True)
 
     def _supervise(self, t0: float) -> str:
         end = t0 + self.duration if self.duration else float("inf")

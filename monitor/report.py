@@ -362,6 +362,12 @@ def render_text(report: dict) -> str:
             ["phase", "ends s", *cols],
             [[r["phase"], f"{r['end_s']:g}", *(fmt(r.get(c, "-")) for c in cols)] for r in report["phases"]],
             set(range(1, len(cols) + 2))) + [""]
+    ctl = report.get("controls") or {}
+    if ctl.get("accepted") or ctl.get("refused"):  # the operator's control endpoint (launch/operator.py)
+        out += ["Operator controls: accepted " + (", ".join(f"{k} {v}" for k, v in sorted(ctl["accepted"].items()))
+                                                  or "none")
+                + ("; refused " + ", ".join(f"{k} {v}" for k, v in sorted(ctl["refused"].items()))
+                   if ctl.get("refused") else ""), ""]
     rows = []
     for name, n in report["nodes"].items():
         if not n.get("final"):
@@ -380,6 +386,8 @@ def render_text(report: dict) -> str:
         il = n.get("interlock")
         if il and il["holds"]:
             notes += f", interlock held {il['holds']}x for {il['held_s']:.2f} s"
+            if il.get("operator_holds"):
+                notes += f" ({il['operator_holds']} by the operator)"
         rows.append([name, loop["ticks"], _us(tc.get("p50")), _us(tc.get("p99")), loop["overruns"],
                      f"{proc['max_rss_mb']:.0f}", notes])
     out += ["Nodes"] + _table(["node", "ticks", "tick p50 us", "tick p99 us", "overruns", "peak MB", "notes"],
