@@ -9,7 +9,9 @@
         status.jsonl                   every node's status message (1 Hz: its figures, nodes/figures.py) with the
                                        model events since the previous one ("log": plasticity pulses with
                                        their exact times and resistance before/after), and its final report
-                                       (type "final", its figures under "summary"), one JSON per line
+                                       (type "final", its figures under "summary"), one JSON per line; and
+                                       every operator action accepted while it ran (type "control", no
+                                       node: action hold / release / mark, source, text, t)
         journal/<node>.swj             every packet each node sent and received (streams/journal.py)
 
 Everything that reads a session (plot, NWB export, both replays, merge) reads it here, so there is one
@@ -159,6 +161,13 @@ class Session:
         if self._status is None:
             self._status = open(self.folder / "status.jsonl", "a", buffering=1)  # line-buffered: crash-safe
         self._status.write(json.dumps({"node": node, **msg}, default=float) + "\n")
+
+    def record_control(self, t_local: float, action: str, source: str, text: str = "") -> None:
+        """An operator's action (hold, release, mark) accepted at ``t_local``, in status.jsonl."""
+        if self._status is None:
+            self._status = open(self.folder / "status.jsonl", "a", buffering=1)
+        self._status.write(json.dumps({"type": "control", "t": t_local, "action": action, "source": source,
+                                       "text": text}) + "\n")
 
     def node_event(self, node: str, what: str, t_local: float, **extra) -> None:
         """``what`` happened to ``node`` at ``t_local`` (ready, stopped, died, killed), stamped in UTC too."""
@@ -348,6 +357,33 @@ class DeviceRecord:
         return (np.array([p[0] for p in keep], dtype=np.float64), np.array([p[2] for p in keep], dtype=np.float64))
 
 
+CONTROL_ACTIONS = ("hold", "release", "mark")
+
+
+@dataclass(frozen=True)
+class Control:
+    """An operator's action during the run (launch/operator.py), in session seconds."""
+
+    t: float
+    action: str
+    """hold, release or mark."""
+    source: str
+    """Who asked (the dashboard says which)."""
+    text: str = ""
+    """A mark's note."""
+
+
+@dataclass(frozen=True)
+class OperatorHold:
+    """Stimulation and programming held by hand, from a hold to the next release (or the run's end)."""
+
+    start: float
+    stop: float
+    source: str
+    released_by: str
+    """Who released it; '' if the run ended held."""
+
+
 @dataclass(frozen=True)
 class Phase:
     name: str
@@ -475,6 +511,33 @@ class RecordedSession:
     def pulses(self) -> list[Pulse]:
         """Every programming pulse of every node, in time order."""
         return sorted((p for d in self.devices() for p in d.pulses), key=lambda p: p.t)
+
+    # --- the operator -------------------------------------------------------------------------------
+    def controls(self) -> list[Control]:
+        """Every operator action the run accepted, in time order (a line that is not one is skipped)."""
+        out = []
+        for ln in self.status.lines:
+            if ln.get("type") == "control" and ln.get("action") in CONTROL_ACTIONS and _number(ln.get("t")):
+                out.append(Control(ln["t"] - self.t0, ln["action"], str(ln.get("source", "")), str(ln.get("text", ""))))
+        return sorted(out, key=lambda c: c.t)
+
+    def marks(self) -> list[Control]:
+        """The operator's marks (timestamped notes), in time order."""
+        return [c for c in self.controls() if c.action == "mark"]
+
+    def operator_holds(self) -> list[OperatorHold]:
+        """Each operator hold, from its hold to the next release (the end of the run if none); a hold while
+        held is the same hold, a release while not held changes nothing."""
+        out, since = [], None
+        for c in self.controls():
+            if c.action == "hold" and since is None:
+                since = c
+            elif c.action == "release" and since is not None:
+                out.append(OperatorHold(since.t, c.t, since.source, c.source))
+                since = None
+        if since is not None:
+            out.append(OperatorHold(since.t, max(self.end_s, since.t), since.source, ""))
+        return out
 
     # --- the protocol -------------------------------------------------------------------------------
     def phases(self) -> list[Phase]:

@@ -35,6 +35,11 @@ UTC. The file holds::
     events/synaptic_events    events sent on SYNAPTIC outputs: weighted synaptic events (node, port, target, value)
     events/plasticity_pulses  pulses from status.jsonl's logs (node, device, direction, voltage and
                               duration = pulse width as the device is declared, r_before, r_after)
+    events/marks              the operator's marks during the run (launch/operator.py, e.g. the dashboard's
+                              mark button): annotation (the note), source (who); NWB's replacement for an
+                              AnnotationSeries, which pynwb 4 deprecates
+    intervals/operator_holds  stimulation and programming held by the operator: from each hold to the next
+                              release (or the run's end), source (who held), released_by ('' if never)
     acquisition/resistance_<device>   per device: TimeSeries [ohm], continuity "step": r_start at 0, every
                               status sample and every pulse's exact r_after, in time order
     epochs         the protocol phases that started (tags = [phase], completed); a phase the run stopped in
@@ -68,6 +73,7 @@ import pynwb
 from hdmf.common import DynamicTable, VectorData
 from pynwb import NWBHDF5IO, NWBFile, TimeSeries
 from pynwb.ecephys import SpikeEventSeries
+from pynwb.epoch import TimeIntervals
 from pynwb.event import DurationVectorData, EventsTable, TimestampVectorData
 from pynwb.file import Subject
 from pynwb.misc import Units
@@ -126,6 +132,7 @@ def export_nwb(session_dir: str | Path, out_path: str | Path, overwrite: bool = 
     _add_events(nwb, s)
     _add_resistance(nwb, s)
     _add_epochs(nwb, s)
+    _add_operator(nwb, s)
     _add_diagnostics(nwb, s)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp{out.suffix or '.nwb'}")
@@ -557,6 +564,32 @@ def _add_epochs(nwb: NWBFile, s: Session) -> None:
                          "and stop_time is when)")
     for p in phases:
         nwb.add_epoch(start_time=p.start, stop_time=p.stop, tags=[p.name], completed=p.completed)
+
+
+def _add_operator(nwb: NWBFile, s: Session) -> None:
+    """The operator's marks (events/marks) and holds (intervals/operator_holds), as the session recorded them."""
+    source = "spikewire operator controls accepted by the supervisor (status.jsonl, type control)"
+    marks = s.marks()
+    if marks:
+        nwb.add_events_table(_events_table(
+            "marks", "Timestamped notes the operator made during the run (the dashboard's mark)", source,
+            [m.t for m in marks], {"annotation": ("the note", [m.text for m in marks]),
+                                   "source": ("who made it", [m.source for m in marks])}))
+    holds = s.operator_holds()
+    if not holds:
+        return
+    table = TimeIntervals(name="operator_holds", description="Stimulation and device programming held by the "
+                          "operator on every node (their interlocks' operator hold), from the hold to the release or "
+                          "the run's end")
+    table.add_column("source", "who held")
+    table.add_column("released_by", "who released ('': the run ended held)")
+    for h in holds:
+        # Nothing runs before t0: a hold asked for before the start holds from it. A hold the run ended in
+        # at once still lasts a little: stop after start, as NWB wants.
+        start = max(0.0, h.start)
+        table.add_interval(start_time=start, stop_time=max(h.stop, float(np.nextafter(start, np.inf))),
+                           source=h.source, released_by=h.released_by)
+    nwb.add_time_intervals(table)
 
 
 def _add_diagnostics(nwb: NWBFile, s: Session) -> None:
