@@ -11,7 +11,7 @@ REF_STAMP := $(REF)/.installed
 # Keep LSL discovery on this machine unless the caller says otherwise.
 export LSLAPICFG ?= $(CURDIR)/streams/lsl_api.cfg
 
-.PHONY: demo rig-demo sites-demo test bench venv ref prometheus-bin params-docs clean
+.PHONY: demo rig-demo sites-demo test bench venv ref prometheus-bin chromium-bin params-docs clean
 
 # The element-contract examples are packages of their own, installed beside spikewire as a lab's would be.
 EXAMPLES := examples/lif_plugin examples/linear_crossbar
@@ -44,6 +44,14 @@ prometheus-bin:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
 	  else echo "the monitoring tests need Prometheus: sudo apt-get install prometheus" >&2; fi; }
 
+# The dashboard's tests drive a real headless browser: Debian's chromium, through Playwright's bundled driver
+# (never a browser download of Playwright's own).
+chromium-bin:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "the dashboard tests need Chromium: sudo apt-get install chromium" >&2; fi; }
+
 # The loop closed through a (mock) recording rig over LSL: rig-sim in the background, then the network.
 rig-demo: $(STAMP)
 	$(VENV)/bin/spikewire rig-sim --channels 4 --duration 40 & \
@@ -61,7 +69,7 @@ sites-demo: $(STAMP)
 	  echo; echo "southampton and padova printed their summaries to sessions-southampton.log, sessions-padova.log"; \
 	  exit $$status
 
-test: $(STAMP) $(REF_STAMP) prometheus-bin
+test: $(STAMP) $(REF_STAMP) prometheus-bin chromium-bin
 	$(PY) -m pytest -q
 
 # The parameter reference, made from the settings schema (spikewire's own kinds: no installed package's). A test
