@@ -110,6 +110,16 @@ class TickScheduler:
         those ticks' unpublished outputs: ``settle``); outputs released by ``arrival`` are published first,
         and are final."""
         self._publish_due(arrival)
+        # An output of a coalesced group is final at its own release, not the group's (_coalesce): publish the
+        # ones final by ``arrival`` now. Recomputed, they are suppressed as published (suppress_until), and
+        # without this a group that had not left yet lost them.
+        rest = self.batch[self.next_item:]
+        if any(it[4] <= arrival for it in rest):
+            for it in rest:
+                if it[4] <= arrival:
+                    self._late(it[4], arrival)
+                    self.publish(it[2], it[3])
+            self.batch[self.next_item:] = [it for it in rest if it[4] > arrival]
         end = j if keep_through is None else keep_through + 1
         keep = [it for it in self.batch[self.next_item:] if it[1] < end] if keep_through is not None else []
         state, n_marks = self.snap
@@ -185,24 +195,28 @@ class TickScheduler:
         items = []
         for port, events, dues in outbox.pending_dues():
             if not self.timed:
-                items.append((self.deadline(first), first, port, events.copy()))
+                items.append((self.deadline(first), first, port, events.copy(), self.deadline(first)))
                 continue
             t = events["t"].astype(np.float64)
             final = t + self.step
             if dues:
                 idx = np.fromiter(dues, np.int64, len(dues))
                 t[idx] = final[idx] = np.fromiter(dues.values(), np.float64, len(dues))
-            # the tick whose span holds the time (one on a boundary: the earlier), and its deadline
-            tick = np.clip(np.ceil((t - self.t0) / self.period - 1e-6).astype(np.int64) - 1, first, end - 1)
+            # The tick whose span [start, deadline) holds the time, and its deadline. A time on a boundary belongs
+            # to the later tick: a spike stamped at a step's start (Brian2's convention) was computed in that
+            # step, and the earlier tick's deadline would release it before its step ended (it was, and a
+            # rollback then recomputed and sent it again); stamped at a step's end (NEST's), it only waits
+            # one step longer.
+            tick = np.clip(np.floor((t - self.t0) / self.period + 1e-6).astype(np.int64), first, end - 1)
             release = np.minimum(final, self.t0 + (tick + 1) * self.period)
             keep = release > self.suppress_until
             if len(events) == 1:
                 if keep[0]:
-                    items.append((float(release[0]), int(tick[0]), port, events.copy()))
+                    items.append((float(release[0]), int(tick[0]), port, events.copy(), float(release[0])))
                 continue
             for r in np.unique(release[keep]):
                 sel = keep & (release == r)
-                items.append((float(r), int(tick[sel][0]), port, events[sel].copy()))
+                items.append((float(r), int(tick[sel][0]), port, events[sel].copy(), float(r)))
         outbox.clear()
         return items
 
@@ -216,7 +230,7 @@ class TickScheduler:
         batch = self.batch
         i = self.next_item
         while i < len(batch) and batch[i][0] <= now:
-            release, _, port, events = batch[i]
+            release, _, port, events, _ = batch[i]
             self._late(release, now)
             self.publish(port, events)
             i += 1
@@ -252,7 +266,7 @@ class TickScheduler:
             k = self.committed
             self._deliver(k, record=False)
             self._compute(k)
-            for release, _, port, events in self._items(k, k + 1):
+            for _, _, port, events, _ in self._items(k, k + 1):
                 self.publish(port, events)
             self._late(self.deadline(k), now)
             self.committed += 1
