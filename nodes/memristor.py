@@ -27,6 +27,7 @@ import dataclasses
 import io
 import json
 import logging
+import math
 import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -156,12 +157,17 @@ class SynapseSettings(Settings):
             if min(row) < 0:
                 raise SettingsError(f"{key}.table[{i}]", f"indices must be >= 0, got {list(row)}")
         rule = self.connect
+        given = {name for name in ("pre", "post", "file", "p", "seed", "wordline", "bitline")
+                 if getattr(self, name) != SynapseSettings.__dataclass_fields__[name].default}
         if rule == "table":
-            for name in ("pre", "post", "file"):
-                if getattr(self, name) != SynapseSettings.__dataclass_fields__[name].default:
+            for name in ("pre", "post", "file", "p", "seed", "wordline", "bitline"):
+                if name in given:
                     raise SettingsError(f"{key}.{name}", f"is a setting of a connect rule; with connect = \"table\" "
                                         "the rows are the table's (set connect to one_to_one, all_to_all, random or file)")
             return
+        for name in ("p", "seed"):
+            if name in given and rule != "random":
+                raise SettingsError(f"{key}.{name}", f"is read only with connect = \"random\", got connect = {rule!r}")
         if self.table != SynapseSettings.__dataclass_fields__["table"].default:
             raise SettingsError(f"{key}.table", f"give either the rows (table) or a rule (connect = {rule!r}), not both")
         if rule == "file":
@@ -170,10 +176,12 @@ class SynapseSettings(Settings):
         elif self.file:
             raise SettingsError(f"{key}.file", f"is read only with connect = \"file\", got connect = {rule!r}")
         if rule != "file" and self.pre < 1:
-            raise SettingsError(f"{key}.pre", f"required with connect = {rule!r}: the number of presynaptic ids (>= 1)")
+            raise SettingsError(f"{key}.pre", f"must be >= 1 with connect = {rule!r} (the number of presynaptic ids), "
+                                f"got {self.pre}")
         post = self.n_post
         if rule in ("all_to_all", "random") and post < 1:
-            raise SettingsError(f"{key}.post", f"required with connect = {rule!r}: the number of postsynaptic ids (>= 1)")
+            raise SettingsError(f"{key}.post", f"must be >= 1 with connect = {rule!r} (the number of postsynaptic ids), "
+                                f"got {self.post}")
         if rule == "one_to_one" and post != self.pre:
             raise SettingsError(f"{key}.post", f"one_to_one connects i -> i: post must equal pre ({self.pre}), got {post}")
         if rule != "file":
@@ -187,6 +195,9 @@ class SynapseSettings(Settings):
                                     f"has at most {MAX_TABLE_ROWS:,}")
         if rule == "random" and self.p <= 0:
             raise SettingsError(f"{key}.p", "must be > 0: no pair would connect")
+        if rule == "random" and self.p * self.pre * post > 1.2 * MAX_TABLE_ROWS:
+            raise SettingsError(f"{key}.p", f"{self.p:g} of {self.pre:,} x {post:,} pairs is ~{self.p * self.pre * post:,.0f} "
+                                f"devices; a group has at most {MAX_TABLE_ROWS:,}")
         if rule == "file" and "_mask" not in self.__dict__:
             return  # the array is read by with_files (the network file's folder known), which checks again
         rows = self.rows  # expand now: a rule that makes no device, or too many, is refused before start
@@ -222,9 +233,11 @@ class SynapseSettings(Settings):
                 pre = post = np.arange(self.pre, dtype=np.int64)
             elif rule == "all_to_all":
                 pre, post = (a.ravel() for a in np.meshgrid(np.arange(self.pre), np.arange(self.n_post), indexing="ij"))
-            elif rule == "random":
-                mask = np.random.default_rng(self.seed).random((self.pre, self.n_post)) < self.p
-                pre, post = np.nonzero(mask)
+            elif rule == "random":  # a binomial count of distinct pairs, in pair order: no pre x post array
+                rng = np.random.default_rng(self.seed)
+                pairs = self.pre * self.n_post
+                pick = np.sort(rng.choice(pairs, size=min(int(rng.binomial(pairs, self.p)), pairs), replace=False))
+                pre, post = np.divmod(pick, self.n_post)
             else:
                 mask = self.__dict__.get("_mask")
                 if mask is None:
@@ -277,7 +290,7 @@ class MemristorSettings(NodeSettings):
         if not self.device.r_min <= self.r_init <= self.device.r_max:
             raise SettingsError(f"{key}.r_init", f"must lie in the device range [{self.device.r_min!r}, "
                                 f"{self.device.r_max!r}], got {self.r_init!r}")
-        used = np.full((self.rows, self.cols), -1, np.int64)  # the group using each device
+        lines, owner, index = [], [], []  # every device's linear address, its group and its row there
         for g, (name, syn) in enumerate(self.synapses.items()):
             rows = syn.rows
             if syn.connect == "file" and not len(rows):
@@ -288,21 +301,31 @@ class MemristorSettings(NodeSettings):
                 i = int(outside[0])
                 raise SettingsError(self._row_key(key, name, syn, i), f"device ({wl[i]}, {bl[i]}) is outside the "
                                     f"{self.rows}x{self.cols} crossbar" + self._row_of(syn, i))
-            taken = used[wl, bl]
-            clash = np.flatnonzero(taken >= 0)
-            if not len(clash):
-                _, first = np.unique(wl * self.cols + bl, return_index=True)
-                clash = np.setdiff1d(np.arange(len(rows)), first)
-            if len(clash):
-                i = int(clash[0])
-                other = list(self.synapses)[taken[i]] if taken[i] >= 0 else name
-                raise SettingsError(self._row_key(key, name, syn, i), f"device ({wl[i]}, {bl[i]}) is already used by "
-                                    f"synapse {other!r}" + self._row_of(syn, i))
-            used[wl, bl] = g
+            lines.append(wl * self.cols + bl)
+            owner.append(np.full(len(rows), g))
+            index.append(np.arange(len(rows)))
+        if not lines:
+            return
+        lin, own, idx = np.concatenate(lines), np.concatenate(owner), np.concatenate(index)
+        order = np.argsort(lin, kind="stable")  # groups in order, rows in order: the later of a pair is the clash
+        twice = np.flatnonzero(lin[order][1:] == lin[order][:-1])
+        if len(twice):
+            later = order[twice + 1]
+            k = int(later[np.argmin(own[later] * (1 << 32) + idx[later])])  # the first clash in file order
+            first = order[np.searchsorted(lin[order], lin[k])]
+            names = list(self.synapses)
+            syn, i = self.synapses[names[own[k]]], int(idx[k])
+            wl, bl = divmod(int(lin[k]), self.cols)
+            raise SettingsError(self._row_key(key, names[own[k]], syn, i), f"device ({wl}, {bl}) is already used by "
+                                f"synapse {names[own[first]]!r}" + self._row_of(syn, i))
 
-    @staticmethod
-    def _row_key(key: str, name: str, syn: SynapseSettings, i: int) -> str:
-        return f"{key}.synapses.{name}." + (f"table[{i}]" if syn.connect == "table" else "wordline")
+    def _row_key(self, key: str, name: str, syn: SynapseSettings, i: int) -> str:
+        """The key to name for row ``i``'s device: its table row, or the rule's offset on the line that
+        does not fit (the wordline, unless only the bitline is outside)."""
+        if syn.connect == "table":
+            return f"{key}.synapses.{name}.table[{i}]"
+        wl, bl = syn.rows[i, 2:]
+        return f"{key}.synapses.{name}." + ("bitline" if bl >= self.cols and wl < self.rows else "wordline")
 
     @staticmethod
     def _row_of(syn: SynapseSettings, i: int) -> str:
@@ -335,14 +358,29 @@ def _read_mask(path: Path, key: str) -> np.ndarray:
         raise SettingsError(key, f"cannot read {str(path)!r}: {e.strerror or e}") from None
     if size > MAX_MASK_BYTES:
         raise SettingsError(key, f"{str(path)!r} is larger than {MAX_MASK_BYTES >> 20} MB, far more than a crossbar")
+    most = NODE_MEMORY_BUDGET // BYTES_PER_ID
     try:
         if path.suffix == ".npy":
+            with open(path, "rb") as f:  # the header first: its shape is refused before anything is allocated
+                version = np.lib.format.read_magic(f)
+                read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                               (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                shape, _, dtype = read_header(f) if read_header is not None else ((), False, np.dtype(object))
+                data_bytes = size - f.tell()
+            if len(shape) == 2 and max(shape) > most:
+                raise SettingsError(key, f"{str(path)!r} is {shape[0]} x {shape[1]}; a group has at most {most:,} pre "
+                                    "and post ids")
+            if dtype.kind in "biuf" and math.prod(shape) * dtype.itemsize > data_bytes:
+                raise SettingsError(key, f"cannot read {str(path)!r} as an array: its header says "
+                                    f"{' x '.join(map(str, shape))} of {dtype}, but the file is truncated")
             mask = np.load(path, allow_pickle=False)  # never unpickle what a file holds
         else:
             text = path.read_text(encoding="utf-8")
+            if not any(ln.strip() and not ln.lstrip().startswith("#") for ln in text.splitlines()):
+                raise SettingsError(key, f"{str(path)!r} holds no numbers (pre rows x post columns)")
             delimiter = "," if "," in text else None
             mask = np.loadtxt(io.StringIO(text), delimiter=delimiter, ndmin=2, comments="#")
-    except (OSError, ValueError, UnicodeDecodeError) as e:
+    except (OSError, ValueError, EOFError, UnicodeDecodeError) as e:
         raise SettingsError(key, f"cannot read {str(path)!r} as an array: {str(e).splitlines()[0] if str(e) else e}") \
             from None
     if mask.ndim != 2 or not mask.size:
@@ -352,7 +390,6 @@ def _read_mask(path: Path, key: str) -> np.ndarray:
     if mask.dtype.kind == "f" and not np.isfinite(mask).all():
         bad = np.argwhere(~np.isfinite(mask))[0]
         raise SettingsError(key, f"{str(path)!r} has a non-finite entry at row {bad[0]}, column {bad[1]}")
-    most = NODE_MEMORY_BUDGET // BYTES_PER_ID
     if max(mask.shape) > most:
         raise SettingsError(key, f"{str(path)!r} is {mask.shape[0]} x {mask.shape[1]}; a group has at most {most:,} "
                             "pre and post ids")

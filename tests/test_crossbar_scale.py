@@ -163,8 +163,8 @@ def test_a_random_rule_declares_its_full_sizes_even_where_an_id_drew_no_device()
 @pytest.mark.parametrize("s, key, words", [
     (dict(connect="all_to_all", pre=3, post=2, table=[[0, 0, 0, 0], [1, 1, 1, 1]]), "nodes.xb.synapses.s.table",
      "either"),
-    (dict(connect="all_to_all", post=2), "nodes.xb.synapses.s.pre", "required"),
-    (dict(connect="all_to_all", pre=2), "nodes.xb.synapses.s.post", "required"),
+    (dict(connect="all_to_all", post=2), "nodes.xb.synapses.s.pre", "must be >= 1"),
+    (dict(connect="all_to_all", pre=2), "nodes.xb.synapses.s.post", "must be >= 1"),
     (dict(connect="one_to_one", pre=3, post=2), "nodes.xb.synapses.s.post", "equal pre"),
     (dict(connect="random", pre=3, post=3, p=0.0), "nodes.xb.synapses.s.p", "> 0"),
     (dict(connect="file"), "nodes.xb.synapses.s.file", "required"),
@@ -274,3 +274,69 @@ def test_a_flood_of_pulses_is_logged_up_to_the_cap_and_counted_beyond(monkeypatc
     assert n.figures(2.0, final=True).info["pulses_unlogged"] == 150
     n.on_events("s.post", Kind.SPIKE, packet([4]), 1.02)
     assert len(n.take_log()) == 100 and n.unlogged == 150  # a quiet period logs everything again
+
+
+# --- found from the outside (issue 14): rule files and rules that misbehaved ------------------------
+def _npy_header_only(path, shape):
+    with open(path, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f8", "fortran_order": False, "shape": shape})
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda p: p.write_bytes(b""), "cannot read"),
+    (lambda p: _npy_header_only(p, (100_000, 100_000)), "100000 x 100000"),
+    (lambda p: _npy_header_only(p, (4, 3)), "cannot read"),
+])
+def test_a_broken_npy_is_one_line_before_anything_is_allocated(tmp_path, make, words):
+    make(tmp_path / "m.npy")
+    with pytest.raises(NetworkError) as e:
+        build_network(file_network(tmp_path, "m.npy"), path=tmp_path / "net.toml")
+    assert e.value.key == "nodes.xb.synapses.s.file" and words in e.value.reason, e.value.reason
+
+
+def test_an_empty_text_mask_is_refused_without_numpys_warning(tmp_path):
+    import warnings
+
+    (tmp_path / "m.csv").write_text("")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(NetworkError) as e:
+            build_network(file_network(tmp_path, "m.csv"), path=tmp_path / "net.toml")
+    assert e.value.key == "nodes.xb.synapses.s.file" and "no numbers" in e.value.reason, e.value.reason
+
+
+def test_a_sparse_random_rule_over_huge_id_ranges_draws_without_a_dense_array():
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    huge = {"kind": "memristor", "rows": 64, "cols": 64,
+            "synapses": {"s": {"connect": "random", "pre": 65_536, "post": 65_536, "p": 1e-6, "seed": 2}}}
+    with pytest.raises(SettingsError) as e:  # it cannot fit any crossbar: refused after drawing ~4,300 pairs
+        parse(MemristorSettings, huge, "nodes.xb")
+    assert "outside the 64x64 crossbar" in e.value.reason
+    table = {"kind": "memristor", "rows": 3_000, "cols": 3_000,
+             "synapses": {"s": {"connect": "random", "pre": 3_000, "post": 3_000, "p": 5e-3, "seed": 2}}}
+    rows = parse(MemristorSettings, table, "nodes.xb").synapses["s"].rows
+    assert 40_000 < len(rows) < 50_000 and (rows[:, :2] < 3_000).all()
+    assert len({(a, b) for a, b in rows[:, :2].tolist()}) == len(rows)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200_000  # kB: no dense pre x post array
+    dense = {"kind": "memristor", "rows": 4, "cols": 4,
+             "synapses": {"s": {"connect": "random", "pre": 300, "post": 300, "p": 1.0}}}
+    with pytest.raises(SettingsError) as e:  # 90,000 devices: refused before they are drawn
+        parse(MemristorSettings, dense, "nodes.xb")
+    assert e.value.key == "nodes.xb.synapses.s.p" and "65,536" in e.value.reason
+
+
+@pytest.mark.parametrize("s, key, words", [
+    (dict(connect="all_to_all", pre=2, post=2, p=0.5), "nodes.xb.synapses.s.p", "only with connect = \"random\""),
+    (dict(connect="one_to_one", pre=2, seed=9), "nodes.xb.synapses.s.seed", "only with connect = \"random\""),
+    (dict(table=[[0, 0, 1, 1]], wordline=5), "nodes.xb.synapses.s.wordline", "connect rule"),
+    (dict(connect="all_to_all", pre=0, post=2), "nodes.xb.synapses.s.pre", ">= 1"),
+    (dict(connect="all_to_all", pre=2, post=9), "nodes.xb.synapses.s.bitline", "outside the 8x8 crossbar"),
+    (dict(connect="all_to_all", pre=2, post=2, bitline=7), "nodes.xb.synapses.s.bitline", "outside"),
+    (dict(connect="all_to_all", pre=2, post=2, wordline=7), "nodes.xb.synapses.s.wordline", "outside"),
+])
+def test_keys_a_rule_does_not_read_are_refused_and_errors_name_the_right_key(s, key, words):
+    with pytest.raises(SettingsError) as e:
+        parse(MemristorSettings, synapses(**s), "nodes.xb")
+    assert e.value.key == key and words in e.value.reason, (e.value.key, e.value.reason)
