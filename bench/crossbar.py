@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from spikewire.bench.loop import _cpu_seconds, wait_ready
-from spikewire.core.argtypes import number
+from spikewire.core.argtypes import number, output_file
 
 ROOT = Path(__file__).resolve().parent.parent
 NETWORK = ROOT / "launch" / "networks" / "crossbar_100x10.toml"
@@ -100,11 +100,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="spikewire bench crossbar", description=__doc__.split("\n\n")[0])
     ap.add_argument("--network", default=str(NETWORK), help="a network with at least one node that declares devices "
                     "(default launch/networks/crossbar_100x10.toml)")
-    ap.add_argument("--duration", type=number(float, above=2.0), default=20.0, help="seconds to run (default 20)")
-    ap.add_argument("--json", metavar="PATH", help="write the figures as JSON")
+    ap.add_argument("--duration", type=number(float, above=2.0), default=20.0,
+                    help="seconds to run, more than 2 (default 20)")
+    ap.add_argument("--json", metavar="PATH", type=output_file, help="write the figures as JSON")
     args = ap.parse_args(argv)
+    from spikewire.config.network import NetworkError
+
     try:
         r = run(Path(args.network), args.duration)
+    except NetworkError as e:  # a bad network file: refused before anything starts, as run refuses it
+        print(f"{args.network}: {e}", file=sys.stderr)
+        return 2
     except (ValueError, RuntimeError) as e:
         print(f"spikewire bench crossbar: {e}", file=sys.stderr)
         return 1

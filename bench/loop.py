@@ -47,6 +47,7 @@ import numpy as np
 import psutil
 
 from spikewire.config.toml_writer import dumps
+from spikewire.core.argtypes import output_file
 
 ROOT = Path(__file__).resolve().parent.parent
 PAPER_LOOP = ROOT / "launch" / "networks" / "paper_loop.toml"
@@ -249,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--network", type=Path, default=PAPER_LOOP, help="spikewire's network (default the paper's "
                     "loop; its [monitor] probe_from must go round a loop)")
     ap.add_argument("--scrape", action="store_true", help="scrape every node's /metrics at 1 Hz during spikewire's runs")
-    ap.add_argument("--json", metavar="PATH", help="write the figures as JSON")
+    ap.add_argument("--json", metavar="PATH", type=output_file, help="write the figures as JSON")
     args = ap.parse_args(argv)
     if args.rounds < 1 or not args.duration >= SETTLE + 3 or not math.isfinite(args.duration) \
             or any(not 1 <= r <= 1000 for r in args.rates):

@@ -37,3 +37,20 @@ def number(cast: Callable[[str], float] = float, *, above: float | None = None, 
         raise argparse.ArgumentTypeError(f"must be {what}{bound}, got {text}")
 
     return parse
+
+
+def output_file(text: str) -> str:
+    """An argparse ``type`` for a file a command will write (``--json PATH``, ``--out FILE``): refused at once,
+    before any work, when its folder does not exist or cannot be written, or when it names a folder."""
+    import os
+    from pathlib import Path
+
+    path = Path(text).expanduser()
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; give a file name")
+    if not folder.is_dir():
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: no folder {str(folder)!r}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"cannot write {text!r}: the folder {str(folder)!r} is not writable")
+    return str(path)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from spikewire import __version__
-from spikewire.core.argtypes import number
+from spikewire.core.argtypes import number, output_file
 
 _positive = number(above=0)
 _mb = number(int, at_least=1)
@@ -141,6 +142,9 @@ def cmd_keygen(args) -> int:
         if net.sites is None:
             print(f"{args.network}: no [sites] to make keys for", file=sys.stderr)
             return 2
+        if args.site and args.site not in net.sites:
+            print(f"{args.network}: --site: no site {args.site!r}; sites are: {', '.join(net.sites)}", file=sys.stderr)
+            return 2
         for site, cfg in net.sites.items():
             if args.site and site != args.site:
                 continue
@@ -161,6 +165,10 @@ def cmd_keygen(args) -> int:
         return 0
     if not args.name:
         print("spikewire keygen: give a NAME, or --network FILE", file=sys.stderr)
+        return 2
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", args.name):
+        print(f"spikewire keygen: NAME must be letters, digits, _ or -, at most 64 (it names NAME.key in --dir), "
+              f"got {args.name!r}", file=sys.stderr)
         return 2
     try:
         pub, sec = keygen(args.dir, args.name)
@@ -369,7 +377,7 @@ def build_parser(extensions=()) -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run a network file until --duration or Ctrl-C, then print a summary")
     p.add_argument("network", help="network file (TOML)")
     p.add_argument("--duration", type=_positive, help="seconds to run (default: until Ctrl-C / SIGTERM)")
-    p.add_argument("--json", metavar="PATH", help="also write the summary as JSON to PATH")
+    p.add_argument("--json", metavar="PATH", type=output_file, help="also write the summary as JSON to PATH")
     p.add_argument("--ready-timeout", type=_positive, default=60.0,
                    help="seconds every node has to start, compile and connect (default 60)")
     p.add_argument("--status-every", type=_positive, default=None,
@@ -416,7 +424,7 @@ def build_parser(extensions=()) -> argparse.ArgumentParser:
     p.add_argument("--nodes", required=True, help="comma-separated nodes to run live; the rest are replayed")
     p.add_argument("--speed", type=_positive, default=1.0, help="replay speed factor (default 1)")
     p.add_argument("--duration", type=_positive, help="seconds of the original session to replay (default: all)")
-    p.add_argument("--json", metavar="PATH", help="write the summary as JSON")
+    p.add_argument("--json", metavar="PATH", type=output_file, help="write the summary as JSON")
     p.add_argument("--session-dir", metavar="DIR", help="where to record the replay (default sessions/<UTC time>-replay; "
                    "the replayed session's folder is never written)")
     p.set_defaults(func=cmd_replay)
@@ -424,7 +432,7 @@ def build_parser(extensions=()) -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a recorded session as an NWB 2 file (units, stimuli, resistance, "
                        "pulses, phases)")
     p.add_argument("session", help="a session folder (from spikewire run)")
-    p.add_argument("--nwb", required=True, metavar="OUT.nwb", help="NWB file to write")
+    p.add_argument("--nwb", required=True, metavar="OUT.nwb", type=output_file, help="NWB file to write")
     p.add_argument("--overwrite", action="store_true", help="replace OUT.nwb if it exists")
     p.add_argument("--experimenter", help="experimenter name(s) for the NWB metadata")
     p.add_argument("--lab", help="lab for the NWB metadata")
@@ -457,7 +465,7 @@ def build_parser(extensions=()) -> argparse.ArgumentParser:
 
     p = sub.add_parser("plot", help="plot a recorded session: rasters, rates, weights with phases, link latencies")
     p.add_argument("session", help="a session folder (from spikewire run)")
-    p.add_argument("--out", required=True, metavar="FILE", help="image file to write (.png, .pdf, .svg)")
+    p.add_argument("--out", required=True, metavar="FILE", type=output_file, help="image file to write (.png, .pdf, .svg)")
     p.add_argument("--dpi", type=int, default=120, help="resolution (default 120)")
     p.set_defaults(func=cmd_plot)
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from spikewire.config.network import NetworkError, load_network
-from spikewire.core.argtypes import number
+from spikewire.core.argtypes import number, output_file
 from spikewire.core.settings import SettingsError, parse
 
 
@@ -239,13 +239,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="resistances in the sweep (default 41)")
     ap.add_argument("--pulses", type=number(int, at_least=1, at_most=1_000_000), default=200,
                     help="pulses of each kind from r_init (default 200)")
-    ap.add_argument("--out", metavar="FILE", help="also draw the sweep to FILE (.png, .pdf, .svg)")
-    ap.add_argument("--json", metavar="PATH", help="write the sweep as JSON")
+    ap.add_argument("--out", metavar="FILE", type=output_file, help="also draw the sweep to FILE (.png, .pdf, .svg)")
+    ap.add_argument("--json", metavar="PATH", type=output_file, help="write the sweep as JSON")
     args = ap.parse_args(argv)
     if not args.sweep:
         ap.error("say what to do: --sweep")
     if (args.network is None) != (args.node is None):
         ap.error("give both NETWORK and NODE, or neither (the default device)")
+    if args.group and args.network is None:
+        ap.error("--group names a synapse group of NETWORK NODE: give them too")
     try:
         if args.out:
             from spikewire.monitor.plot import image_path

@@ -135,3 +135,36 @@ def test_site_keys_go_to_the_home_folder_not_beside_the_network_file(tmp_path):
     check = subprocess.run(spikewire_cmd("check", str(net)), capture_output=True, text=True, timeout=60,
                            env={**os.environ, "HOME": str(home)})
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+@pytest.mark.parametrize("argv, words", [
+    (("run", str(NETWORKS / "paper_loop.toml"), "--duration", "2", "--json", "/nonexistent_sw/x.json"),
+     "no folder '/nonexistent_sw'"),
+    (("device", "--sweep", "--out", "/nonexistent_sw/x.png"), "no folder"),
+    (("device", "--sweep", "--json", "/nonexistent_sw/x.json"), "no folder"),
+    (("bench", "crossbar", "--duration", "3", "--json", "/nonexistent_sw/x.json"), "no folder"),
+    (("bench", "loop", "--json", "/nonexistent_sw/x.json"), "no folder"),
+    (("export", str(ROOT / "tests" / "fixtures" / "approval_session"), "--nwb", "/nonexistent_sw/x.nwb"), "no folder"),
+    (("device", "--group", "s", "--sweep"), "give them too"),
+    (("keygen", "../evil", "--dir", "d1"), "NAME must be letters"),
+])
+def test_what_cannot_be_done_is_refused_before_any_work(tmp_path, argv, words):
+    out = subprocess.run(spikewire_cmd(*argv), capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert out.returncode == 2 and words in out.stderr and "Traceback" not in out.stderr, out.stderr
+    assert not (tmp_path / "sessions").exists() and not any(tmp_path.iterdir()), "it did work before refusing"
+
+
+def test_keygen_for_a_site_the_file_lacks_says_so(tmp_path):
+    net = tmp_path / "paper_sites.toml"
+    net.write_text((NETWORKS / "paper_sites.toml").read_text().replace('"~/.spikewire/keys/', '"keys/'))
+    out = subprocess.run(spikewire_cmd("keygen", "--network", str(net), "--site", "nope"), capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 2 and "no site 'nope'" in out.stderr and not (tmp_path / "keys").exists()
+
+
+def test_a_bench_given_a_bad_network_exits_2_as_run_does(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[network]\nname = 'x'\n[nodes.a]\nkind = 'nope'\n")
+    out = subprocess.run(spikewire_cmd("bench", "crossbar", "--network", str(bad), "--duration", "3"),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "nodes.a.kind" in out.stderr and "Traceback" not in out.stderr, out.stderr
