@@ -467,14 +467,16 @@ def render_status(network: Network, statuses: dict[str, dict], previous: dict[st
         head = f"{name:<12} t={st['elapsed']:5.1f}s"
         alarms, parts = [], []
         prev = previous.get(name)
-        before = Figures.from_dict(prev.get("model")) if prev else model
-        dt = st["t"] - prev["t"] if prev else 0.0
+        if prev is None or prev is st or prev.get("t") == st.get("t"):
+            before, dt = Figures(), st["elapsed"]  # a node's first message: its rates since the start
+        else:
+            before, dt = Figures.from_dict(prev.get("model")), st["t"] - prev["t"]
         il = st.get("interlock")
         if il and il.get("holding"):
             alarms.append(f"INTERLOCK HOLD ({il['reason']})")
         for pop, p in model.populations.items():
             was = before.populations.get(pop)
-            n = p.spikes - (was.spikes if was else p.spikes)
+            n = p.spikes - (was.spikes if was else 0)
             parts.append(rate_text(pop, p.size, n / dt if dt > 0 else 0.0))
             if "stimulated_ap" in p.events:
                 parts.append(f"AP stim/spont {p.events['stimulated_ap']}/{p.events['spontaneous_ap']} "

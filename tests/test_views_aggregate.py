@@ -223,3 +223,13 @@ def test_a_rig_that_is_down_leads_the_status_line(tmp_path):
         "pre": {"size": 100, "spikes": 0}}))}, width=200)[1]
     assert wide.endswith("held 4  pre 5.0 Hz/neuron (500 Hz all 100)  <-xbar p50/p99 100/200us"), wide  # one connection
     assert json.dumps(st)  # a status message as the runtime sends it: plain JSON
+
+
+def test_a_nodes_first_status_line_shows_its_rate_since_the_start(tmp_path):
+    # Found from the outside: the first line of a busy population said 0.0 Hz (no earlier message to take a
+    # difference from), and a node whose status came every 2 s showed it twice.
+    net = load_network(crossbar_network(tmp_path))
+    st = {"t": 10.0, "elapsed": 2.0, "model": {"elapsed": 2.0, "populations": {"pre": {"size": 100, "spikes": 2000}},
+                                               "devices": {}}}
+    (_, line, _) = render_status(net, {"src": st}, {"src": st}, width=200)
+    assert "pre 10.0 Hz/neuron (1,000 Hz all 100)" in line, line
