@@ -242,8 +242,14 @@ def _devices(s: RecordedSession) -> tuple[dict, dict, list[DeviceSet]]:
         ds.names.append(d.name)
         ds.addresses.append(dict(d.declared.address) if d.declared is not None else {})
         ds.steps.append(d.steps())
-        ltp = sum(1 for p in d.pulses if p.ltp)
-        ds.pulses = (ds.pulses[0] + ltp, ds.pulses[1] + len(d.pulses) - ltp)
+        final = s.final(d.node)
+        counted = final.devices.get(d.name) if final is not None else None
+        if counted is not None:  # the node's own counts: exact, where its pulse log keeps at most some a second
+            ltp, ltd = counted.ltp, counted.ltd
+        else:
+            ltp = sum(1 for p in d.pulses if p.ltp)
+            ltd = len(d.pulses) - ltp
+        ds.pulses = (ds.pulses[0] + ltp, ds.pulses[1] + ltd)
     shown = [d for d in shown if d.node not in big]
     prefixed = len({d.node for d in shown}) > 1
     resistance, pulses = {}, {}
