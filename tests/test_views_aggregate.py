@@ -173,6 +173,9 @@ def test_plot_draws_a_weight_matrix_and_a_histogram(crossbar_run, tmp_path):
     heat = image.axes
     assert (heat.get_ylabel(), heat.get_xlabel()) == ("wordline", "bitline")
     assert "resistance by wordline × bitline (1000 devices)" in heat.get_title(loc="left")
+    # the legend's pulse counts are the node's exact ones, whatever its pulse log kept one by one
+    ltp, ltd = (sum(m[f"{k}_pulses"] for m in summary["memristors"]) for k in ("ltp", "ltd"))
+    assert f"LTP pulse ({ltp})" in entries and f"LTD pulse ({ltd})" in entries, (entries, ltp, ltd)
     assert any("resistance at the end" in ax.get_ylabel() for ax in fig.axes)  # the colour bar
     hist = fig.axes[titles.index("xbar.w: distribution")]
     assert len(hist.patches) >= 2 and hist.get_ylabel() == "devices"
