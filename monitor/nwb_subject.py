@@ -67,6 +67,8 @@ def check_value(key: str, value, where: str) -> str:
     if not isinstance(value, str) or not value.strip():
         raise SubjectError(f"{where}: must be a non-empty text, got {value!r}")
     value = value.strip()
+    if not value.isprintable():
+        raise SubjectError(f"{where}: must be one line of printable text, got {value!r}")
     if key == "sex" and value not in SEXES:
         raise SubjectError(f"{where}: must be one of {', '.join(SEXES)} (male, female, unknown, other), got {value!r}")
     if key == "age":
@@ -76,7 +78,20 @@ def check_value(key: str, value, where: str) -> str:
         if not ok:
             raise SubjectError(f"{where}: must be an ISO 8601 duration such as P90D (90 days), P2Y6M or a range "
                                f"P90D/P120D, got {value!r}")
+        if len(bounds) == 2 and all(bounds) and _days(bounds[0]) > _days(bounds[1]):
+            raise SubjectError(f"{where}: a range runs from the younger age to the older, got {value!r}")
     return value
+
+
+_UNIT_DAYS = {"Y": 365.25, "M": 30.4375, "W": 7.0, "D": 1.0}
+_TIME_DAYS = {"H": 1 / 24, "M": 1 / 1440, "S": 1 / 86400}
+
+
+def _days(duration: str) -> float:
+    """An ISO 8601 duration (DURATION) in days, months and years at their mean length: for ordering only."""
+    date, _, time = duration[1:].partition("T")
+    return (sum(float(n) * _UNIT_DAYS[u] for n, u in re.findall(rf"({_NUMBER})([YMWD])", date))
+            + sum(float(n) * _TIME_DAYS[u] for n, u in re.findall(rf"({_NUMBER})([HMS])", time)))
 
 
 def read_sidecar(path: str | Path) -> dict[str, str]:

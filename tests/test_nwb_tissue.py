@@ -257,3 +257,17 @@ def test_flags_win_over_the_sidecar_and_toml_reads_too(tmp_path):
     with pytest.raises(SubjectError, match=r"^--age: .*got 'P90D/P120D/P1Y'$"):
         preparation({"age": "P90D/P120D/P1Y"})
     assert preparation({"age": "P2Y6MT12H"}).age == "P2Y6MT12H" and preparation({"age": "P90D/"}).age == "P90D/"
+
+
+@pytest.mark.parametrize("key, value, words", [
+    ("age", "P120D/P90D", "younger age to the older"),
+    ("age", "P1Y/P11M", "younger age to the older"),
+    ("subject_id", "culture\n7", "one line of printable text"),
+    ("species", "Rattus\tnorvegicus", "one line of printable text"),
+])
+def test_subject_values_found_wrong_from_the_outside_are_refused(key, value, words):
+    from spikewire.monitor.nwb_subject import SubjectError, check_value
+
+    with pytest.raises(SubjectError, match=words):
+        check_value(key, value, f"--{key}")
+    assert check_value("age", "P90D/P120D", "--age") == "P90D/P120D" and check_value("age", "P11M/P1Y", "--age")
