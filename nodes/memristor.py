@@ -135,7 +135,7 @@ class SynapseSettings(Settings):
     p: float = setting(1.0, "random: probability of each pre x post pair [1].", check=in_range(0.0, 1.0), unit="1")
     seed: int = setting(0, "random: seed of the draw.", check=non_negative, unit="id")
     file: str = setting("", "file: a .npy array, or text (.csv, .txt: numbers separated by commas or blanks), "
-                        "pre rows x post columns, relative to the network file's folder; nonzero entries connect.")
+                        "pre rows x post columns, relative to the network file's folder (or absolute); nonzero entries connect.")
     wordline: int = setting(0, "A rule's first wordline: presynaptic id i is on wordline + i.", check=non_negative, unit="id")
     bitline: int = setting(0, "A rule's first bitline: postsynaptic id j is on bitline + j.", check=non_negative, unit="id")
     output: Literal["stimulus", "synaptic"] = setting("synaptic", "What out events are: CME stimuli [V] or synaptic steps [A].")
