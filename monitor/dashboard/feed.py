@@ -7,6 +7,7 @@ item older than the log keeps (``max_age`` seconds, ``max_items``) is gone for a
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections import deque
@@ -37,4 +38,5 @@ class Feed:
         with self._lock:
             if not self._items or self._items[-1][0] <= cursor:
                 return self._seq, []
-            return self._seq, [item for seq, _, item in self._items if seq > cursor]
+            skip = max(0, cursor - self._items[0][0] + 1)  # numbers are consecutive: no scan of what was sent
+            return self._seq, [item for _, _, item in itertools.islice(self._items, skip, None)]

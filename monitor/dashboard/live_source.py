@@ -22,6 +22,14 @@ from spikewire.monitor.dashboard.tap import EventTap
 from spikewire.streams.clock import local_clock
 
 
+MARKS_PER_FRAME = 200
+"""Events of one stimuli or synaptic port sent per frame at most (evenly thinned): a 100 x 10 crossbar's
+10,000 synaptic events a second would cost the page and this process more than a lane of marks shows;
+counts stay exact. Population rasters are never thinned."""
+RESISTANCE_EVERY = 1.0
+"""Seconds between a page's copies of every device's value (1,000 of them past a crossbar of that size)."""
+
+
 class LiveSourceError(ValueError):
     """A live run that cannot be watched; one line."""
 
@@ -57,6 +65,7 @@ class LiveSource:
             else:
                 endpoints[key] = endpoint
         self.tap = EventTap(endpoints)
+        self._thinned = {m["key"] for m in self.layout["marks"]}
         self.metrics = MetricsWatch(self.network, {n: self.run.nodes[n].metrics for n in nodes})
         self.status = StatusTail(self.layout)
         self._stop = threading.Event()
@@ -107,6 +116,10 @@ class LiveSource:
         base = self.base
         for key, ev in chunks:
             events.setdefault(key, []).extend(events_json(ev, base))
+        for key in self._thinned.intersection(events):
+            if len(events[key]) > MARKS_PER_FRAME:
+                step = len(events[key]) / MARKS_PER_FRAME
+                events[key] = [events[key][int(i * step)] for i in range(MARKS_PER_FRAME)]
         useq, updates = self.status.updates.since(cursor.get("updates", 0))
         cursor["updates"] = useq
         devices: dict[str, list] = {}
@@ -121,9 +134,14 @@ class LiveSource:
                 sets.setdefault(item[1], []).append(list(item[2:]))
             else:
                 pulses.append([item[2], item[1], item[3], item[4]])
+        health = self.health(resistance=False)
+        now = local_clock()
+        if self.ended or now - cursor.get("resistance_at", float("-inf")) >= RESISTANCE_EVERY:
+            cursor["resistance_at"] = now
+            health["resistance"] = self.resistance()
         return {"mode": self.mode, "now": self.now(), "end": self.run.duration, "ended": self.ended,
                 "replace": False, "events": events, "devices": devices, "sets": sets, "pulses": pulses,
-                "controls": controls, **self.health()}
+                "controls": controls, **health}
 
     def resistance(self) -> dict[str, float]:
         """Each device's value now: the status log's (the final report's once it is in), else /metrics'."""
@@ -134,7 +152,7 @@ class LiveSource:
         out.update(self.status.resistance)
         return out
 
-    def health(self) -> dict:
+    def health(self, resistance: bool = True) -> dict:
         m = self.metrics.snapshot()
         nodes = {}
         for name, st in m["nodes"].items():
@@ -153,7 +171,8 @@ class LiveSource:
                 st["up"] = False
                 st.setdefault("error", "the run ended")
             nodes[name] = st
-        return {"nodes": nodes, "links": m["links"], "probe": m["probe"], "resistance": self.resistance(),
+        out = {"resistance": self.resistance()} if resistance else {}
+        return {**out, "nodes": nodes, "links": m["links"], "probe": m["probe"],
                 "counts": dict(self.tap.counts), "typed": {k: {str(t): n for t, n in c.items()}
                                                            for k, c in self.tap.typed.items()},
                 "malformed": dict(self.tap.malformed), "finals": sorted(self.status.finals),

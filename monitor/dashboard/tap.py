@@ -25,6 +25,9 @@ from spikewire.streams.zmq_link import Subscriber
 DRAWN_KINDS = frozenset((Kind.SPIKE, Kind.STIMULUS, Kind.BIO))
 BUDGET = 512
 """Messages read from one socket per poll before the others get their turn."""
+PAUSE = 0.02
+"""Seconds between polls: packets wait in our queue and are read in batches (pages see 10 frames a second),
+so a thousand packets a second cost a few dozen wakes, not a thousand."""
 KEEP_S = 12.0
 """Seconds of events kept for pages (the raster shows 10)."""
 
@@ -56,27 +59,36 @@ class EventTap:
         poller = zmq.Poller()
         for sock in self._subs:
             poller.register(sock, zmq.POLLIN)
-        while not self._stop.is_set():
+        while not self._stop.wait(PAUSE):
             for sock, _ in poller.poll(100):
                 key, sub = self._subs[sock]
+                batch, bio = [], False
                 for _ in range(BUDGET):
                     msg = sub.recv_nowait()
                     if msg is None:
                         break
-                    self._take(key, msg)
+                    events, kind = self._take(msg)
+                    if events is not None:
+                        batch.append(events)
+                        bio = bio or kind == Kind.BIO
+                if batch:  # one item per socket per poll: the pages' cost does not grow with packets
+                    self._keep(key, np.concatenate(batch) if len(batch) > 1 else batch[0], bio)
 
-    def _take(self, key: str, msg: bytes) -> None:
+    def _take(self, msg: bytes):
+        """(data events, kind) of one message, or (None, None) for anything not drawn."""
         try:
             packet = decode(msg)
         except WireError as e:
             self.malformed[e.reason] += 1
-            return
+            return None, None
         self.packets += 1
         if packet.kind not in DRAWN_KINDS or not len(packet.events):
-            return
-        events = packet.events
+            return None, None
+        return packet.events, packet.kind
+
+    def _keep(self, key: str, events: np.ndarray, bio: bool) -> None:
         self.counts[key] += len(events)
-        if packet.kind == Kind.BIO:
+        if bio:
             typed = self.typed.setdefault(key, Counter())
             values, n = np.unique(events["value"].astype(np.int64), return_counts=True)
             for v, c in zip(values.tolist(), n.tolist()):
