@@ -54,6 +54,12 @@ def _crossbar(argv: list[str]) -> int:
     return crossbar_main(argv)
 
 
+def _dashboard(argv: list[str]) -> int:
+    from spikewire.bench.dashboard_cost import main as dashboard_main
+
+    return dashboard_main(argv)
+
+
 def _loop(argv: list[str]) -> int:
     from spikewire.bench.loop import main as loop_main
 
@@ -67,7 +73,9 @@ PASS_THROUGH = {"loop": (_loop, "the paper's closed loop: round trip, hop by hop
                 "scrape": (_scrape, "loop lag with and without Prometheus scrapes"),
                 "journal": (_journal, "session journal: write cost per event and the largest rate recorded live"),
                 "detect": (_detect, "spike detection per 1 ms chunk at 256 / 1,024 / 4,096 channels x 30 kHz"),
-                "curve": (_curve, "one link's latency and throughput with CURVE on against off")}
+                "curve": (_curve, "one link's latency and throughput with CURVE on against off"),
+                "dashboard": (_dashboard, "loop probe and tick lag with the dashboard attached against not; its CPU at "
+                              "1,000 spikes/s")}
 """`spikewire bench NAME ARGS...` hands ARGS (including --help) to that benchmark's own main()."""
 
 
