@@ -707,8 +707,8 @@ class MemristorNode(Node):
         if unlogged:
             out.append({"event": "pulses_unlogged", "t": self.pulse_log[-1][0], "count": unlogged})
             if not self.unlogged:
-                note = (f"more than {PULSE_LOG_MAX:,} plasticity pulses in a status period: the rest are counted "
-                        "(pulses_unlogged), not logged one by one; every device's LTP/LTD counts stay exact")
+                note = (f"over {PULSE_LOG_MAX:,} pulses in a status period: the rest are counted (pulses_unlogged), "
+                        "not logged; device counts stay exact")
                 log.warning("%s: %s", self.name, note)
                 self.warnings.append(note)
             self.unlogged += unlogged

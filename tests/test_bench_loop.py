@@ -20,7 +20,7 @@ def test_bench_loop_measures_all_three_systems_hop_by_hop(tmp_path):
     net = network_copy("paper_loop.toml", tmp_path)
     out = tmp_path / "loop.json"
     done = subprocess.run([sys.executable, "-m", "spikewire", "bench", "loop", "--rates", "20", "--rounds", "1",
-                           "--duration", "7", "--network", str(net), "--json", str(out)],
+                           "--duration", "6", "--network", str(net), "--json", str(out)],
                           capture_output=True, text=True, timeout=200, cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     report = json.loads(out.read_text())

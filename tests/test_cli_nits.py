@@ -105,7 +105,7 @@ def test_a_metrics_port_in_use_is_one_line_before_anything_starts(cli_run, tmp_p
 
 def test_base_port_moves_every_metrics_endpoint(cli_run, tmp_path):
     base = free_port_block(8)
-    run = cli_run("run", str(network_copy("paper_loop.toml", tmp_path)), "--duration", "6", "--no-record",
+    run = cli_run("run", str(network_copy("paper_loop.toml", tmp_path)), "--duration", "4", "--no-record",
                   "--base-port", str(base))
     run.wait_for("all nodes ready", timeout=60)
     for i in range(3):

@@ -37,7 +37,7 @@ TOKEN = "test-token-0123456789"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ANPRE = "zurich.anpre.spikes"
-RUN_S = 26.0
+RUN_S = 20.0
 
 
 def chromium() -> str:
