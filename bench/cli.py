@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from spikewire.core.argtypes import number
+
 
 def _hop(args) -> int:
     from spikewire.bench.hop_latency import main as hop_main
@@ -89,13 +91,15 @@ def pass_through(argv: list[str]) -> int | None:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="benchmarks that compare against a baseline in the same run")
     bsub = p.add_subparsers(dest="bench", required=True, metavar="BENCH")
-    h = bsub.add_parser("hop", help="one-way latency of one spikewire link vs raw pyzmq PUB->SUB")
-    h.add_argument("--count", type=int, default=5000, help="messages per measurement (default 5000)")
-    h.add_argument("--rate", type=float, default=1000.0, help="messages per second (default 1000)")
+    h = bsub.add_parser("hop", help="one-way latency of one spikewire link vs raw pyzmq PUB->SUB",
+                        description="One-way latency of one spikewire link against raw pyzmq PUB->SUB, in the same run.")
+    h.add_argument("--count", type=number(int, above=0), default=5000, help="messages per measurement (default 5000)")
+    h.add_argument("--rate", type=number(above=0), default=1000.0, help="messages per second (default 1000)")
     h.add_argument("--json", metavar="PATH", help="write the figures as JSON")
     h.set_defaults(func=_hop)
-    d = bsub.add_parser("demo", help="the demo's CPU per node, peak memory and tick compute p99")
-    d.add_argument("--duration", type=float, default=20.0, help="seconds to run the demo (default 20)")
+    d = bsub.add_parser("demo", help="the demo's CPU per node, peak memory and tick compute p99",
+                        description="The demo network's CPU per node, peak memory and tick compute p99.")
+    d.add_argument("--duration", type=number(above=0), default=20.0, help="seconds to run the demo (default 20)")
     d.add_argument("--json", metavar="PATH", help="write the figures as JSON")
     d.set_defaults(func=_demo)
     for name, (_, text) in PASS_THROUGH.items():

@@ -40,12 +40,14 @@ def _undocumented(text: str) -> list[str]:
     return bare
 
 
-@pytest.mark.parametrize("argv", [("bench", name) for name in BENCHES]
-                         + [("top",), ("rig-sim",), ("fault-proxy",), ("params",), ("device",)])
+@pytest.mark.parametrize("argv", [("bench", name) for name in [*BENCHES, "hop", "demo"]]
+                         + [("top",), ("rig-sim",), ("fault-proxy",), ("params",), ("device",), ("dashboard",)])
 def test_every_command_names_itself_and_documents_every_option(capsys, argv):
     text = _help(capsys, *argv)
     assert text.startswith(f"usage: spikewire {' '.join(argv)} "), text[:120]
     assert not _undocumented(text), _undocumented(text)
+    usage, _, rest = text.partition("\n\n")
+    assert not rest.startswith("options:"), "no description line: " + text[:300]
 
 
 def test_a_reader_that_closes_the_pipe_gets_no_traceback():
