@@ -186,7 +186,9 @@ def _same_process_figures(fast: bytes, slow: bytes) -> None:
     assert a.keys() == b.keys()
     assert a[("process_start_time_seconds", ())] == pytest.approx(b[("process_start_time_seconds", ())], abs=0.02)
     assert a[("process_max_fds", ())] == b[("process_max_fds", ())]
-    assert abs(a[("process_open_fds", ())] - b[("process_open_fds", ())]) <= 2  # ours keeps /proc/self/stat open
+    # Ours keeps /proc/self/stat open (one more). Other threads of this test process (servers of earlier tests
+    # winding down) may open and close a few fds between the two renders: a full suite once saw 53 against 61.
+    assert abs(a[("process_open_fds", ())] - b[("process_open_fds", ())]) <= max(2, 0.2 * b[("process_open_fds", ())])
     assert a[("process_cpu_seconds_total", ())] == pytest.approx(b[("process_cpu_seconds_total", ())], abs=0.5)
     for name in ("process_resident_memory_bytes", "process_virtual_memory_bytes"):
         assert a[(name, ())] == pytest.approx(b[(name, ())], rel=0.1)
